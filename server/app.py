@@ -1,0 +1,443 @@
+"""The Litestar app: HTTP routes of SPEC §5, parsing at the boundary and answering in JSON.
+
+Handlers are thin: check auth, decode the body into a Struct, call `Memory` (writes) or `compose`
+(the personalize answer), encode. The personalize webhook never fails a call: whatever happens
+inside, it answers 200 with a valid body.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, delete, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.openapi import OpenAPIConfig
+
+from server import phone
+from server.compose import compose, defaults
+from server.config import Settings
+from server.elevenlabs import (
+    Personalization,
+    PersonalizeRequest,
+    PostCallEvent,
+    ToolAnswer,
+    ToolRemember,
+    verify_signature,
+)
+from server.gitwriter import GitError
+from server.memory import Identity, WriteError
+from server.records import Caller
+from server.service import Service, open_service
+
+log = logging.getLogger("memory_bridge.http")
+
+WEBHOOK_BODY_LIMIT = 64 * 1024
+POST_CALL_BODY_LIMIT = 8 * 1024 * 1024  # transcripts of long calls are big; audio events bigger still
+API_BODY_LIMIT = 64 * 1024
+
+_personalize_decoder = msgspec.json.Decoder(PersonalizeRequest)
+_encoder = msgspec.json.Encoder()
+# The last resort if even composing the defaults fails: every built-in variable, nothing else.
+_STATIC_DEFAULT = _encoder.encode(
+    Personalization(
+        dynamic_variables={
+            "caller_name": "",
+            "caller_known": False,
+            "call_count": 0,
+            "last_call_date": "",
+            "last_call_summary": "",
+            "caller_memory": "",
+            "daily_notes": "",
+        }
+    )
+)
+
+
+class FactBody(msgspec.Struct):
+    """`POST /api/memory/{caller}`, as the predecessor accepted it."""
+
+    fact: str
+
+
+class NoteBody(msgspec.Struct):
+    """`POST /api/notes`: a daily note, or a caller note when `phone_hash` is set."""
+
+    note: str
+    phone_hash: str | None = None
+    date: str | None = None
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _service(state: State) -> Service:
+    return state.service  # type: ignore[no-any-return]
+
+
+def _bearer(request: Request[Any, Any, Any]) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def require_webhook_secret(request: Request[Any, Any, Any], settings: Settings, *, open_if_unset: bool) -> None:
+    """`WEBHOOK_SECRET` as a Bearer token or `X-Webhook-Secret`; 403 when unset unless `open_if_unset`."""
+    secret = settings.webhook_secret
+    if secret is None:
+        if open_if_unset:
+            return
+        raise PermissionDeniedException("this endpoint is disabled: set WEBHOOK_SECRET to enable it")
+    if not (_same(_bearer(request), secret) or _same(request.headers.get("x-webhook-secret"), secret)):
+        raise NotAuthorizedException("missing or wrong webhook secret")
+
+
+def require_admin(request: Request[Any, Any, Any], settings: Settings) -> None:
+    """`ADMIN_API_KEY` as a Bearer token; 403 when it is not configured."""
+    if settings.admin_api_key is None:
+        raise PermissionDeniedException("the API is disabled: set ADMIN_API_KEY to enable it")
+    if not _same(_bearer(request), settings.admin_api_key):
+        raise NotAuthorizedException("missing or wrong API key")
+
+
+def _decode(body: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(f"invalid request body: {exc}") from None
+    except msgspec.DecodeError:
+        raise ValidationException("the request body is not valid JSON") from None
+
+
+def parse_personalize(body: bytes) -> PersonalizeRequest:
+    """Decode the personalize body, salvaging string fields from any JSON object; never raises."""
+    try:
+        return _personalize_decoder.decode(body)
+    except msgspec.DecodeError:
+        pass
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return PersonalizeRequest()
+    if not isinstance(raw, dict):
+        return PersonalizeRequest()
+    fields = PersonalizeRequest.__struct_fields__
+    return PersonalizeRequest(**{k: v for k, v in raw.items() if k in fields and isinstance(v, str)})
+
+
+def answer_bytes(service: Service, caller: Caller | None, now: dt.datetime) -> bytes:
+    """Exactly what the personalize webhook answers for `caller` at `now`."""
+    index = service.memory.index
+    return _encoder.encode(compose(caller, index.soul, index.notes, now, service.settings))
+
+
+def _defaults(service: Service, now: dt.datetime) -> bytes:
+    try:
+        return _encoder.encode(defaults(service.memory.index.soul, service.settings, now))
+    except Exception:
+        log.exception("could not compose the default answer; sending the built-in one")
+        return _STATIC_DEFAULT
+
+
+async def _record_call(service: Service, who: Identity, call_sid: str | None) -> None:
+    try:
+        await service.memory.record_call(who, call_sid)
+    except Exception:
+        log.exception("could not record the call of %s", phone.short(who.key or ""))
+
+
+def _json(content: Any, status: int = 200) -> Response[bytes]:
+    return Response(_encoder.encode(content), status_code=status, media_type="application/json")
+
+
+# -- ElevenLabs ------------------------------------------------------------------------------------
+
+
+@post("/webhook/personalize", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT)
+async def personalize(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """ElevenLabs' conversation-initiation webhook: who is calling and what the agent should know."""
+    service = _service(state)
+    require_webhook_secret(request, service.settings, open_if_unset=True)
+    body = await request.body()
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.UTC)
+    who: Identity | None = None
+    call_sid: str | None = None
+    try:
+        data = parse_personalize(body)
+        call_sid = data.call_sid
+        who = service.memory.identify(data.caller_id, data.called_number)
+        content = answer_bytes(service, service.memory.lookup(who), now)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if elapsed_ms > service.settings.personalize_deadline_ms:
+            log.warning("personalize took %.1f ms, past the deadline: answering with defaults", elapsed_ms)
+            content = _defaults(service, now)
+    except Exception:
+        log.exception("personalize failed; answering with defaults")
+        content = _defaults(service, now)
+    task = None
+    if who is not None and who.key is not None:
+        service.memory.remember_call_sid(call_sid, who.key)
+        task = BackgroundTask(_record_call, service, who, call_sid)
+    return Response(content, status_code=200, media_type="application/json", background=task)
+
+
+@post("/webhook/post-call", status_code=200, request_max_body_size=POST_CALL_BODY_LIMIT)
+async def post_call(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """ElevenLabs' post-call webhook: verify the signature, then write the call back."""
+    service = _service(state)
+    secret = service.settings.elevenlabs_webhook_secret
+    if secret is None:
+        raise PermissionDeniedException("post-call webhooks are disabled: set ELEVENLABS_WEBHOOK_SECRET")
+    body = await request.body()
+    if not verify_signature(request.headers.get("elevenlabs-signature"), body, secret):
+        raise NotAuthorizedException("missing, stale or wrong ElevenLabs-Signature")
+    event: PostCallEvent = _decode(body, PostCallEvent)
+    if event.type != "post_call_transcription" or event.data is None:
+        return _json({"status": "ignored", "type": event.type})
+    data = event.data
+    if not data.conversation_id:
+        raise ValidationException("the event has no conversation_id")
+    call = data.metadata.phone_call if data.metadata else None
+    variables = (
+        data.conversation_initiation_client_data.dynamic_variables if data.conversation_initiation_client_data else {}
+    )
+    memory = service.memory
+    who = memory.identify(call.external_number if call else None)
+    if who.key is None:
+        who = memory.identify(variables.get("system__caller_id"), variables.get("system__called_number"))
+    key = who.key or memory.key_for_call_sid((call.call_sid if call else None) or variables.get("system__call_sid"))
+    if key is None:
+        return _json({"status": "ignored", "reason": "no usable caller number"})
+    started = data.metadata.start_time_unix_secs if data.metadata else None
+    when = dt.datetime.fromtimestamp(started, dt.UTC) if started else dt.datetime.now(dt.UTC)
+    analysis = data.analysis
+    fills = {
+        name: str(result.value)
+        for name, result in (analysis.data_collection_results.items() if analysis else ())
+        if isinstance(result.value, str | int | float) and not isinstance(result.value, bool)
+    }
+    try:
+        changed = await memory.write_back(
+            key,
+            data.conversation_id,
+            (analysis.transcript_summary if analysis else None) or "",
+            when,
+            fills,
+            e164=who.caller_id.e164,
+            legacy=who.legacy,
+        )
+    except GitError:
+        # The change is on disk and in the index; the commit is retried with the next write.
+        changed = True
+    return _json({"status": "saved" if changed else "duplicate", "caller": phone.short(key)})
+
+
+@post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT)
+async def tool_remember(request: Request[Any, Any, Any], state: State) -> ToolAnswer:
+    """The agent's `remember` tool: save one fact about the caller, mid-call."""
+    service = _service(state)
+    require_webhook_secret(request, service.settings, open_if_unset=False)
+    body: ToolRemember = _decode(await request.body(), ToolRemember)
+    who = service.memory.identify(body.caller_id, body.called_number)
+    if who.key is None:
+        return ToolAnswer("not_saved", "I can't save that on this call, because your number is withheld.")
+    fact = (body.fact or "").strip()
+    if not fact:
+        return ToolAnswer("not_saved", "I didn't catch what to remember. Could you say it again?")
+    try:
+        await service.memory.add_fact(who.key, fact, "tool", e164=who.caller_id.e164, legacy=who.legacy)
+    except WriteError as exc:
+        return ToolAnswer("not_saved", f"I couldn't save that: {exc}.")
+    except GitError:
+        pass  # saved in the vault; the commit follows with the next write
+    return ToolAnswer("saved", "Got it, I've made a note of that.")
+
+
+# -- health ----------------------------------------------------------------------------------------
+
+
+@get("/health", sync_to_thread=False)
+def health(state: State) -> dict[str, Any]:
+    """Liveness and the figures a person checks first."""
+    service = _service(state)
+    index, git, watcher = service.memory.index, service.memory.git.status, service.watcher
+    errors = index.errors()
+    watcher_alive = watcher.alive
+    degraded = bool(errors) or not watcher_alive or git.last_error is not None or not service.memory.git.alive
+    return {
+        "status": "degraded" if degraded else "ok",
+        "callers": index.caller_count,
+        "files_with_errors": len(errors),
+        "errors": errors,
+        "watcher_alive": watcher_alive,
+        "watcher_heartbeat_age_s": round(time.time() - watcher.heartbeat, 3) if watcher.heartbeat else None,
+        "last_commit": git.last_commit,
+        "last_commit_at": git.last_commit_at,
+        "git_error": git.last_error,
+        "pending_writes": git.pending,
+        "ready_seconds": round(service.ready_seconds, 3),
+    }
+
+
+# -- REST API --------------------------------------------------------------------------------------
+
+
+def _known(service: Service, caller: str) -> str:
+    key = service.memory.resolve(caller)
+    if key is None:
+        raise NotFoundException("unknown caller")
+    return key
+
+
+@post("/api/memory/{caller:str}", status_code=200, request_max_body_size=API_BODY_LIMIT)
+async def api_add_fact(caller: str, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """Add a fact to a caller (by phone hash, or by number, which may create the caller)."""
+    service = _service(state)
+    require_admin(request, service.settings)
+    body: FactBody = _decode(await request.body(), FactBody)
+    memory = service.memory
+    key, e164, legacy = memory.resolve(caller), None, None
+    if key is None:
+        who = memory.identify(caller)
+        if who.key is None or phone.is_caller_key(caller.strip().lower()):
+            raise NotFoundException("unknown caller")
+        key, e164, legacy = who.key, who.caller_id.e164, who.legacy
+    try:
+        path = await memory.add_fact(key, body.fact, "api", e164=e164, legacy=legacy)
+    except WriteError as exc:
+        raise ValidationException(str(exc)) from None
+    return {"status": "saved", "phone_hash": key, "file": path}
+
+
+@post("/api/notes", status_code=200, request_max_body_size=API_BODY_LIMIT)
+async def api_add_note(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """Append to a daily note, or to a caller's notes when `phone_hash` is given."""
+    service = _service(state)
+    require_admin(request, service.settings)
+    body: NoteBody = _decode(await request.body(), NoteBody)
+    key = _known(service, body.phone_hash) if body.phone_hash else None
+    try:
+        path = await service.memory.add_note(body.note, "api", date=body.date, key=key)
+    except WriteError as exc:
+        raise ValidationException(str(exc)) from None
+    return {"status": "saved", "file": path}
+
+
+@get("/api/callers/{caller:str}", sync_to_thread=False)
+def api_get_caller(caller: str, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """A caller's memory: frontmatter, facts, calls and notes."""
+    service = _service(state)
+    require_admin(request, service.settings)
+    key = _known(service, caller)
+    record = service.memory.index.caller(key)
+    assert record is not None
+    return caller_json(record, service.memory.index.caller_path(key))
+
+
+@get("/api/callers/{caller:str}/preview", sync_to_thread=False)
+def api_preview(caller: str, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Exactly what the personalize webhook would answer for this caller now."""
+    service = _service(state)
+    require_admin(request, service.settings)
+    key = _known(service, caller)
+    return Response(
+        answer_bytes(service, service.memory.index.caller(key), dt.datetime.now(dt.UTC)),
+        media_type="application/json",
+    )
+
+
+@delete("/api/callers/{caller:str}", status_code=200)
+async def api_forget(caller: str, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """Forget a caller: the file is removed in a commit (history keeps it; see the README)."""
+    service = _service(state)
+    require_admin(request, service.settings)
+    key = _known(service, caller)
+    await service.memory.forget(key, "api")
+    return {"status": "forgotten", "phone_hash": key}
+
+
+def caller_json(record: Caller, path: str | None) -> dict[str, Any]:
+    """The API's view of a caller."""
+    frontmatter: dict[str, Any] = {
+        "phone_hash": record.phone_hash,
+        "name": record.name,
+        "aliases": list(record.aliases),
+        "call_count": record.call_count,
+        "first_call": record.first_call,
+        "last_call": record.last_call,
+    }
+    for key in ("language", "voice_id", "first_message"):
+        if getattr(record, key):
+            frontmatter[key] = getattr(record, key)
+    frontmatter.update(record.extra)
+    return {
+        "phone_hash": record.phone_hash,
+        "file": path,
+        "frontmatter": frontmatter,
+        "facts": list(record.facts),
+        "calls": [msgspec.to_builtins(call) for call in record.calls],
+        "notes": list(record.notes),
+    }
+
+
+# -- the app ---------------------------------------------------------------------------------------
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if isinstance(exc, HTTPException):
+        return _json({"status_code": exc.status_code, "detail": exc.detail}, exc.status_code)
+    log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+    return _json({"status_code": 500, "detail": "internal error; see the server log"}, 500)
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The Litestar app for one vault. The vault is opened and indexed before the first request."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        service = open_service(settings)
+        await service.start()
+        app.state.service = service
+        log.info("memory-bridge ready in %.2f s on %s:%d", service.ready_seconds, settings.host, settings.port)
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    return Litestar(
+        route_handlers=[
+            personalize,
+            post_call,
+            tool_remember,
+            health,
+            api_add_fact,
+            api_add_note,
+            api_get_caller,
+            api_preview,
+            api_forget,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={500: _internal_error},
+        openapi_config=OpenAPIConfig(title="memory-bridge", version="0.1.0"),
+        request_max_body_size=API_BODY_LIMIT,
+        logging_config=None,
+    )

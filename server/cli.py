@@ -1,0 +1,213 @@
+"""The `memory-bridge` command line (SPEC §8). Every command works without a running server.
+
+Writes go through the same `Memory` code path as the HTTP API, so they follow the same commit
+rules; a running server sees them through its watcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from server import logs, phone
+from server.config import ConfigError, Settings, load_settings
+
+EXIT_USAGE = 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "vault", None):
+        overrides["VAULT_DIR"] = str(args.vault)
+    environ = {**os.environ, **overrides}
+    return load_settings(environ, env_file=Path(args.env_file))
+
+
+def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    from server.service import open_service
+
+    async def run() -> int:
+        service = open_service(settings)
+        await service.start(watch=False)
+        try:
+            return await work(service)
+        finally:
+            await service.stop()
+
+    return asyncio.run(run())
+
+
+def _caller_key(service: Any, caller: str) -> str | None:
+    return service.memory.resolve(caller)
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the service under uvicorn, one worker."""
+    import uvicorn
+
+    from server.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        proxy_headers=True,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the caller key of a number."""
+    from server.service import open_service
+
+    memory = open_service(settings).memory
+    key = memory.hash_number(args.number)
+    if key is None:
+        print("not a usable phone number (withheld, SIP/client address, or unparseable)", file=sys.stderr)
+        return 1
+    print(key)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a caller's memory as JSON."""
+    from server.app import caller_json
+    from server.service import open_service
+
+    memory = open_service(settings).memory
+    key = memory.resolve(args.caller)
+    if key is None:
+        print("unknown caller", file=sys.stderr)
+        return 1
+    record = memory.index.caller(key)
+    assert record is not None
+    print(json.dumps(caller_json(record, memory.index.caller_path(key)), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    """Print exactly what the personalize webhook would answer for a caller now."""
+    from server.app import answer_bytes
+    from server.service import open_service
+
+    service = open_service(settings)
+    key = service.memory.resolve(args.caller)
+    record = service.memory.index.caller(key) if key else None
+    if record is None and not args.new:
+        print("unknown caller (use --new to see the answer a new caller gets)", file=sys.stderr)
+        return 1
+    sys.stdout.write(answer_bytes(service, record, dt.datetime.now(dt.UTC)).decode() + "\n")
+    return 0
+
+
+def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
+    """Append to a daily note, or to a caller's notes."""
+    from server.memory import WriteError
+
+    async def work(service: Any) -> int:
+        key = None
+        if args.caller:
+            key = _caller_key(service, args.caller)
+            if key is None:
+                print("unknown caller", file=sys.stderr)
+                return 1
+        try:
+            path = await service.memory.add_note(args.text, "cli", date=args.date, key=key)
+        except WriteError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"saved to {path}")
+        return 0
+
+    return _with_service(settings, work)
+
+
+def cmd_remember(args: argparse.Namespace, settings: Settings) -> int:
+    """Add a fact to a caller (a phone number creates the caller if new)."""
+    from server.memory import WriteError
+
+    async def work(service: Any) -> int:
+        memory = service.memory
+        key, e164, legacy = _caller_key(service, args.caller), None, None
+        if key is None:
+            who = memory.identify(args.caller)
+            if who.key is None or phone.is_caller_key(args.caller.strip().lower()):
+                print("unknown caller", file=sys.stderr)
+                return 1
+            key, e164, legacy = who.key, who.caller_id.e164, who.legacy
+        try:
+            path = await memory.add_fact(key, args.fact, "cli", e164=e164, legacy=legacy)
+        except WriteError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"saved to {path}")
+        return 0
+
+    return _with_service(settings, work)
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with `--help` on every command."""
+    parser = argparse.ArgumentParser(
+        prog="memory-bridge",
+        description="Persistent caller memory for ElevenLabs phone agents, kept in a git-backed markdown vault.",
+    )
+    parser.add_argument("--vault", type=Path, help="the vault folder (default: $VAULT_DIR or ./vault)")
+    parser.add_argument("--env-file", default=".env", help="settings file to read (default: .env)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[..., int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    add("serve", cmd_serve, "run the service (uvicorn, one worker)")
+    p = add("note", cmd_note, "append to today's (or --date's) daily note, or to a caller's notes; commits")
+    p.add_argument("text", help="the note")
+    p.add_argument("--caller", help="a phone number or phone hash: add to that caller's notes instead")
+    p.add_argument("--date", help="YYYY-MM-DD (default: today in TIMEZONE)")
+    p = add("remember", cmd_remember, "add a fact to a caller; commits")
+    p.add_argument("caller", help="a phone number or phone hash")
+    p.add_argument("fact", help="the fact, one short sentence")
+    p = add("show", cmd_show, "print a caller's memory as JSON")
+    p.add_argument("caller", help="a phone number or phone hash")
+    p = add("preview", cmd_preview, "print exactly what the personalize webhook would answer for a caller now")
+    p.add_argument("caller", help="a phone number or phone hash")
+    p.add_argument("--new", action="store_true", help="show the new-caller answer if the caller is unknown")
+    p = add("hash", cmd_hash, "print the caller key (phone hash) for a number")
+    p.add_argument("number", help="a phone number, E.164 or national (uses DEFAULT_REGION)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `memory-bridge` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"memory-bridge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(settings)
+    return int(args.func(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The git writer: the only code that runs git (SPEC §3).
+
+One writer task per vault drains a queue of commit requests. Requests that arrive while a commit is
+running are committed together in the next one (one commit per source, each change listed), which is
+what lets many concurrent writers be acknowledged quickly without one `git commit` each.
+The identity comes from settings, never from the machine's git configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("memory_bridge.git")
+
+SOURCES = ("api", "webhook", "tool", "cli", "hand-edit")
+_LOCK_STALE_SECONDS = 2.0
+_LOCK_WAIT_SECONDS = 10.0
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message has git's own words."""
+
+
+@dataclass
+class _Job:
+    paths: list[str]
+    line: str
+    source: str
+    done: asyncio.Future[str | None]
+
+
+@dataclass
+class GitStatus:
+    """What `/health` reports about git."""
+
+    last_commit: str | None = None
+    last_commit_at: float | None = None
+    last_error: str | None = None
+    commits: int = 0
+    pending: int = 0
+    lock_recoveries: int = 0
+    recent: list[str] = field(default_factory=list)
+
+
+class GitWriter:
+    """Serialises every git write of one vault."""
+
+    def __init__(self, root: Path, author_name: str, author_email: str) -> None:
+        self.root = root
+        self.status = GitStatus()
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._task: asyncio.Task[None] | None = None
+        # Identity and config from us alone: no global or system git config can change behaviour.
+        self._env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
+            "GIT_COMMITTER_NAME": author_name,
+            "GIT_COMMITTER_EMAIL": author_email,
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+            "LC_ALL": "C",
+        }
+
+    # -- running git -----------------------------------------------------------------------------
+
+    def _args(self, *args: str) -> list[str]:
+        return ["git", "-C", str(self.root), "-c", "commit.gpgsign=false", "-c", "core.quotepath=off", *args]
+
+    def run_sync(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run git and wait (start-up, the CLI and tests; never on a request path)."""
+        proc = subprocess.run(self._args(*args), env=self._env, capture_output=True, text=True, check=False)
+        if check and proc.returncode != 0:
+            raise GitError(f"git {args[0]} failed: {(proc.stderr or proc.stdout).strip()}")
+        return proc
+
+    async def _run(self, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, str]:
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        while True:
+            proc = await asyncio.create_subprocess_exec(
+                *self._args(*args),
+                env=self._env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await proc.communicate()
+            text = (err or out).decode(errors="replace").strip()
+            code = proc.returncode or 0
+            if code in ok:
+                return code, out.decode(errors="replace")
+            if "index.lock" in text and time.monotonic() < deadline:
+                self._recover_lock()
+                await asyncio.sleep(0.05)
+                continue
+            raise GitError(f"git {args[0]} failed: {text}")
+
+    def _recover_lock(self) -> None:
+        # Only this writer runs git in the vault, so a lock that has not moved for a while was left
+        # by a crash (ours or a person's git); a live git holding it briefly just makes us wait.
+        lock = self.root / ".git" / "index.lock"
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > _LOCK_STALE_SECONDS:
+            lock.unlink(missing_ok=True)
+            self.status.lock_recoveries += 1
+            log.warning("removed a stale .git/index.lock (%.1f s old)", age)
+
+    # -- repository set-up -----------------------------------------------------------------------
+
+    def ensure_repo(self) -> bool:
+        """Make the vault a git repository of its own; True if it was created now."""
+        if (self.root / ".git").exists():
+            return False
+        self.run_sync("init", "-q", "-b", "main")
+        return True
+
+    def head(self) -> str | None:
+        """The current commit id, or None before the first commit."""
+        proc = self.run_sync("rev-parse", "--verify", "-q", "HEAD", check=False)
+        return proc.stdout.strip() or None
+
+    def dirty_paths(self) -> list[str]:
+        """Paths with uncommitted changes (including untracked files), vault-relative."""
+        out = self.run_sync("status", "--porcelain", "-z", "--untracked-files=all").stdout
+        paths = []
+        entries = out.split("\0")
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            i += 1
+            if len(entry) < 4:
+                continue
+            paths.append(entry[3:])
+            if entry[0] in "RC":  # a rename carries its old path as the next entry
+                paths.append(entries[i])
+                i += 1
+        return paths
+
+    def commit_sync(self, paths: list[str], lines: list[str], source: str) -> str | None:
+        """Commit `paths` now, outside the writer task (start-up and tests only)."""
+        self._recover_lock()
+        self._stage_sync(paths)
+        proc = self.run_sync("commit", "-q", "--no-verify", "-m", message(lines, source), check=False)
+        if proc.returncode != 0:
+            if "nothing" in proc.stdout + proc.stderr:
+                return None
+            raise GitError(f"git commit failed: {(proc.stderr or proc.stdout).strip()}")
+        sha = self.head()
+        self._note_commit(sha, lines)
+        return sha
+
+    def _stage_sync(self, paths: list[str]) -> None:
+        present, gone = self._split(paths)
+        if present:
+            self.run_sync("add", "-A", "--", *present)
+        if gone:
+            self.run_sync("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
+
+    def _split(self, paths: list[str]) -> tuple[list[str], list[str]]:
+        unique = list(dict.fromkeys(paths))
+        present = [p for p in unique if (self.root / p).exists()]
+        gone = [p for p in unique if not (self.root / p).exists()]
+        return present, gone
+
+    # -- the writer task -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the writer task."""
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop(), name="git-writer")
+
+    async def stop(self) -> None:
+        """Commit everything queued, then stop."""
+        if self._queue is None or self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer task is running."""
+        return self._task is not None and not self._task.done()
+
+    async def commit(self, paths: list[str], line: str, source: str) -> str | None:
+        """Commit the changes to `paths`, described by `line`; returns once they are in git.
+
+        Returns the commit id, or None if there was nothing to commit. Raises GitError on failure;
+        the file change itself stays on disk and is committed with the next write that succeeds.
+        """
+        if source not in SOURCES:
+            raise ValueError(f"unknown commit source {source!r}")
+        if self._queue is None:
+            raise RuntimeError("the git writer is not running")
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.status.pending += 1
+        await self._queue.put(_Job(paths, line, source, done))
+        return await done
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            jobs = [await self._queue.get()]
+            while not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+            by_source: dict[str, list[_Job]] = {}
+            for job in jobs:
+                by_source.setdefault(job.source, []).append(job)
+            for source, group in by_source.items():
+                await self._commit_group(source, group)
+            for _ in jobs:
+                self._queue.task_done()
+
+    async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
+        paths = [p for job in jobs for p in job.paths]
+        lines = list(dict.fromkeys(job.line for job in jobs))
+        try:
+            present, gone = self._split(paths)
+            if present:
+                await self._run("add", "-A", "--", *present)
+            if gone:
+                await self._run("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
+            code, _out = await self._run("commit", "-q", "--no-verify", "-m", message(lines, source), ok=(0, 1))
+            if code == 1:
+                sha = None  # nothing to commit: a person's git, or an earlier batch, already has it
+            else:
+                _, sha_out = await self._run("rev-parse", "HEAD")
+                sha = sha_out.strip()
+                self._note_commit(sha, lines)
+            self.status.last_error = None
+        except (GitError, OSError) as exc:
+            self.status.last_error = str(exc)
+            log.error("git commit failed (%d change(s) stay on disk): %s", len(jobs), exc)
+            for job in jobs:
+                if not job.done.done():
+                    job.done.set_exception(GitError(str(exc)))
+            self.status.pending -= len(jobs)
+            return
+        for job in jobs:
+            if not job.done.done():
+                job.done.set_result(sha)
+        self.status.pending -= len(jobs)
+
+    def _note_commit(self, sha: str | None, lines: list[str]) -> None:
+        if sha is None:
+            return
+        self.status.last_commit = sha
+        self.status.last_commit_at = time.time()
+        self.status.commits += 1
+
+
+def message(lines: list[str], source: str) -> str:
+    """A commit message: what changed for whom (by short hash), each change listed, and a trailer."""
+    if len(lines) == 1:
+        subject, body = lines[0], ""
+    else:
+        subject = f"{len(lines)} changes"
+        body = "\n".join(f"- {line}" for line in lines) + "\n\n"
+    return f"{subject}\n\n{body}Source: {source}\n"

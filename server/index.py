@@ -1,0 +1,123 @@
+"""The in-memory index: every caller, the soul and the daily notes, parsed once (SPEC §4).
+
+Calls read only from here. The index does no I/O: the vault module reads files and hands the
+results in through `apply`, which also decides what a result means (a new version, a broken file
+that keeps its last good version in service, a deletion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.records import Caller, DailyNote, Soul
+from server.vault import Loaded, parse_soul
+
+# What the agent is told when soul.md is missing or has never parsed.
+FALLBACK_SOUL = parse_soul("You are a helpful phone assistant. Be brief and friendly.")
+
+
+@dataclass(slots=True)
+class FileState:
+    """What the index knows about one file: the version in service and what is on disk now."""
+
+    relpath: str
+    kind: str
+    digest: str  # of the bytes on disk when last read (even if they did not parse)
+    stat: tuple[int, int]
+    seq: int
+    record: Caller | Soul | DailyNote | None  # last good version, kept while the file is broken
+    error: str | None = None
+
+
+class Index:
+    """Callers by key, the soul and daily notes, plus per-file state for the watcher and /health."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, FileState] = {}
+        self._owner: dict[str, str] = {}  # phone_hash -> relpath of the file that holds it
+        self.notes: dict[str, DailyNote] = {}
+
+    # -- lookups (the call path) ---------------------------------------------------------------
+
+    def caller(self, key: str) -> Caller | None:
+        """The caller with this key, or None."""
+        relpath = self._owner.get(key)
+        if relpath is None:
+            return None
+        record = self.files[relpath].record
+        return record if isinstance(record, Caller) else None
+
+    def caller_path(self, key: str) -> str | None:
+        """The vault-relative file of a caller, or None."""
+        return self._owner.get(key)
+
+    @property
+    def soul(self) -> Soul:
+        """The soul in service (its last good version), or a plain fallback."""
+        state = self.files.get("soul.md")
+        return state.record if state and isinstance(state.record, Soul) else FALLBACK_SOUL
+
+    def note(self, date: str) -> DailyNote | None:
+        """The daily note of a date, if there is one."""
+        return self.notes.get(date)
+
+    @property
+    def caller_count(self) -> int:
+        """How many callers are in service."""
+        return len(self._owner)
+
+    def errors(self) -> dict[str, str]:
+        """Files that cannot be used as they are, with the reason, by vault-relative path."""
+        return {path: state.error for path, state in sorted(self.files.items()) if state.error}
+
+    # -- updates (from the vault, via the watcher or a write) ---------------------------------
+
+    def apply(self, relpath: str, loaded: Loaded | None, seq: int) -> bool:
+        """Bring a file's state up to date; returns False if a newer result was already applied.
+
+        `loaded` None means the file is gone. An error keeps the last good record in service.
+        """
+        previous = self.files.get(relpath)
+        if previous is not None and previous.seq > seq:
+            return False
+        if loaded is None:
+            if previous is not None:
+                self._drop(previous)
+                del self.files[relpath]
+            return True
+        record = loaded.record if loaded.error is None else (previous.record if previous else None)
+        state = FileState(relpath, loaded.kind, loaded.digest, loaded.stat, seq, record, loaded.error)
+        if previous is not None and previous.record is not record and not _same_caller(previous.record, record):
+            self._drop(previous)
+        self.files[relpath] = state
+        self._claim(state)
+        return True
+
+    def _claim(self, state: FileState) -> None:
+        record = state.record
+        if isinstance(record, DailyNote):
+            self.notes[record.date] = record
+        elif isinstance(record, Caller):
+            owner = self._owner.get(record.phone_hash)
+            if owner is None or owner == state.relpath or owner not in self.files:
+                self._owner[record.phone_hash] = state.relpath
+            elif state.error is None:
+                state.error = f"has the same phone_hash as {owner}; only {owner} is used"
+
+    def _drop(self, state: FileState) -> None:
+        record = state.record
+        if isinstance(record, DailyNote) and self.notes.get(record.date) is record:
+            del self.notes[record.date]
+        elif isinstance(record, Caller) and self._owner.get(record.phone_hash) == state.relpath:
+            del self._owner[record.phone_hash]
+            # Another file claiming the same caller takes over (it was reported as a duplicate).
+            for other in self.files.values():
+                if other is not state and _same_caller(other.record, record):
+                    if other.error and other.error.startswith("has the same phone_hash"):
+                        other.error = None
+                    self._owner[record.phone_hash] = other.relpath
+                    break
+
+
+def _same_caller(old: object, new: object) -> bool:
+    return isinstance(old, Caller) and isinstance(new, Caller) and old.phone_hash == new.phone_hash

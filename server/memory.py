@@ -1,0 +1,285 @@
+"""Memory: who a caller is, and every write to their memory (SPEC §3, §6, §7).
+
+Every writer (webhooks, the tool, the REST API, the CLI) comes through here, so each write takes
+the same path: validate → vault write → git commit → index update, and is acknowledged only once it
+is committed. File edits are serialised in-process; commits are grouped by the git writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+
+from server import phone, vault
+from server.config import Settings
+from server.gitwriter import GitWriter
+from server.index import Index
+from server.phone import CallerId
+from server.records import Caller
+from server.vault import Vault
+
+log = logging.getLogger("memory_bridge.memory")
+
+MAX_FACT_CHARS = 500
+MAX_NOTE_CHARS = 2_000
+# Frontmatter keys a call's data-collection results may never fill: identity, counters, call set-up.
+_PROTECTED_KEYS = {
+    "phone_hash",
+    "phone",
+    "call_count",
+    "first_call",
+    "last_call",
+    "first_message",
+    "language",
+    "voice_id",
+    "aliases",
+}
+_RECENT_CALLS = 10_000
+
+
+class Identity:
+    """A caller ID resolved to a vault key. `key` is None for withheld and non-phone callers."""
+
+    __slots__ = ("caller_id", "key", "legacy")
+
+    def __init__(self, caller_id: CallerId, key: str | None, legacy: str | None) -> None:
+        self.caller_id = caller_id
+        self.key = key
+        self.legacy = legacy
+
+
+class WriteError(Exception):
+    """A write that cannot be done as asked; the message is safe to show to the client."""
+
+
+class Memory:
+    """The service's state (settings, vault, index, git writer) and the operations on it."""
+
+    def __init__(self, settings: Settings, vault_: Vault, index: Index, git: GitWriter, key: bytes) -> None:
+        self.settings = settings
+        self.vault = vault_
+        self.index = index
+        self.git = git
+        self._key = key
+        self._edit_lock = asyncio.Lock()
+        # call_sid -> caller key seen at personalize time, for post-call events without a number.
+        self._calls: OrderedDict[str, str] = OrderedDict()
+
+    # -- identity (pure lookups; the call path) -----------------------------------------------
+
+    def identify(self, caller_id: object, called_number: object = None) -> Identity:
+        """Resolve the other party of a call; outbound calls (our own number as caller) use `called_number`."""
+        region = self.settings.default_region or phone.region_of(called_number)
+        parsed = phone.classify(caller_id, region)
+        if parsed.e164 is not None and parsed.e164 in self.settings.agent_numbers:
+            parsed = phone.classify(called_number, region)
+        if parsed.e164 is None:
+            return Identity(parsed, None, None)
+        return Identity(parsed, phone.caller_key(parsed.e164, self._key), phone.legacy_key(parsed.e164))
+
+    def lookup(self, who: Identity) -> Caller | None:
+        """The caller's record, also for callers imported with the predecessor's plain hash."""
+        if who.key is None:
+            return None
+        found = self.index.caller(who.key)
+        if found is None and who.legacy is not None:
+            found = self.index.caller(who.legacy)
+        return found
+
+    def resolve(self, caller: str) -> str | None:
+        """A `{caller}` path value (phone hash or phone number) to the key of a known caller."""
+        text = caller.strip().lower()
+        if phone.is_caller_key(text):
+            return text if self.index.caller_path(text) else None
+        who = self.identify(caller)
+        if who.key is None:
+            return None
+        for key in (who.key, who.legacy):
+            if key and self.index.caller_path(key):
+                return key
+        return None
+
+    def hash_number(self, number: str) -> str | None:
+        """The caller key for a number, or None if it is not a usable phone number."""
+        return self.identify(number).key
+
+    def remember_call_sid(self, call_sid: str | None, key: str) -> None:
+        """Note which caller a call belongs to, for post-call events that carry no number."""
+        if not call_sid:
+            return
+        self._calls[call_sid] = key
+        self._calls.move_to_end(call_sid)
+        while len(self._calls) > _RECENT_CALLS:
+            self._calls.popitem(last=False)
+
+    def key_for_call_sid(self, call_sid: str | None) -> str | None:
+        """The caller key noted for a call SID at personalize time."""
+        return self._calls.get(call_sid) if call_sid else None
+
+    def today(self, now: dt.datetime | None = None) -> str:
+        """Today's date in the business time zone."""
+        return (now or dt.datetime.now(dt.UTC)).astimezone(self.settings.tz).date().isoformat()
+
+    # -- the write path ------------------------------------------------------------------------
+
+    async def _write(self, relpath: str, change: Callable[[str | None], str | None], line: str, source: str) -> bool:
+        """Apply `change` to a file's text (None: the file does not exist), commit, update the index.
+
+        `change` returns the new text, or None for "nothing to do". Returns whether anything changed.
+        """
+        async with self._edit_lock:
+            current = self.vault.read_text(relpath)
+            updated = change(current)
+            if updated is None or updated == current:
+                return False
+            sha = self.vault.write_text(relpath, updated)
+            seq = self.vault.next_seq()
+        try:
+            await self.git.commit([relpath], line, source)
+        finally:
+            self.index.apply(relpath, self.vault.loaded(relpath, updated, sha), seq)
+        return True
+
+    def _caller_file(self, who_key: str, legacy: str | None = None) -> tuple[str, str]:
+        """The file of a known caller (and its key in the file), or a new file's path for a new one."""
+        for key in (who_key, legacy):
+            if key and (relpath := self.index.caller_path(key)):
+                return relpath, key
+        return self.vault.new_caller_path(who_key), who_key
+
+    def _new_caller(self, key: str, e164: str | None, name: str = "") -> str:
+        stored = e164 if self.settings.store_phone_numbers else None
+        return vault.new_caller_text(key, self.today(), name=name, phone=stored)
+
+    def _upgrade(self, text: str, key: str, in_file: str) -> str:
+        # A caller imported with the predecessor's plain SHA-256 gets the keyed hash on their next call.
+        return vault.set_properties(text, {"phone_hash": key}) if in_file != key else text
+
+    async def record_call(self, who: Identity, call_sid: str | None = None) -> None:
+        """Count a call (call_count, first_call, last_call), creating the caller on their first call."""
+        if who.key is None or who.caller_id.e164 is None:
+            return
+        key, e164 = who.key, who.caller_id.e164
+        relpath, in_file = self._caller_file(key, who.legacy)
+        today = self.today()
+
+        def change(text: str | None) -> str:
+            text = self._upgrade(text, key, in_file) if text is not None else self._new_caller(key, e164)
+            current = vault.parse_caller(text) if text else None
+            count = (current.call_count if current else 0) + 1
+            props: dict[str, object] = {"call_count": count, "last_call": dt.date.fromisoformat(today)}
+            if current is None or not current.first_call:
+                props["first_call"] = dt.date.fromisoformat(today)
+            if self.settings.store_phone_numbers:
+                props["phone"] = e164
+            return vault.set_properties(text, props)
+
+        await self._write(relpath, change, f"call from {phone.short(key)}", "webhook")
+
+    async def add_fact(
+        self, key: str, fact: str, source: str, *, e164: str | None = None, legacy: str | None = None
+    ) -> str:
+        """Append a fact to a caller's `## Facts`, creating the caller if needed; returns the file."""
+        text = vault.one_line(fact)
+        if not text:
+            raise WriteError("the fact is empty")
+        if len(text) > MAX_FACT_CHARS:
+            raise WriteError(f"the fact is longer than {MAX_FACT_CHARS} characters")
+        relpath, in_file = self._caller_file(key, legacy)
+
+        def change(current: str | None) -> str:
+            base = current if current is not None else self._new_caller(key, e164)
+            if current is not None and e164 is not None:
+                base = self._upgrade(base, key, in_file)
+            return vault.append_to_section(base, "Facts", f"- {text}")
+
+        await self._write(relpath, change, f"fact for {phone.short(key)}", source)
+        return relpath
+
+    async def add_note(self, text: str, source: str, *, date: str | None = None, key: str | None = None) -> str:
+        """Append to a daily note (`notes/DATE.md`) or, with `key`, to that caller's `## Notes`."""
+        body = vault.one_line(text)
+        if not body:
+            raise WriteError("the note is empty")
+        if len(body) > MAX_NOTE_CHARS:
+            raise WriteError(f"the note is longer than {MAX_NOTE_CHARS} characters")
+        day = date or self.today()
+        try:
+            dt.date.fromisoformat(day)
+        except ValueError:
+            raise WriteError("date must be YYYY-MM-DD") from None
+        if key is not None:
+            relpath = self.index.caller_path(key)
+            if relpath is None:
+                raise WriteError("unknown caller")
+
+            def to_caller(current: str | None) -> str | None:
+                return None if current is None else vault.append_to_section(current, "Notes", f"- {day}: {body}")
+
+            await self._write(relpath, to_caller, f"note for {phone.short(key)}", source)
+            return relpath
+        relpath = self.vault.note_path(day)
+
+        def to_day(current: str | None) -> str:
+            base = current if current is not None else f"# {day}\n\n"
+            if base and not base.endswith("\n"):
+                base += "\n"
+            return base + f"- {body}\n"
+
+        await self._write(relpath, to_day, f"daily note for {day}", source)
+        return relpath
+
+    async def write_back(
+        self,
+        key: str,
+        conversation_id: str,
+        summary: str,
+        when: dt.datetime,
+        fills: dict[str, str],
+        *,
+        e164: str | None = None,
+        legacy: str | None = None,
+    ) -> bool:
+        """Record a finished call: a `## Calls` line and empty keys filled. Idempotent per conversation."""
+        relpath, in_file = self._caller_file(key, legacy)
+        local = when.astimezone(self.settings.tz)
+        line = f"- {local:%Y-%m-%d %H:%M} · {vault.one_line(summary) or 'Call without a summary.'} ({conversation_id})"
+        declared = set(self.index.soul.variables)
+
+        def change(current: str | None) -> str | None:
+            base = current if current is not None else self._new_caller(key, e164)
+            if f"({conversation_id})" in base:
+                return None
+            if current is not None and e164 is not None:
+                base = self._upgrade(base, key, in_file)
+            base = vault.append_to_section(base, "Calls", line)
+            meta, _ = vault.split_frontmatter(base)
+            props: dict[str, object] = {}
+            for name, value in fills.items():
+                field = "name" if name == "caller_name" else name
+                value = vault.one_line(value)[:200]
+                allowed = field == "name" or field in declared or (field in meta and field not in _PROTECTED_KEYS)
+                if value and allowed and not meta.get(field):
+                    props[field] = value
+                    if field == "name" and not meta.get("aliases"):
+                        props["aliases"] = [value]
+            return vault.set_properties(base, props) if props else base
+
+        return await self._write(relpath, change, f"call summary for {phone.short(key)} ({conversation_id})", "webhook")
+
+    async def forget(self, key: str, source: str) -> bool:
+        """Remove a caller's file, in a commit. Returns False if the caller is unknown."""
+        relpath = self.index.caller_path(key)
+        if relpath is None:
+            return False
+        async with self._edit_lock:
+            self.vault.delete(relpath)
+            seq = self.vault.next_seq()
+        try:
+            await self.git.commit([relpath], f"forget caller {phone.short(key)}", source)
+        finally:
+            self.index.apply(relpath, None, seq)
+        return True

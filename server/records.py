@@ -1,0 +1,56 @@
+"""Typed records the vault files are parsed into, at the boundary, once (SPEC §2).
+
+Everything downstream (index, composing the answer, the API) works with these immutable Structs,
+never with raw file text or YAML dicts.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# Values a frontmatter key may carry into a dynamic variable (ElevenLabs accepts scalars only).
+Scalar = str | int | float | bool
+
+
+class CallLine(msgspec.Struct, frozen=True, gc=False):
+    """One `## Calls` entry: `- 2026-11-20 14:02 · Summary. (conv_...)`."""
+
+    date: str
+    summary: str
+    conversation_id: str | None = None
+    time: str | None = None
+
+
+class Caller(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """A caller file: identity and counters from the frontmatter, memory from the sections."""
+
+    phone_hash: str
+    name: str = ""
+    aliases: tuple[str, ...] = ()
+    call_count: int = 0
+    first_call: str = ""
+    last_call: str = ""
+    language: str | None = None
+    voice_id: str | None = None
+    first_message: str | None = None
+    # Every other scalar frontmatter key; a key named like a soul variable overrides its default.
+    extra: dict[str, Scalar] = {}
+    facts: tuple[str, ...] = ()
+    calls: tuple[CallLine, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+class Soul(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """`soul.md`: the agent's instructions (body) and its greetings and variable defaults."""
+
+    body: str
+    first_message: str = ""
+    first_message_returning: str = ""
+    variables: dict[str, Scalar] = {}
+
+
+class DailyNote(msgspec.Struct, frozen=True, gc=False):
+    """`notes/YYYY-MM-DD.md`: shown to every caller on that date."""
+
+    date: str
+    body: str

@@ -1,0 +1,75 @@
+"""Start-up and shutdown: from settings to a running vault, git writer, index and watcher.
+
+The server and the CLI open the vault the same way, so a CLI write takes exactly the server's path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from server.config import Settings
+from server.gitwriter import GitWriter
+from server.index import Index
+from server.memory import Memory
+from server.vault import Vault
+from server.watcher import Watcher
+
+log = logging.getLogger("memory_bridge")
+
+
+@dataclass
+class Service:
+    """Everything one vault needs, wired together."""
+
+    settings: Settings
+    memory: Memory
+    watcher: Watcher
+    started_at: float
+    ready_seconds: float = 0.0
+
+    async def start(self, watch: bool = True) -> None:
+        """Start the git writer and, for the server, the watcher."""
+        await self.memory.git.start()
+        if watch:
+            await self.watcher.start()
+        self.ready_seconds = time.monotonic() - self.started_at
+
+    async def stop(self) -> None:
+        """Stop watching, commit what is pending, stop the git writer."""
+        await self.watcher.stop()
+        await self.memory.git.stop()
+
+
+def open_service(settings: Settings) -> Service:
+    """Open (creating on first use) the vault of `settings` and index it. Does not start tasks."""
+    started = time.monotonic()
+    vault = Vault(settings.vault_dir)
+    vault.root.mkdir(parents=True, exist_ok=True)
+    git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email)
+    created_repo = git.ensure_repo()
+    created = vault.ensure_layout()
+    stale = vault.remove_stale_temp_files()
+    if stale:
+        log.warning("removed %d temporary file(s) left by an interrupted write", stale)
+    key, generated = vault.phone_hash_key(settings.phone_hash_key)
+    if generated:
+        log.warning(
+            "PHONE_HASH_KEY is not set: using a key kept in the vault's .git folder (never committed). "
+            "Set PHONE_HASH_KEY and keep a copy: without the key, callers cannot be recognised."
+        )
+    if created_repo or git.head() is None:
+        git.commit_sync(created or ["."], ["create the vault"], "cli")
+        log.info("created a new vault at %s", vault.root)
+    dirty = git.dirty_paths()
+    if dirty:
+        # Edits made while the service was not running (or a write interrupted before its commit).
+        line = f"hand edits made while memory-bridge was stopped ({len(dirty)} file(s))"
+        git.commit_sync(dirty, [line], "hand-edit")
+    index = Index()
+    memory = Memory(settings, vault, index, git, key)
+    watcher = Watcher(vault, index, git, settings.hand_edit_quiet_seconds, settings.reconcile_seconds)
+    count = watcher.load_all()
+    log.info("indexed %d file(s): %d caller(s), %d with errors", count, index.caller_count, len(index.errors()))
+    return Service(settings, memory, watcher, started)

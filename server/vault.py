@@ -1,0 +1,593 @@
+"""The vault on disk: the only module that reads or writes caller files, the soul and daily notes.
+
+Parsing turns file text into the records of `server.records`. Writing is surgical: a change edits
+the lines it is about (one frontmatter key, one appended list item) and leaves every other byte of a
+hand-written file as it was, because PyYAML cannot round-trip comments, quoting or key order.
+Writes are atomic (temporary file, then rename) and remembered by content hash, so the watcher can
+tell the service's own writes from a person's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import frontmatter
+import msgspec
+import yaml
+
+from server.phone import is_caller_key, short
+from server.records import Caller, CallLine, DailyNote, Scalar, Soul
+
+CALLERS = "callers"
+NOTES = "notes"
+SOUL = "soul.md"
+KEY_FILE = "memory-bridge/phone-hash-key"  # inside .git/: local, never tracked, travels with the vault
+
+# A file bigger than this is refused rather than parsed: a caller file is a few kilobytes.
+MAX_FILE_BYTES = 1_000_000
+
+_BUILTIN_KEYS = {
+    "phone_hash",
+    "name",
+    "aliases",
+    "call_count",
+    "first_call",
+    "last_call",
+    "language",
+    "voice_id",
+    "first_message",
+    "phone",
+    "tags",
+}
+_NOTE_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.md$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_LIST_ITEM = re.compile(r"^\s*[-*+]\s+(?:\[[ xX]\]\s+)?(.*)$")
+_CALL = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})(?:[ T](?P<time>\d{2}:\d{2}))?\s*(?:[·:\-–—|]\s*)?(?P<summary>.*?)"
+    r"\s*(?:\((?P<conv>conv_[A-Za-z0-9_\-]+)\))?\s*$"
+)
+_FENCE = re.compile(r"^(---|\.\.\.)\s*$")
+# YAML anchors and aliases never appear in Obsidian properties; refusing them defuses alias bombs.
+_YAML_ALIAS = re.compile(r"(?:^|[\s\[{,:-])[&*][^\s,\[\]{}]+", re.MULTILINE)
+
+_YAML = frontmatter.YAMLHandler()
+_STARTER_SOUL = Path(__file__).with_name("templates") / "soul.md"
+_VAULT_GITIGNORE = """\
+# Obsidian's per-device state: every click would otherwise become a commit.
+.obsidian/workspace*.json
+.obsidian/cache
+.trash/
+# Temporary files of editors and of memory-bridge's atomic writes.
+.*.tmp
+*.tmp
+*.swp
+*~
+.DS_Store
+"""
+
+
+class VaultFileError(ValueError):
+    """A vault file that cannot be used as it is; the message says why, for `/health` and the log."""
+
+
+class Loaded(msgspec.Struct, frozen=True):
+    """The result of reading one vault file: a record, or an error, and the bytes' digest and stat."""
+
+    relpath: str
+    kind: str  # "caller" | "soul" | "note" | "other"
+    digest: str
+    stat: tuple[int, int]
+    record: Caller | Soul | DailyNote | None = None
+    error: str | None = None
+
+
+def digest(data: bytes) -> str:
+    """Content hash used to recognise the service's own writes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def kind_of(relpath: str) -> str:
+    """Which kind of vault file a vault-relative path names, or "other" for files we ignore."""
+    parts = relpath.split("/")
+    name = parts[-1]
+    if not name.endswith(".md") or any(p.startswith(".") for p in parts):
+        return "other"
+    if relpath == SOUL:
+        return "soul"
+    if parts[0] == CALLERS and len(parts) >= 2:
+        return "caller"
+    if parts[0] == NOTES and len(parts) == 2 and _NOTE_NAME.match(name):
+        return "note"
+    return "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing (pure: text in, record out)
+
+
+def split_frontmatter(text: str) -> tuple[dict[str, object], str]:
+    """Split a file into its YAML frontmatter and body. Raises VaultFileError on broken YAML."""
+    if not _YAML.detect(text):
+        return {}, text
+    try:
+        block, body = _YAML.split(text)
+    except ValueError:
+        raise VaultFileError("the frontmatter has no closing '---' line") from None
+    if _YAML_ALIAS.search(block) and _uses_alias(block):
+        raise VaultFileError("the frontmatter uses YAML anchors or aliases, which vault files do not allow")
+    try:
+        meta = _YAML.load(block) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 2})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise VaultFileError(f"the frontmatter is not valid YAML{where}: {problem}") from None
+    if not isinstance(meta, dict):
+        raise VaultFileError("the frontmatter is not a set of key: value properties")
+    return {str(k): v for k, v in meta.items()}, body
+
+
+def _uses_alias(block: str) -> bool:
+    # Cheap regex first; confirm with the scanner so a '*' inside a quoted string is not refused.
+    try:
+        for token in yaml.scan(block, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
+                return True
+    except yaml.YAMLError:
+        return False
+    return False
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip()
+
+
+def _scalar(value: object) -> Scalar | None:
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str | dt.date):
+        return _text(value)
+    return None
+
+
+def sections(body: str) -> dict[str, list[str]]:
+    """The lines under each `##` heading, keyed by the heading's lowercased text."""
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in body.splitlines():
+        heading = _HEADING.match(line)
+        if heading and len(heading.group(1)) <= 2:
+            current = found.setdefault(heading.group(2).lower(), []) if len(heading.group(1)) == 2 else None
+            continue
+        if current is not None:
+            current.append(line)
+    return found
+
+
+def _items(lines: list[str]) -> tuple[str, ...]:
+    out = []
+    for line in lines:
+        match = _LIST_ITEM.match(line)
+        if match and match.group(1).strip():
+            out.append(match.group(1).strip())
+    return tuple(out)
+
+
+def parse_call(item: str) -> CallLine:
+    """Parse one `## Calls` item; lines a person wrote in another shape keep their text as summary."""
+    match = _CALL.match(item)
+    if not match:
+        return CallLine(date="", summary=item)
+    return CallLine(
+        date=match.group("date"),
+        summary=match.group("summary"),
+        conversation_id=match.group("conv"),
+        time=match.group("time"),
+    )
+
+
+def parse_caller(text: str) -> Caller:
+    """Parse a caller file. Raises VaultFileError when it has no usable `phone_hash`."""
+    meta, body = split_frontmatter(text)
+    key = _text(meta.get("phone_hash")).lower()
+    if not key:
+        raise VaultFileError("the frontmatter has no phone_hash, so the file belongs to no caller")
+    if not is_caller_key(key):
+        raise VaultFileError("phone_hash is not 64 hexadecimal digits")
+    aliases = meta.get("aliases")
+    count = meta.get("call_count")
+    extra = {k: v for k, v in ((k, _scalar(v)) for k, v in meta.items() if k not in _BUILTIN_KEYS)}
+    parts = sections(body)
+    notes = tuple(line.strip() for line in parts.get("notes", []) if line.strip())
+    return Caller(
+        phone_hash=key,
+        name=_text(meta.get("name")),
+        aliases=tuple(_text(a) for a in aliases if _text(a)) if isinstance(aliases, list) else (),
+        call_count=count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0,
+        first_call=_text(meta.get("first_call")),
+        last_call=_text(meta.get("last_call")),
+        language=_text(meta.get("language")) or None,
+        voice_id=_text(meta.get("voice_id")) or None,
+        first_message=_text(meta.get("first_message")) or None,
+        extra={k: v for k, v in extra.items() if v is not None},
+        facts=_items(parts.get("facts", [])),
+        calls=tuple(parse_call(item) for item in _items(parts.get("calls", []))),
+        notes=notes,
+    )
+
+
+def parse_soul(text: str) -> Soul:
+    """Parse `soul.md`: the body is the prompt; frontmatter holds greetings and variable defaults."""
+    meta, body = split_frontmatter(text)
+    variables = {}
+    for key, value in meta.items():
+        if key in {"first_message", "first_message_returning"}:
+            continue
+        scalar = _scalar(value)
+        variables[key] = "" if scalar is None else scalar
+    return Soul(
+        body=body.strip(),
+        first_message=_text(meta.get("first_message")),
+        first_message_returning=_text(meta.get("first_message_returning")),
+        variables=variables,
+    )
+
+
+def parse_note(date: str, text: str) -> DailyNote:
+    """Parse a daily note; its title line (`# 2026-11-25`), if any, is not part of what callers hear."""
+    _, body = split_frontmatter(text)
+    lines = body.strip().splitlines()
+    if lines and lines[0].lstrip("#").strip() == date and lines[0].startswith("#"):
+        lines = lines[1:]
+    return DailyNote(date=date, body="\n".join(lines).strip())
+
+
+def parse(relpath: str, data: bytes) -> Caller | Soul | DailyNote:
+    """Parse a vault file of any kind from its bytes."""
+    if b"\x00" in data[:8192]:
+        raise VaultFileError("the file is binary, not markdown")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise VaultFileError("the file is not UTF-8 text") from None
+    kind = kind_of(relpath)
+    if kind == "caller":
+        return parse_caller(text)
+    if kind == "soul":
+        return parse_soul(text)
+    if kind == "note":
+        return parse_note(relpath.split("/")[-1][:-3], text)
+    raise VaultFileError("not a vault file")
+
+
+# ---------------------------------------------------------------------------------------------
+# Editing (pure: text in, text out, touching only the lines the change is about)
+
+
+def yaml_scalar(value: object) -> str:
+    """Render a value as an Obsidian-friendly YAML scalar, quoted whenever YAML would misread it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = str(value)
+    if not text or is_caller_key(text):
+        return f'"{text}"'  # an empty string, or a hash YAML could read as a number
+    if "\n" in text or "\r" in text:
+        text = " ".join(text.split())
+    rendered = yaml.safe_dump(text, allow_unicode=True, width=1_000_000, default_flow_style=True)
+    return rendered.removesuffix("\n").removesuffix("\n...").removesuffix("...").rstrip("\n")
+
+
+def _newline(text: str) -> str:
+    return "\r\n" if "\r\n" in text[:4096] else "\n"
+
+
+def _render_entry(key: str, value: object, nl: str) -> list[str]:
+    if isinstance(value, list | tuple):
+        if not value:
+            return [f"{key}: []{nl}"]
+        return [f"{key}:{nl}"] + [f"  - {yaml_scalar(v)}{nl}" for v in value]
+    return [f"{key}: {yaml_scalar(value)}{nl}"]
+
+
+def set_properties(text: str, changes: dict[str, object]) -> str:
+    """Set frontmatter keys, rewriting only each key's own lines; new keys go at the end of the block."""
+    nl = _newline(text)
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].rstrip("\r\n").strip() != "---":
+        head = [f"---{nl}"]
+        for key, value in changes.items():
+            head += _render_entry(key, value, nl)
+        return "".join([*head, f"---{nl}"]) + text
+    end = next(i for i in range(1, len(lines)) if _FENCE.match(lines[i].rstrip("\r\n")))
+    block = lines[1:end]
+    for key, value in changes.items():
+        start = next((i for i, line in enumerate(block) if re.match(rf"^{re.escape(key)}\s*:", line)), None)
+        rendered = _render_entry(key, value, nl)
+        if start is None:
+            if block and not block[-1].endswith(("\n", "\r")):
+                block[-1] += nl
+            block += rendered
+            continue
+        stop = start + 1
+        # The entry's own lines: indented continuations and block-list items.
+        while stop < len(block) and (block[stop][:1] in {" ", "\t"} or block[stop].startswith("- ")):
+            stop += 1
+        block[start:stop] = rendered
+    return "".join([lines[0], *block, *lines[end:]])
+
+
+def append_to_section(text: str, section: str, line: str) -> str:
+    """Append `line` to the `## section` (created at the end of the file if missing)."""
+    nl = _newline(text)
+    lines = text.splitlines(keepends=True)
+    body_start = 0
+    if lines and lines[0].rstrip("\r\n").strip() == "---":
+        body_start = next((i + 1 for i in range(1, len(lines)) if _FENCE.match(lines[i].rstrip("\r\n"))), len(lines))
+    heading_at = None
+    for i in range(body_start, len(lines)):
+        match = _HEADING.match(lines[i].rstrip("\r\n"))
+        if match and len(match.group(1)) == 2 and match.group(2).lower() == section.lower():
+            heading_at = i
+            break
+    if heading_at is None:
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            lines[-1] += nl
+        gap = [nl] if lines and lines[-1].strip() else []
+        return "".join([*lines, *gap, f"## {section}{nl}", f"{line}{nl}"])
+    end = len(lines)
+    for i in range(heading_at + 1, len(lines)):
+        match = _HEADING.match(lines[i].rstrip("\r\n"))
+        if match and len(match.group(1)) <= 2:
+            end = i
+            break
+    last = heading_at
+    for i in range(heading_at + 1, end):
+        if lines[i].strip():
+            last = i
+    if not lines[last].endswith(("\n", "\r")):
+        lines[last] += nl
+    return "".join([*lines[: last + 1], f"{line}{nl}", *lines[last + 1 :]])
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace so a value can never add lines (or headings) to a file."""
+    return " ".join(str(text).split())
+
+
+def new_caller_text(phone_hash: str, today: str, name: str = "", phone: str | None = None) -> str:
+    """A new caller's file, in the layout of SPEC §2."""
+    props: dict[str, object] = {"phone_hash": phone_hash, "name": name, "aliases": [name] if name else []}
+    if phone:
+        props["phone"] = phone
+    day = dt.date.fromisoformat(today)
+    props.update({"call_count": 0, "first_call": day, "last_call": day})
+    head = "".join(line for key, value in props.items() for line in _render_entry(key, value, "\n"))
+    title = name or f"Caller {short(phone_hash)}"
+    return f"---\n{head}---\n# {one_line(title)}\n\n## Facts\n\n## Calls\n\n## Notes\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The vault on disk
+
+
+class Vault:
+    """A vault directory: lists, reads and atomically writes its files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        # relpath -> digest of the bytes this process last wrote there (its own writes).
+        self._written: dict[str, str] = {}
+        self._seq = 0
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def ensure_layout(self) -> list[str]:
+        """Create the vault's folders, starter soul and .gitignore if missing; return what was created."""
+        created = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        for folder in (CALLERS, NOTES):
+            (self.root / folder).mkdir(exist_ok=True)
+            keep = self.root / folder / ".gitkeep"
+            if not any((self.root / folder).iterdir()):
+                keep.touch()
+                created.append(f"{folder}/.gitkeep")
+        if not (self.root / SOUL).exists():
+            self.write_text(SOUL, _STARTER_SOUL.read_text(encoding="utf-8"))
+            created.append(SOUL)
+        if not (self.root / ".gitignore").exists():
+            self.write_text(".gitignore", _VAULT_GITIGNORE)
+            created.append(".gitignore")
+        return created
+
+    def remove_stale_temp_files(self) -> int:
+        """Delete temporary files an interrupted write left behind; they are never taken for data."""
+        removed = 0
+        for folder in (self.root, self.root / CALLERS, self.root / NOTES):
+            if folder.is_dir():
+                for path in folder.glob(".*.mb.tmp"):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def phone_hash_key(self, configured: str | None) -> tuple[bytes, bool]:
+        """The HMAC key for caller keys: the configured one, else a local one (created on first use).
+
+        Returns the key and whether it was generated here (the caller should warn).
+        """
+        if configured:
+            return configured.encode(), False
+        path = self.root / ".git" / KEY_FILE
+        if path.is_file():
+            return path.read_text(encoding="ascii").strip().encode(), True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(key + "\n")
+        return key.encode(), True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def relpath(self, path: Path | str) -> str | None:
+        """The vault-relative POSIX path of `path`, or None if it lies outside the vault."""
+        try:
+            return Path(path).resolve(strict=False).relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+
+    def path(self, relpath: str) -> Path:
+        """The absolute path of a vault-relative path; refuses anything that escapes the vault."""
+        candidate = (self.root / relpath).resolve(strict=False)
+        if candidate != self.root and self.root not in candidate.parents:
+            raise VaultFileError("path is outside the vault")
+        return candidate
+
+    def files(self) -> Iterator[str]:
+        """Every vault file the index cares about, as sorted relative paths. Never follows symlinks."""
+        if (self.root / SOUL).is_file():
+            yield SOUL
+        for folder in (CALLERS, NOTES):
+            base = self.root / folder
+            found = []
+            for dirpath, dirnames, filenames in os.walk(base):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    rel = Path(dirpath, name).relative_to(self.root).as_posix()
+                    if kind_of(rel) != "other":
+                        found.append(rel)
+            yield from sorted(found)
+
+    def next_seq(self) -> int:
+        """A number that orders reads and writes, so an older result never replaces a newer one."""
+        self._seq += 1
+        return self._seq
+
+    def load(self, relpath: str) -> Loaded | None:
+        """Read and parse one file. None means it does not exist; a read or parse failure is an error.
+
+        A symlink, an oversized or unreadable file is reported, never followed or taken for a deletion.
+        """
+        kind = kind_of(relpath)
+        path = self.root / relpath
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return Loaded(relpath, kind, "", (0, 0), error=f"cannot be read: {exc.strerror}")
+        stat = (st.st_mtime_ns, st.st_size)
+        if not os.path.isfile(path) or os.path.islink(path):
+            return Loaded(relpath, kind, "", stat, error="is a link or not a regular file; not followed")
+        if st.st_size > MAX_FILE_BYTES:
+            return Loaded(relpath, kind, "", stat, error=f"is {st.st_size} bytes, over the 1 MB limit")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return Loaded(relpath, kind, "", stat, error=f"cannot be read: {exc.strerror}")
+        sha = digest(data)
+        try:
+            record = parse(relpath, data)
+        except VaultFileError as exc:
+            return Loaded(relpath, kind, sha, stat, error=str(exc))
+        return Loaded(relpath, kind, sha, stat, record=record)
+
+    def stat(self, relpath: str) -> tuple[int, int] | None:
+        """(mtime_ns, size) of a file without following links, or None if it is missing."""
+        try:
+            st = os.lstat(self.root / relpath)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def is_own_write(self, relpath: str, sha: str) -> bool:
+        """Whether these bytes are exactly what this process last wrote to `relpath`."""
+        return self._written.get(relpath) == sha
+
+    def read_text(self, relpath: str) -> str | None:
+        """The current text of a file, or None if it does not exist."""
+        try:
+            return self.path(relpath).read_bytes().decode("utf-8-sig")
+        except FileNotFoundError:
+            return None
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write_text(self, relpath: str, text: str) -> str:
+        """Atomically replace a file's content; returns the digest of what was written."""
+        path = self.path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = text.encode("utf-8")
+        sha = digest(data)
+        self._written[relpath] = sha
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.mb.tmp")
+        try:
+            # No fsync: the rename is atomic against a crashed process, which is the failure that
+            # matters here; git does not fsync its objects by default either.
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return sha
+
+    def edit(self, relpath: str, change: Callable[[str], str]) -> tuple[str, str] | None:
+        """Apply `change` to the file's current text and write the result.
+
+        Returns (new text, digest), or None when the change left the text as it was.
+        The current bytes are read at write time, so a person's edit is never overwritten.
+        """
+        current = self.read_text(relpath)
+        if current is None:
+            raise FileNotFoundError(relpath)
+        updated = change(current)
+        if updated == current:
+            return None
+        return updated, self.write_text(relpath, updated)
+
+    def loaded(self, relpath: str, text: str, sha: str) -> Loaded:
+        """The index entry for text this process just wrote, without reading it back."""
+        try:
+            st = os.stat(self.root / relpath)
+            stat = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stat = (0, 0)
+        try:
+            record = parse(relpath, text.encode("utf-8"))
+        except VaultFileError as exc:
+            return Loaded(relpath, kind_of(relpath), sha, stat, error=str(exc))
+        return Loaded(relpath, kind_of(relpath), sha, stat, record=record)
+
+    def delete(self, relpath: str) -> None:
+        """Remove a file from the vault."""
+        self._written.pop(relpath, None)
+        self.path(relpath).unlink(missing_ok=True)
+
+    def new_caller_path(self, phone_hash: str) -> str:
+        """Where a new caller's file goes: `callers/<first 12 hex digits>.md`."""
+        return f"{CALLERS}/{short(phone_hash)}.md"
+
+    @staticmethod
+    def note_path(date: str) -> str:
+        """The daily note file of a date (`notes/YYYY-MM-DD.md`, Obsidian's default)."""
+        return f"{NOTES}/{date}.md"

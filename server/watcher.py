@@ -1,0 +1,196 @@
+"""The watcher: keeps the index in step with the vault on disk (SPEC §4).
+
+Hand edits arrive as filesystem events (watchfiles). For each path the watcher re-reads the file
+rather than trusting the event type, because editors' save-by-rename produces "added" and "deleted"
+for the same path in one batch. Bytes the service wrote itself are recognised by content hash and
+skipped. Hand edits are committed with `Source: hand-edit` once a file has been quiet for a while.
+A periodic reconcile scan heals anything a missed event left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import watchfiles
+
+from server.gitwriter import GitError, GitWriter
+from server.index import Index
+from server.vault import Vault, kind_of
+
+log = logging.getLogger("memory_bridge.watcher")
+
+# Work in slices so a big batch (a `git pull`, a bulk copy) never holds the event loop for long.
+_SLICE = 200
+
+
+class Watcher:
+    """Watches one vault and feeds the index; commits hand edits after a quiet period."""
+
+    def __init__(
+        self, vault: Vault, index: Index, git: GitWriter, quiet_seconds: float, reconcile_seconds: float
+    ) -> None:
+        self.vault = vault
+        self.index = index
+        self.git = git
+        self.quiet_seconds = quiet_seconds
+        self.reconcile_seconds = reconcile_seconds
+        self.heartbeat: float | None = None
+        self.events_seen = 0
+        self._pending: dict[str, asyncio.TimerHandle] = {}
+        self._commits: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def refresh(self, relpath: str) -> str:
+        """Re-read one file into the index. Returns "own", "same", "changed" or "ignored"."""
+        if kind_of(relpath) == "other":
+            return "ignored"
+        seq = self.vault.next_seq()
+        loaded = self.vault.load(relpath)
+        state = self.index.files.get(relpath)
+        if loaded is not None and state is not None and state.digest == loaded.digest and loaded.digest:
+            if state.stat != loaded.stat:
+                state.stat = loaded.stat
+            return "same"
+        if loaded is None and state is None:
+            return "same"
+        self.index.apply(relpath, loaded, seq)
+        if loaded is not None and loaded.error:
+            log.warning("%s %s; the last good version stays in service", relpath, loaded.error)
+        if loaded is not None and self.vault.is_own_write(relpath, loaded.digest):
+            return "own"
+        return "changed"
+
+    def load_all(self) -> int:
+        """Parse the whole vault into the index (start-up); returns how many files were read."""
+        count = 0
+        for relpath in self.vault.files():
+            self.refresh(relpath)
+            count += 1
+        return count
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start watching and the periodic reconcile scan; returns once the watcher is listening."""
+        self._stop.clear()
+        self._tasks = [
+            asyncio.create_task(self._watch(), name="vault-watcher"),
+            asyncio.create_task(self._reconcile_loop(), name="vault-reconcile"),
+        ]
+        await asyncio.wait_for(self._ready.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        """Stop watching and commit every hand edit still waiting for its quiet period."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for relpath, handle in list(self._pending.items()):
+            handle.cancel()
+            await self._commit_hand_edit(relpath)
+        self._pending.clear()
+        if self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the watch task is running."""
+        return bool(self._tasks) and not self._tasks[0].done()
+
+    async def _watch(self) -> None:
+        watch_filter = watchfiles.DefaultFilter(ignore_entity_patterns=(r"\.tmp$", r"^\.", r"~$", r"\.sw.$"))
+        while not self._stop.is_set():
+            try:
+                self._ready.set()
+                self.heartbeat = time.time()
+                async for changes in watchfiles.awatch(
+                    self.vault.root,
+                    watch_filter=watch_filter,
+                    step=5,
+                    debounce=400,
+                    stop_event=self._stop,
+                    rust_timeout=1000,
+                    yield_on_timeout=True,
+                ):
+                    self.heartbeat = time.time()
+                    await self.handle({path for _, path in changes})
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watcher must outlive any one bad batch
+                log.exception("the vault watcher failed; restarting it")
+                await asyncio.sleep(0.5)
+
+    async def handle(self, paths: Iterable[str]) -> None:
+        """Bring the index up to date for changed absolute paths, scheduling hand-edit commits."""
+        for n, path in enumerate(sorted(paths)):
+            relpath = self.vault.relpath(Path(path))
+            if relpath is None or relpath.startswith(".git/"):
+                continue
+            self.events_seen += 1
+            if self.refresh(relpath) == "changed":
+                self._schedule_commit(relpath)
+            if n % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)
+
+    # -- hand-edit commits ---------------------------------------------------------------------
+
+    def _schedule_commit(self, relpath: str) -> None:
+        loop = asyncio.get_running_loop()
+        if (handle := self._pending.pop(relpath, None)) is not None:
+            handle.cancel()
+        self._pending[relpath] = loop.call_later(self.quiet_seconds, self._fire, relpath)
+
+    def _fire(self, relpath: str) -> None:
+        self._pending.pop(relpath, None)
+        task = asyncio.create_task(self._commit_hand_edit(relpath))
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+
+    async def _commit_hand_edit(self, relpath: str) -> None:
+        state = self.index.files.get(relpath)
+        what = "removed" if state is None else "edited"
+        try:
+            await self.git.commit([relpath], f"hand edit: {relpath} {what}", "hand-edit")
+        except GitError as exc:
+            log.error("could not commit the hand edit of %s: %s", relpath, exc)
+
+    # -- reconcile -----------------------------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Compare the vault on disk with the index and repair differences; returns files repaired."""
+        repaired = 0
+        on_disk = set()
+        for n, relpath in enumerate(self.vault.files()):
+            on_disk.add(relpath)
+            state = self.index.files.get(relpath)
+            stale = state is None or state.stat != self.vault.stat(relpath)
+            if stale and self.refresh(relpath) == "changed":
+                self._schedule_commit(relpath)
+                repaired += 1
+            if n % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)
+        for relpath in [p for p in self.index.files if p not in on_disk]:
+            if self.refresh(relpath) == "changed":
+                self._schedule_commit(relpath)
+                repaired += 1
+        if repaired:
+            log.info("reconcile scan repaired %d file(s) a watch event had missed", repaired)
+        return repaired
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_seconds)
+            try:
+                await self.reconcile()
+                self.heartbeat = time.time()
+            except Exception:
+                log.exception("reconcile scan failed")
