@@ -1,0 +1,186 @@
+"""Shared fixtures: real vaults on disk, real git, and the real server under uvicorn on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.config import Settings, load_settings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "elevenlabs"
+
+WEBHOOK_SECRET = "test-webhook-secret"
+ELEVENLABS_SECRET = "wsec_test_secret_123"
+ADMIN_KEY = "test-admin-key"
+PHONE_HASH_KEY = "test-phone-hash-key-0123456789"
+
+# Numbers used across the suite; none may ever appear in logs, vault files or git history.
+MARIA = "+14155550123"
+AGENT_NUMBER = "+14155550199"
+OTHER = "+442071838750"
+
+
+def fixture_json(name: str) -> dict:
+    """A fixture payload from tests/fixtures/elevenlabs."""
+    return json.loads((FIXTURES / name).read_text())
+
+
+def base_env(vault: Path, **extra: str) -> dict[str, str]:
+    """Environment for a test service: a private vault, known secrets, fast quiet periods."""
+    env = {
+        "VAULT_DIR": str(vault),
+        "HOST": "127.0.0.1",
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ELEVENLABS_WEBHOOK_SECRET": ELEVENLABS_SECRET,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "PHONE_HASH_KEY": PHONE_HASH_KEY,
+        "AGENT_NUMBERS": AGENT_NUMBER,
+        "HAND_EDIT_QUIET_SECONDS": "0.3",
+        "RECONCILE_SECONDS": "2",
+        "LOG_LEVEL": "DEBUG",
+    }
+    env.update(extra)
+    return env
+
+
+def make_settings(vault: Path, **extra: str) -> Settings:
+    """Settings as the service would read them from `base_env`."""
+    return load_settings(base_env(vault, **extra), env_file=None)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def git(vault: Path, *args: str) -> str:
+    """Run git in a vault and return its output (tests read history with it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update({"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
+    return subprocess.run(
+        ["git", "-C", str(vault), *args], env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+@dataclass
+class LiveServer:
+    """A memory-bridge process serving a vault on a loopback port."""
+
+    vault: Path
+    env: dict[str, str]
+    log_path: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    client: httpx.Client = field(init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.port = free_port()
+        env = {**os.environ, **self.env, "PORT": str(self.port)}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "--env-file", os.devnull, "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.logs()}")
+            try:
+                if self.client.get("/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not become ready:\n{self.logs()}")
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc is None:
+            return
+        if sig is None:
+            self.proc.terminate()
+        else:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.client.close()
+        self.proc = None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def personalize(self, body: dict | bytes, **headers: str) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.client.post(
+            "/webhook/personalize",
+            content=content,
+            headers={"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json", **headers},
+        )
+
+    def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        return self.client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+    def wait_for(self, predicate, timeout: float = 5.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+        """Poll `predicate` until it returns something truthy; returns that value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value or time.monotonic() > deadline:
+                return value
+            time.sleep(interval)
+
+
+@pytest.fixture
+def vault_dir(tmp_path: Path) -> Path:
+    """A path for a fresh vault (created by the service on first start)."""
+    return tmp_path / "vault"
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Start servers on fresh or given vaults; all are stopped at the end of the test."""
+    started: list[LiveServer] = []
+
+    def start(vault: Path | None = None, **extra: str) -> LiveServer:
+        vault = vault or tmp_path / "vault"
+        server = LiveServer(vault=vault, env=base_env(vault, **extra), log_path=tmp_path / f"server{len(started)}.log")
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> LiveServer:  # type: ignore[no-untyped-def]
+    """A running server on a fresh vault."""
+    return server_factory()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
