@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from server import logs, phone
 from server.config import ConfigError, Settings, load_settings
 
@@ -161,6 +163,57 @@ def cmd_remember(args: argparse.Namespace, settings: Settings) -> int:
     return _with_service(settings, work)
 
 
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, every 10% otherwise)."""
+    tty = sys.stderr.isatty()
+    shown = -1
+
+    def show(done: int, total: int) -> None:
+        nonlocal shown
+        percent = done * 100 // max(total, 1)
+        if (not tty and percent // 10 == shown // 10 and done != total) or percent == shown:
+            return
+        shown = percent
+        bar = "#" * (percent * 30 // 100)
+        end = "\n" if done == total or not tty else ""
+        print(f"\r{label} [{bar:<30}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_import_seed(args: argparse.Namespace, settings: Settings) -> int:
+    """Import the predecessor's data directory."""
+    from server.seed import SeedError, read_seed
+
+    try:
+        seed = read_seed(Path(args.data_dir))
+    except SeedError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    async def work(service: Any) -> int:
+        report = await service.memory.import_seed(seed, _progress("importing"))
+        print(
+            f"imported {report.callers} caller(s) and {report.daily_notes} daily note(s); "
+            f"{report.changed} file(s) changed, {report.skipped} entr(y/ies) skipped"
+        )
+        return 0
+
+    return _with_service(settings, work)
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """Check configuration, vault, git and secrets, and say what to fix."""
+    from server.doctor import diagnose
+
+    problems = 0
+    for level, message in diagnose(settings):
+        print(f"{level:>4}  {message}")
+        problems += level == "fix"
+    print("all good" if not problems else f"{problems} thing(s) to fix")
+    return 1 if problems else 0
+
+
 # -- parser ----------------------------------------------------------------------------------------
 
 
@@ -194,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new", action="store_true", help="show the new-caller answer if the caller is unknown")
     p = add("hash", cmd_hash, "print the caller key (phone hash) for a number")
     p.add_argument("number", help="a phone number, E.164 or national (uses DEFAULT_REGION)")
+    p = add("import-seed", cmd_import_seed, "import the predecessor's data/ (sessions, memories, notes); safe to rerun")
+    p.add_argument("data_dir", help="the predecessor's data directory")
+    add("doctor", cmd_doctor, "check config, vault, git and secrets; say what to fix")
     return parser
 
 
@@ -205,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"memory-bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logs.configure(settings)
+    # Commands other than `serve` print their own results; the log only speaks up about problems.
+    logs.configure(settings if args.command == "serve" else msgspec.structs.replace(settings, log_level="WARNING"))
     return int(args.func(args, settings))
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("memory_bridge.git")
@@ -31,7 +31,7 @@ class GitError(RuntimeError):
 @dataclass
 class _Job:
     paths: list[str]
-    line: str
+    lines: list[str]
     source: str
     done: asyncio.Future[str | None]
 
@@ -46,7 +46,6 @@ class GitStatus:
     commits: int = 0
     pending: int = 0
     lock_recoveries: int = 0
-    recent: list[str] = field(default_factory=list)
 
 
 class GitWriter:
@@ -194,8 +193,8 @@ class GitWriter:
         """Whether the writer task is running."""
         return self._task is not None and not self._task.done()
 
-    async def commit(self, paths: list[str], line: str, source: str) -> str | None:
-        """Commit the changes to `paths`, described by `line`; returns once they are in git.
+    async def commit(self, paths: list[str], lines: str | list[str], source: str) -> str | None:
+        """Commit the changes to `paths`, each described by a line; returns once they are in git.
 
         Returns the commit id, or None if there was nothing to commit. Raises GitError on failure;
         the file change itself stays on disk and is committed with the next write that succeeds.
@@ -206,7 +205,7 @@ class GitWriter:
             raise RuntimeError("the git writer is not running")
         done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.status.pending += 1
-        await self._queue.put(_Job(paths, line, source, done))
+        await self._queue.put(_Job(paths, [lines] if isinstance(lines, str) else lines, source, done))
         return await done
 
     async def _loop(self) -> None:
@@ -225,7 +224,7 @@ class GitWriter:
 
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
         paths = [p for job in jobs for p in job.paths]
-        lines = list(dict.fromkeys(job.line for job in jobs))
+        lines = list(dict.fromkeys(line for job in jobs for line in job.lines))
         try:
             present, gone = self._split(paths)
             if present:

@@ -19,6 +19,7 @@ from server.gitwriter import GitWriter
 from server.index import Index
 from server.phone import CallerId
 from server.records import Caller
+from server.seed import Seed, SeedMemory, SeedNote, SeedSession
 from server.vault import Vault
 
 log = logging.getLogger("memory_bridge.memory")
@@ -38,6 +39,9 @@ _PROTECTED_KEYS = {
     "aliases",
 }
 _RECENT_CALLS = 10_000
+
+# A change to one file: its current text (None if missing) to its new text (None: leave it).
+Change = Callable[[str | None], str | None]
 
 
 class Identity:
@@ -125,23 +129,41 @@ class Memory:
 
     # -- the write path ------------------------------------------------------------------------
 
-    async def _write(self, relpath: str, change: Callable[[str | None], str | None], line: str, source: str) -> bool:
-        """Apply `change` to a file's text (None: the file does not exist), commit, update the index.
+    async def _write(self, relpath: str, change: Change, line: str, source: str) -> bool:
+        """Apply `change` to one file, commit it and update the index. Returns whether anything changed."""
+        return bool(await self._write_many([(relpath, change)], [line], source))
 
-        `change` returns the new text, or None for "nothing to do". Returns whether anything changed.
+    async def _write_many(
+        self,
+        changes: list[tuple[str, Change]],
+        lines: list[str],
+        source: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """Apply changes to files, then commit them together and update the index.
+
+        Each `change` gets a file's current text (None: it does not exist) and returns the new text,
+        or None for "nothing to do". The current bytes are read under the edit lock, at write time,
+        so a person's edit is never overwritten. Returns the files that changed.
         """
+        written: list[tuple[str, str, str, int]] = []
         async with self._edit_lock:
-            current = self.vault.read_text(relpath)
-            updated = change(current)
-            if updated is None or updated == current:
-                return False
-            sha = self.vault.write_text(relpath, updated)
-            seq = self.vault.next_seq()
+            for n, (relpath, change) in enumerate(changes, 1):
+                current = self.vault.read_text(relpath)
+                updated = change(current)
+                if updated is not None and updated != current:
+                    sha = self.vault.write_text(relpath, updated)
+                    written.append((relpath, updated, sha, self.vault.next_seq()))
+                if progress is not None:
+                    progress(n, len(changes))
+        if not written:
+            return []
         try:
-            await self.git.commit([relpath], line, source)
+            await self.git.commit([relpath for relpath, *_ in written], lines, source)
         finally:
-            self.index.apply(relpath, self.vault.loaded(relpath, updated, sha), seq)
-        return True
+            for relpath, text, sha, seq in written:
+                self.index.apply(relpath, self.vault.loaded(relpath, text, sha), seq)
+        return [relpath for relpath, *_ in written]
 
     def _caller_file(self, who_key: str, legacy: str | None = None) -> tuple[str, str]:
         """The file of a known caller (and its key in the file), or a new file's path for a new one."""
@@ -152,7 +174,7 @@ class Memory:
 
     def _new_caller(self, key: str, e164: str | None, name: str = "") -> str:
         stored = e164 if self.settings.store_phone_numbers else None
-        return vault.new_caller_text(key, self.today(), name=name, phone=stored)
+        return vault.new_caller_text(key, name=name, phone=stored)
 
     def _upgrade(self, text: str, key: str, in_file: str) -> str:
         # A caller imported with the predecessor's plain SHA-256 gets the keyed hash on their next call.
@@ -283,3 +305,104 @@ class Memory:
         finally:
             self.index.apply(relpath, None, seq)
         return True
+
+    # -- the predecessor's data ----------------------------------------------------------------
+
+    async def import_seed(self, seed: Seed, progress: Callable[[int, int], None] | None = None) -> ImportReport:
+        """Import the predecessor's callers, facts and notes; running it again adds nothing.
+
+        Callers keep the predecessor's plain SHA-256 hash as their `phone_hash` until their next call
+        upgrades it to the keyed hash (SPEC §7).
+        """
+        report = ImportReport()
+        caller_notes: dict[str, list[SeedNote]] = {}
+        daily: dict[str, list[str]] = {}
+        for note in seed.notes:
+            text = vault.one_line(note.note)
+            if not text:
+                continue
+            if note.phone_hash:
+                caller_notes.setdefault(note.phone_hash.lower(), []).append(note)
+            else:
+                daily.setdefault(self._date_of(note.timestamp), []).append(text)
+        changes: list[tuple[str, Change]] = []
+        lines: list[str] = []
+        for key in seed.caller_hashes():
+            if not phone.is_caller_key(key):
+                report.skipped += 1
+                continue
+            relpath = self.index.caller_path(key) or self.vault.new_caller_path(key)
+            session = seed.sessions.get(key) or seed.sessions.get(key.upper()) or SeedSession()
+            facts = (seed.memories.get(key) or seed.memories.get(key.upper()) or SeedMemory()).facts
+            changes.append((relpath, self._seed_caller(key, session, facts, caller_notes.pop(key, []))))
+            lines.append(f"import caller {phone.short(key)}")
+            report.callers += 1
+        for day, texts in sorted(daily.items()):
+            changes.append((self.vault.note_path(day), _seed_daily(day, texts)))
+            lines.append(f"import daily note for {day}")
+            report.daily_notes += len(texts)
+        report.skipped += sum(len(notes) for notes in caller_notes.values())  # notes of unknown callers
+        report.changed = len(await self._write_many(changes, lines, "cli", progress))
+        return report
+
+    def _date_of(self, timestamp: float | None) -> str:
+        when = dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else dt.datetime.now(dt.UTC)
+        return self.today(when)
+
+    def _seed_caller(self, key: str, session: SeedSession, facts: list[str], notes: list[SeedNote]) -> Change:
+        name = vault.one_line(session.caller_name or "")
+        first = self._date_of(session.first_seen)
+        last = self._date_of(session.last_seen or session.first_seen)
+
+        def change(current: str | None) -> str | None:
+            text = current if current is not None else vault.new_caller_text(key, name=name, calls=(first, last))
+            try:
+                existing = vault.parse_caller(text)
+            except vault.VaultFileError:
+                return None  # a hand-broken file is never overwritten; it is reported on /health
+            props: dict[str, object] = {}
+            if name and not existing.name:
+                props["name"] = name
+                if not existing.aliases:
+                    props["aliases"] = [name]
+            if session.call_count > existing.call_count:
+                props["call_count"] = session.call_count
+            if current is None or not existing.first_call or first < existing.first_call:
+                props["first_call"] = dt.date.fromisoformat(first)
+            if current is None or not existing.last_call or last > existing.last_call:
+                props["last_call"] = dt.date.fromisoformat(last)
+            if props:
+                text = vault.set_properties(text, props)
+            known = set(existing.facts)
+            for fact in (vault.one_line(f) for f in facts):
+                if fact and fact not in known:
+                    text = vault.append_to_section(text, "Facts", f"- {fact}")
+                    known.add(fact)
+            for note in notes:
+                line = f"- {self._date_of(note.timestamp)}: {vault.one_line(note.note)}"
+                if line not in text:
+                    text = vault.append_to_section(text, "Notes", line)
+            return text
+
+        return change
+
+
+def _seed_daily(day: str, texts: list[str]) -> Change:
+    def change(current: str | None) -> str:
+        text = current if current is not None else f"# {day}\n\n"
+        for line in (f"- {t}" for t in texts):
+            if line not in text.splitlines():
+                text = text + ("" if text.endswith("\n") else "\n") + line + "\n"
+        return text
+
+    return change
+
+
+class ImportReport:
+    """What `import_seed` did."""
+
+    def __init__(self) -> None:
+        self.callers = 0
+        self.daily_notes = 0
+        self.skipped = 0
+        self.changed = 0

@@ -94,7 +94,7 @@ def legacy_key(e164: str) -> str:
 
 def is_caller_key(text: str) -> bool:
     """Whether `text` looks like a caller key (64 lowercase hex digits)."""
-    return bool(_HEX_KEY.match(text))
+    return bool(_HEX_KEY.fullmatch(text))
 
 
 def short(key: str) -> str:

@@ -372,13 +372,16 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def new_caller_text(phone_hash: str, today: str, name: str = "", phone: str | None = None) -> str:
-    """A new caller's file, in the layout of SPEC §2."""
+def new_caller_text(
+    phone_hash: str, name: str = "", phone: str | None = None, calls: tuple[str, str] | None = None
+) -> str:
+    """A new caller's file, in the layout of SPEC §2. `calls` is (first_call, last_call), if known."""
     props: dict[str, object] = {"phone_hash": phone_hash, "name": name, "aliases": [name] if name else []}
     if phone:
         props["phone"] = phone
-    day = dt.date.fromisoformat(today)
-    props.update({"call_count": 0, "first_call": day, "last_call": day})
+    props["call_count"] = 0
+    if calls is not None:
+        props.update({"first_call": dt.date.fromisoformat(calls[0]), "last_call": dt.date.fromisoformat(calls[1])})
     head = "".join(line for key, value in props.items() for line in _render_entry(key, value, "\n"))
     title = name or f"Caller {short(phone_hash)}"
     return f"---\n{head}---\n# {one_line(title)}\n\n## Facts\n\n## Calls\n\n## Notes\n"

@@ -1,0 +1,97 @@
+"""`memory-bridge doctor`: read-only checks of config, vault, git and secrets, each with what to do.
+
+Nothing here writes: a vault that does not exist yet is reported, not created.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+from server.config import Settings
+from server.gitwriter import GitWriter
+from server.index import Index
+from server.vault import KEY_FILE, SOUL, Vault
+from server.watcher import Watcher
+
+Finding = tuple[str, str]  # ("ok" | "warn" | "fix", message)
+
+
+def diagnose(settings: Settings) -> Iterator[Finding]:
+    """Every check, in the order a person would fix things."""
+    yield "ok", f"settings read: vault {settings.vault_dir}, listening on {settings.host}:{settings.port}"
+    yield from _secrets(settings)
+    if shutil.which("git") is None:
+        yield "fix", "git is not installed: install git (the vault's history is a git repository)"
+        return
+    version = subprocess.run(["git", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    yield "ok", version
+    vault = Vault(settings.vault_dir)
+    if not vault.root.exists():
+        yield "warn", f"{vault.root} does not exist yet: `memory-bridge serve` creates it on first start"
+        return
+    if not (vault.root / ".git").is_dir():
+        yield "fix", f"{vault.root} is not a git repository: run `git init` in it, or point VAULT_DIR elsewhere"
+        return
+    yield from _git(vault, settings)
+    yield from _files(vault)
+
+
+def _secrets(settings: Settings) -> Iterator[Finding]:
+    if settings.webhook_secret:
+        yield "ok", "WEBHOOK_SECRET is set (personalize webhook and remember tool)"
+    else:
+        yield (
+            "warn",
+            (
+                "WEBHOOK_SECRET is not set: the personalize webhook is open (loopback only) and the remember tool "
+                "is disabled; set it and add it as a header secret in ElevenLabs"
+            ),
+        )
+    if settings.elevenlabs_webhook_secret:
+        yield "ok", "ELEVENLABS_WEBHOOK_SECRET is set (post-call webhooks)"
+    else:
+        yield "warn", "ELEVENLABS_WEBHOOK_SECRET is not set: post-call webhooks are refused (403)"
+    if settings.admin_api_key:
+        yield "ok", "ADMIN_API_KEY is set (REST API)"
+    else:
+        yield "warn", "ADMIN_API_KEY is not set: the /api routes are disabled (403)"
+    if not settings.phone_hash_key:
+        yield (
+            "warn",
+            (
+                "PHONE_HASH_KEY is not set: a local key in the vault's .git folder is used; set PHONE_HASH_KEY "
+                "and back it up, or callers cannot be recognised after a move"
+            ),
+        )
+    else:
+        yield "ok", "PHONE_HASH_KEY is set"
+
+
+def _git(vault: Vault, settings: Settings) -> Iterator[Finding]:
+    git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email)
+    head = git.head()
+    if head is None:
+        yield "warn", "the vault has no commits yet: `memory-bridge serve` makes the first one"
+    else:
+        yield "ok", f"vault history at {head[:12]}"
+    if (vault.root / ".git" / "index.lock").exists():
+        yield "fix", "a .git/index.lock exists: if no git is running in the vault, the service removes it at start"
+    dirty = git.dirty_paths()
+    if dirty:
+        yield "warn", f"{len(dirty)} uncommitted change(s) in the vault: they are committed at the next start"
+    tracked = git.run_sync("ls-files", check=False).stdout.splitlines()
+    if any(path.endswith(KEY_FILE.split("/")[-1]) for path in tracked):
+        yield "fix", "a phone-hash key file is tracked in the vault's git: remove it from history and rotate the key"
+
+
+def _files(vault: Vault) -> Iterator[Finding]:
+    index = Index()
+    # The watcher's loader is the one the server uses; nothing is started, nothing is written.
+    Watcher(vault, index, None, 0, 0).load_all()  # type: ignore[arg-type]
+    if SOUL not in index.files:
+        yield "warn", "soul.md is missing: the agent gets a plain fallback prompt"
+    yield "ok", f"{index.caller_count} caller(s) indexed"
+    for path, error in index.errors().items():
+        yield "fix", f"{path} {error}"
