@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from server import cache
 from server.config import Settings
 from server.gitwriter import GitWriter
 from server.index import Index
@@ -37,9 +38,10 @@ class Service:
         self.ready_seconds = time.monotonic() - self.started_at
 
     async def stop(self) -> None:
-        """Stop watching, commit what is pending, stop the git writer."""
+        """Stop watching, commit what is pending, stop the git writer, save the index cache."""
         await self.watcher.stop()
         await self.memory.git.stop()
+        cache.save(self.memory.vault.root, self.watcher.snapshot())
 
 
 def open_service(settings: Settings) -> Service:
@@ -70,6 +72,14 @@ def open_service(settings: Settings) -> Service:
     index = Index()
     memory = Memory(settings, vault, index, git, key)
     watcher = Watcher(vault, index, git, settings.hand_edit_quiet_seconds, settings.reconcile_seconds)
-    count = watcher.load_all()
-    log.info("indexed %d file(s): %d caller(s), %d with errors", count, index.caller_count, len(index.errors()))
+    parsed = watcher.load_all(cache.load(vault.root))
+    if parsed:
+        cache.save(vault.root, watcher.snapshot())
+    log.info(
+        "indexed %d file(s) (%d parsed, the rest from the cache): %d caller(s), %d with errors",
+        len(index.files),
+        parsed,
+        index.caller_count,
+        len(index.errors()),
+    )
     return Service(settings, memory, watcher, started)

@@ -82,7 +82,7 @@ class Loaded(msgspec.Struct, frozen=True):
     relpath: str
     kind: str  # "caller" | "soul" | "note" | "other"
     digest: str
-    stat: tuple[int, int]
+    stat: tuple[int, ...]  # (mtime_ns, size, inode, ctime_ns): changes whenever the file does
     record: Caller | Soul | DailyNote | None = None
     error: str | None = None
 
@@ -90,6 +90,11 @@ class Loaded(msgspec.Struct, frozen=True):
 def digest(data: bytes) -> str:
     """Content hash used to recognise the service's own writes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def signature(st: os.stat_result) -> tuple[int, ...]:
+    """What identifies one version of a file on disk without reading it."""
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
 def kind_of(relpath: str) -> str:
@@ -289,10 +294,11 @@ def yaml_scalar(value: object) -> str:
     text = str(value)
     if not text or is_caller_key(text):
         return f'"{text}"'  # an empty string, or a hash YAML could read as a number
-    if "\n" in text or "\r" in text:
+    if text.splitlines() != [text]:  # any line break: \n, \r, and also \x85, \u2028 and the like
         text = " ".join(text.split())
     rendered = yaml.safe_dump(text, allow_unicode=True, width=1_000_000, default_flow_style=True)
-    return rendered.removesuffix("\n").removesuffix("\n...").removesuffix("...").rstrip("\n")
+    # A plain scalar is followed by the document-end line "..."; drop that line, not a value's own "...".
+    return rendered.removesuffix("\n").removesuffix("\n...").rstrip("\n")
 
 
 def _newline(text: str) -> str:
@@ -316,10 +322,13 @@ def set_properties(text: str, changes: dict[str, object]) -> str:
         for key, value in changes.items():
             head += _render_entry(key, value, nl)
         return "".join([*head, f"---{nl}"]) + text
-    end = next(i for i in range(1, len(lines)) if _FENCE.match(lines[i].rstrip("\r\n")))
+    end = next((i for i in range(1, len(lines)) if _FENCE.match(lines[i].rstrip("\r\n"))), None)
+    if end is None:
+        raise VaultFileError("the frontmatter has no closing '---' line")
     block = lines[1:end]
     for key, value in changes.items():
-        start = next((i for i, line in enumerate(block) if re.match(rf"^{re.escape(key)}\s*:", line)), None)
+        own = re.compile(rf"""^(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*:""")  # bare or quoted key
+        start = next((i for i, line in enumerate(block) if own.match(line)), None)
         rendered = _render_entry(key, value, nl)
         if start is None:
             if block and not block[-1].endswith(("\n", "\r")):
@@ -495,8 +504,8 @@ class Vault:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            return Loaded(relpath, kind, "", (0, 0), error=f"cannot be read: {exc.strerror}")
-        stat = (st.st_mtime_ns, st.st_size)
+            return Loaded(relpath, kind, "", (), error=f"cannot be read: {exc.strerror}")
+        stat = signature(st)
         if not os.path.isfile(path) or os.path.islink(path):
             return Loaded(relpath, kind, "", stat, error="is a link or not a regular file; not followed")
         if st.st_size > MAX_FILE_BYTES:
@@ -515,13 +524,12 @@ class Vault:
             return Loaded(relpath, kind, sha, stat, error=str(exc))
         return Loaded(relpath, kind, sha, stat, record=record)
 
-    def stat(self, relpath: str) -> tuple[int, int] | None:
-        """(mtime_ns, size) of a file without following links, or None if it is missing."""
+    def stat(self, relpath: str) -> tuple[int, ...] | None:
+        """The stat signature of a file without following links, or None if it is missing."""
         try:
-            st = os.lstat(self.root / relpath)
+            return signature(os.lstat(self.root / relpath))
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size)
 
     def is_own_write(self, relpath: str, sha: str) -> bool:
         """Whether these bytes are exactly what this process last wrote to `relpath`."""
@@ -571,10 +579,9 @@ class Vault:
     def loaded(self, relpath: str, text: str, sha: str) -> Loaded:
         """The index entry for text this process just wrote, without reading it back."""
         try:
-            st = os.stat(self.root / relpath)
-            stat = (st.st_mtime_ns, st.st_size)
+            stat = signature(os.lstat(self.root / relpath))
         except FileNotFoundError:
-            stat = (0, 0)
+            stat = ()
         try:
             record = parse(relpath, text.encode("utf-8"))
         except VaultFileError as exc:

@@ -19,7 +19,7 @@ import watchfiles
 
 from server.gitwriter import GitError, GitWriter
 from server.index import Index
-from server.vault import Vault, kind_of
+from server.vault import Loaded, Vault, kind_of
 
 log = logging.getLogger("memory_bridge.watcher")
 
@@ -68,13 +68,28 @@ class Watcher:
             return "own"
         return "changed"
 
-    def load_all(self) -> int:
-        """Parse the whole vault into the index (start-up); returns how many files were read."""
-        count = 0
+    def load_all(self, cached: dict[str, Loaded] | None = None) -> int:
+        """Parse the whole vault into the index (start-up); returns how many files had to be read.
+
+        A cached parse result is used only when the file's stat signature is unchanged.
+        """
+        cached = cached or {}
+        parsed = 0
         for relpath in self.vault.files():
-            self.refresh(relpath)
-            count += 1
-        return count
+            hit = cached.get(relpath)
+            if hit is not None and hit.stat == self.vault.stat(relpath):
+                self.index.apply(relpath, hit, self.vault.next_seq())
+            else:
+                self.refresh(relpath)
+                parsed += 1
+        return parsed
+
+    def snapshot(self) -> list[Loaded]:
+        """The index's per-file state, for the derived cache."""
+        return [
+            Loaded(s.relpath, s.kind, s.digest, s.stat, record=s.record, error=s.error)
+            for s in self.index.files.values()
+        ]
 
     # -- running -------------------------------------------------------------------------------
 
