@@ -75,8 +75,17 @@ class GitWriter:
         return ["git", "-C", str(self.root), "-c", "commit.gpgsign=false", "-c", "core.quotepath=off", *args]
 
     def run_sync(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run git and wait (start-up, the CLI and tests; never on a request path)."""
-        proc = subprocess.run(self._args(*args), env=self._env, capture_output=True, text=True, check=False)
+        """Run git and wait (start-up, the CLI and tests; never on a request path).
+
+        Like the writer task, waits out (or recovers from) an `index.lock` left by a crash.
+        """
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        while True:
+            proc = subprocess.run(self._args(*args), env=self._env, capture_output=True, text=True, check=False)
+            if proc.returncode == 0 or "index.lock" not in proc.stderr or time.monotonic() > deadline:
+                break
+            self._recover_lock()
+            time.sleep(0.05)
         if check and proc.returncode != 0:
             raise GitError(f"git {args[0]} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc

@@ -21,24 +21,30 @@ _REDACTED = "[phone]"
 _CONFIGURED = "_memory_bridge_configured"
 
 
-def redact(text: str) -> str:
-    """Replace anything that looks like a phone number."""
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Replace anything that looks like a phone number, and every configured secret."""
+    for secret in secrets:
+        text = text.replace(secret, "[secret]")
     return _PHONE.sub(_REDACTED, text)
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message (and exception text) with phone numbers redacted."""
+    """Rewrites each record's message (and exception text) with phone numbers and secrets redacted."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg = redact(message)
+        record.msg = redact(message, self.secrets)
         record.args = None
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact(record.exc_text, self.secrets)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = redact(record.stack_info, self.secrets)
         return True
 
 
@@ -61,7 +67,13 @@ def configure(settings: Settings) -> None:
     """Send every logger (ours, uvicorn's, Litestar's) through one redacting handler on stderr."""
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
+    secrets = (
+        settings.webhook_secret,
+        settings.elevenlabs_webhook_secret,
+        settings.admin_api_key,
+        settings.phone_hash_key,
+    )
+    handler.addFilter(RedactingFilter(tuple(s for s in secrets if s)))
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -149,11 +149,9 @@ class Memory:
         written: list[tuple[str, str, str, int]] = []
         async with self._edit_lock:
             for n, (relpath, change) in enumerate(changes, 1):
-                current = self.vault.read_text(relpath)
-                updated = change(current)
-                if updated is not None and updated != current:
-                    sha = self.vault.write_text(relpath, updated)
-                    written.append((relpath, updated, sha, self.vault.next_seq()))
+                result = self.vault.update(relpath, change)
+                if result is not None:
+                    written.append((relpath, *result, self.vault.next_seq()))
                 if progress is not None:
                     progress(n, len(changes))
         if not written:

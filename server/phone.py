@@ -7,6 +7,7 @@ case it has no key at all: withheld callers must never share one memory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -47,6 +48,14 @@ def classify(raw: object, default_region: str | None = None) -> CallerId:
     """
     if not isinstance(raw, str):
         return WITHHELD
+    if len(raw) > 64:  # no phone number is this long; keeps junk out of the cache below
+        return CallerId("unparseable")
+    return _classify(raw, default_region)
+
+
+# Callers call again and the agent's own numbers repeat: parsing is worth remembering.
+@functools.lru_cache(maxsize=65_536)
+def _classify(raw: str, default_region: str | None) -> CallerId:
     text = raw.strip()
     lowered = text.lower()
     if not text or lowered in {"null", "none"}:
@@ -74,8 +83,13 @@ def classify(raw: object, default_region: str | None = None) -> CallerId:
 
 def region_of(number: object) -> str | None:
     """The region of an E.164 number (e.g. our own Twilio number), used for national caller IDs."""
-    if not isinstance(number, str) or not number.strip().startswith("+"):
+    if not isinstance(number, str) or not number.strip().startswith("+") or len(number) > 64:
         return None
+    return _region_of(number)
+
+
+@functools.lru_cache(maxsize=1024)
+def _region_of(number: str) -> str | None:
     try:
         return phonenumbers.region_code_for_number(phonenumbers.parse(number.strip(), None)) or None
     except phonenumbers.NumberParseException:

@@ -461,7 +461,8 @@ class Vault:
     def relpath(self, path: Path | str) -> str | None:
         """The vault-relative POSIX path of `path`, or None if it lies outside the vault."""
         try:
-            return Path(path).resolve(strict=False).relative_to(self.root).as_posix()
+            # normpath, not resolve: a symlink inside the vault is reported as itself, never followed.
+            return Path(os.path.normpath(os.path.abspath(path))).relative_to(self.root).as_posix()
         except ValueError:
             return None
 
@@ -545,36 +546,77 @@ class Vault:
     # -- writing -------------------------------------------------------------------------------
 
     def write_text(self, relpath: str, text: str) -> str:
-        """Atomically replace a file's content; returns the digest of what was written."""
+        """Atomically replace (or create) a file; returns the digest of what was written."""
         path = self.path(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = text.encode("utf-8")
         sha = digest(data)
         self._written[relpath] = sha
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.mb.tmp")
+        tmp = self._temp(path, data)
         try:
-            # No fsync: the rename is atomic against a crashed process, which is the failure that
-            # matters here; git does not fsync its objects by default either.
-            with open(tmp, "wb") as fh:
-                fh.write(data)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         return sha
 
-    def edit(self, relpath: str, change: Callable[[str], str]) -> tuple[str, str] | None:
-        """Apply `change` to the file's current text and write the result.
+    @staticmethod
+    def _temp(path: Path, data: bytes) -> Path:
+        # No fsync: the rename is atomic against a crashed process, which is the failure that
+        # matters here; git does not fsync its objects by default either.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.mb.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        return tmp
 
-        Returns (new text, digest), or None when the change left the text as it was.
-        The current bytes are read at write time, so a person's edit is never overwritten.
+    def update(self, relpath: str, change: Callable[[str | None], str | None]) -> tuple[str, str] | None:
+        """Apply `change` to a file's current text (None if it does not exist) and write the result.
+
+        Returns (new text, digest), or None when there was nothing to change. A person may be
+        editing the same file: the write only replaces the exact version `change` saw, and an
+        append that lands on that version during the swap is noticed and `change` is re-applied on
+        top of it, so a hand edit is never overwritten.
         """
-        current = self.read_text(relpath)
-        if current is None:
-            raise FileNotFoundError(relpath)
-        updated = change(current)
-        if updated == current:
-            return None
-        return updated, self.write_text(relpath, updated)
+        path = self.path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 - held open across the swap, closed below
+            except FileNotFoundError:
+                fh = None
+            try:
+                seen = os.fstat(fh.fileno()) if fh else None
+                current = fh.read().decode("utf-8-sig") if fh else None
+                updated = change(current)
+                if updated is None or updated == current:
+                    return None
+                data = updated.encode("utf-8")
+                tmp = self._temp(path, data)
+                self._written[relpath] = digest(data)
+                try:
+                    if seen is None:
+                        try:
+                            os.link(tmp, path)  # create only if still absent
+                        except FileExistsError:
+                            continue
+                    else:
+                        now = os.lstat(path)
+                        if (now.st_ino, now.st_size, now.st_mtime_ns) != (seen.st_ino, seen.st_size, seen.st_mtime_ns):
+                            continue
+                        os.replace(tmp, path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                if seen is not None and fh is not None:
+                    late = os.fstat(fh.fileno())
+                    if (late.st_size, late.st_mtime_ns) != (seen.st_size, seen.st_mtime_ns):
+                        # Written to the version we replaced, mid-swap: put it back and redo ours on top.
+                        fh.seek(0)
+                        os.replace(self._temp(path, fh.read()), path)
+                        continue
+                return updated, self._written[relpath]
+            finally:
+                if fh:
+                    fh.close()
+        raise VaultFileError("the file kept changing while it was being written; try again")
 
     def loaded(self, relpath: str, text: str, sha: str) -> Loaded:
         """The index entry for text this process just wrote, without reading it back."""
