@@ -120,9 +120,9 @@ def test_write_storm_with_hand_edits_loses_nothing(server_factory, vault_dir: Pa
 
     # Wait for the hand edits' quiet period to pass and their commit to land.
     def settled() -> bool:
-        return git(vault_dir, "status", "--porcelain") == "" and server.client.get("/health").json()[
-            "pending_writes"
-        ] == 0
+        return (
+            git(vault_dir, "status", "--porcelain") == "" and server.client.get("/health").json()["pending_writes"] == 0
+        )
 
     assert server.wait_for(settled, timeout=15)
 
