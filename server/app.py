@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
+    ServiceUnavailableException,
     ValidationException,
 )
 from litestar.openapi import OpenAPIConfig
@@ -49,6 +51,7 @@ log = logging.getLogger("memory_bridge.http")
 WEBHOOK_BODY_LIMIT = 64 * 1024
 POST_CALL_BODY_LIMIT = 8 * 1024 * 1024  # transcripts of long calls are big; audio events bigger still
 API_BODY_LIMIT = 64 * 1024
+_CONVERSATION_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 
 _personalize_decoder = msgspec.json.Decoder(PersonalizeRequest)
 _encoder = msgspec.json.Encoder()
@@ -164,6 +167,10 @@ async def _record_call(service: Service, who: Identity, call_sid: str | None) ->
         log.exception("could not record the call of %s", phone.short(who.key or ""))
 
 
+# A write that reached the vault but not git is not acknowledged: the client should retry.
+NOT_COMMITTED = "saved in the vault, but git failed to commit it (see /health); retry later"
+
+
 def _json(content: Any, status: int = 200) -> Response[bytes]:
     return Response(_encoder.encode(content), status_code=status, media_type="application/json")
 
@@ -208,7 +215,11 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     if secret is None:
         raise PermissionDeniedException("post-call webhooks are disabled: set ELEVENLABS_WEBHOOK_SECRET")
     body = await request.body()
-    if not verify_signature(request.headers.get("elevenlabs-signature"), body, secret):
+    try:
+        signed = verify_signature(request.headers.get("elevenlabs-signature"), body, secret)
+    except (ValueError, TypeError):  # non-ASCII digits or hash in the header: unreadable, so unsigned
+        signed = False
+    if not signed:
         raise NotAuthorizedException("missing, stale or wrong ElevenLabs-Signature")
     event: PostCallEvent = _decode(body, PostCallEvent)
     if event.type != "post_call_transcription" or event.data is None:
@@ -216,6 +227,9 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     data = event.data
     if not data.conversation_id:
         raise ValidationException("the event has no conversation_id")
+    if not _CONVERSATION_ID.fullmatch(data.conversation_id):
+        # It is written into the caller's file and the commit message: one plain token only.
+        raise ValidationException("the event's conversation_id is not a conversation id")
     call = data.metadata.phone_call if data.metadata else None
     variables = (
         data.conversation_initiation_client_data.dynamic_variables if data.conversation_initiation_client_data else {}
@@ -224,11 +238,15 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     who = memory.identify(call.external_number if call else None)
     if who.key is None:
         who = memory.identify(variables.get("system__caller_id"), variables.get("system__called_number"))
-    key = who.key or memory.key_for_call_sid((call.call_sid if call else None) or variables.get("system__call_sid"))
+    call_sid = (call.call_sid if call else None) or variables.get("system__call_sid")
+    key = who.key or memory.key_for_call_sid(call_sid if isinstance(call_sid, str) else None)
     if key is None:
         return _json({"status": "ignored", "reason": "no usable caller number"})
     started = data.metadata.start_time_unix_secs if data.metadata else None
-    when = dt.datetime.fromtimestamp(started, dt.UTC) if started else dt.datetime.now(dt.UTC)
+    try:
+        when = dt.datetime.fromtimestamp(started, dt.UTC) if started else dt.datetime.now(dt.UTC)
+    except (ValueError, OverflowError, OSError):  # a start time no calendar holds
+        when = dt.datetime.now(dt.UTC)
     analysis = data.analysis
     fills = {
         name: str(result.value)
@@ -246,8 +264,8 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
             legacy=who.legacy,
         )
     except GitError:
-        # The change is on disk and in the index; the commit is retried with the next write.
-        changed = True
+        # On disk but not committed: 503 makes ElevenLabs deliver again, which is idempotent.
+        raise ServiceUnavailableException(NOT_COMMITTED) from None
     return _json({"status": "saved" if changed else "duplicate", "caller": phone.short(key)})
 
 
@@ -325,6 +343,8 @@ async def api_add_fact(caller: str, request: Request[Any, Any, Any], state: Stat
         path = await memory.add_fact(key, body.fact, "api", e164=e164, legacy=legacy)
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
+    except GitError:
+        raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "saved", "phone_hash": key, "file": path}
 
 
@@ -339,6 +359,8 @@ async def api_add_note(request: Request[Any, Any, Any], state: State) -> dict[st
         path = await service.memory.add_note(body.note, "api", date=body.date, key=key)
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
+    except GitError:
+        raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "saved", "file": path}
 
 
@@ -371,7 +393,10 @@ async def api_forget(caller: str, request: Request[Any, Any, Any], state: State)
     service = _service(state)
     require_admin(request, service.settings)
     key = _known(service, caller)
-    await service.memory.forget(key, "api")
+    try:
+        await service.memory.forget(key, "api")
+    except GitError:
+        raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "forgotten", "phone_hash": key}
 
 

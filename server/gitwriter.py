@@ -56,6 +56,8 @@ class GitWriter:
         self.status = GitStatus()
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
+        # Changes whose commit failed: they stay on disk and ride along with the next commit.
+        self._failed: dict[str, list[str]] = {}
         # Identity and config from us alone: no global or system git config can change behaviour.
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
@@ -232,8 +234,8 @@ class GitWriter:
                 self._queue.task_done()
 
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
-        paths = [p for job in jobs for p in job.paths]
-        lines = list(dict.fromkeys(line for job in jobs for line in job.lines))
+        paths = [p for job in jobs for p in job.paths] + list(self._failed)
+        lines = list(dict.fromkeys([*(line for job in jobs for line in job.lines), *self._retry_lines()]))
         try:
             present, gone = self._split(paths)
             if present:
@@ -248,9 +250,13 @@ class GitWriter:
                 sha = sha_out.strip()
                 self._note_commit(sha, lines)
             self.status.last_error = None
+            self._failed.clear()
         except (GitError, OSError) as exc:
             self.status.last_error = str(exc)
-            log.error("git commit failed (%d change(s) stay on disk): %s", len(jobs), exc)
+            for job in jobs:
+                for path in job.paths:
+                    self._failed[path] = job.lines
+            log.error("git commit failed (%d change(s) stay on disk, retried with the next commit): %s", len(jobs), exc)
             for job in jobs:
                 if not job.done.done():
                     job.done.set_exception(GitError(str(exc)))
@@ -260,6 +266,9 @@ class GitWriter:
             if not job.done.done():
                 job.done.set_result(sha)
         self.status.pending -= len(jobs)
+
+    def _retry_lines(self) -> list[str]:
+        return [f"{line} (commit retried)" for lines in self._failed.values() for line in lines]
 
     def _note_commit(self, sha: str | None, lines: list[str]) -> None:
         if sha is None:
