@@ -128,17 +128,19 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
         raise ValidationException(f"invalid request body: {exc}") from None
     except msgspec.DecodeError:
         raise ValidationException("the request body is not valid JSON") from None
+    except RecursionError:
+        raise ValidationException("the request body is nested too deeply") from None
 
 
 def parse_personalize(body: bytes) -> PersonalizeRequest:
     """Decode the personalize body, salvaging string fields from any JSON object; never raises."""
     try:
         return _personalize_decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         pass
     try:
         raw = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return PersonalizeRequest()
     if not isinstance(raw, dict):
         return PersonalizeRequest()
