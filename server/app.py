@@ -268,6 +268,9 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     except GitError:
         # On disk but not committed: 503 makes ElevenLabs deliver again, which is idempotent.
         raise ServiceUnavailableException(NOT_COMMITTED) from None
+    except WriteError as exc:
+        # The caller's file is broken by hand; ElevenLabs retries later, perhaps after it is fixed.
+        raise ServiceUnavailableException(f"cannot record the call yet: {exc}") from None
     return _json({"status": "saved" if changed else "duplicate", "caller": phone.short(key)})
 
 

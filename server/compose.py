@@ -72,13 +72,15 @@ def _fit(items: list[str], budget: int) -> tuple[list[str], int]:
 def memory_lines(caller: Caller | None, budget: int) -> tuple[list[str], int]:
     """The caller's memory as data lines, within `budget` characters (facts, then calls, then notes)."""
     if caller is None:
-        return [NEW_CALLER], budget - len(NEW_CALLER) - 1
+        return _fit([NEW_CALLER], budget)
     head = [f"- Name: {neutralise(caller.name) or 'not known yet'}"]
     if caller.call_count:
         head.append(
             f"- Calls so far: {caller.call_count} (first {neutralise(caller.first_call) or '?'}, "
             f"last {neutralise(caller.last_call) or '?'})"
         )
+    while head and sum(len(line) + 1 for line in head) > budget:  # the name line is the last to go
+        head.pop()
     budget -= sum(len(line) + 1 for line in head)
     facts, budget = _fit([f"- Fact: {neutralise(f)}" for f in caller.facts], budget)
     calls, budget = _fit([_call_line(c) for c in caller.calls], budget)
@@ -120,7 +122,9 @@ def compose(
     memory, budget = memory_lines(caller, budget)
     daily = note_lines(note, budget)
 
-    prompt = soul.body + "\n\n" + _fenced(MEMORY_HEADER, memory)
+    prompt = soul.body
+    if memory:  # nothing fits (the soul fills the bound): no empty block pushing the prompt past it
+        prompt += "\n\n" + _fenced(MEMORY_HEADER, memory)
     if daily:
         prompt += "\n\n" + _fenced(NOTES_HEADER, daily)
 
@@ -131,7 +135,9 @@ def compose(
     last = caller.calls[-1] if caller and caller.calls else None
     variables.update(
         {
-            "caller_name": neutralise(caller.name) if caller else _scalar(soul.variables.get("caller_name")),
+            "caller_name": neutralise(caller.name)
+            if caller and caller.name
+            else _scalar(soul.variables.get("caller_name")),
             "caller_known": caller is not None,
             "call_count": caller.call_count if caller else 0,
             "last_call_date": neutralise(caller.last_call or (last.date if last else "")) if caller else "",

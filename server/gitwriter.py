@@ -68,6 +68,7 @@ class GitWriter:
             "GIT_CONFIG_GLOBAL": os.devnull,
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_TERMINAL_PROMPT": "0",
+            "GIT_LITERAL_PATHSPECS": "1",  # a file named `[ab].md` or `*.md` is that file, not a pattern
             "LC_ALL": "C",
         }
 
@@ -88,7 +89,7 @@ class GitWriter:
                 break
             self._recover_lock()
             time.sleep(0.05)
-        if check and proc.returncode != 0:
+        if check and proc.returncode != 0 and not (args[0] == "add" and _only_ignored(proc.stderr)):
             raise GitError(f"git {args[0]} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc
 
@@ -104,7 +105,7 @@ class GitWriter:
             out, err = await proc.communicate()
             text = (err or out).decode(errors="replace").strip()
             code = proc.returncode or 0
-            if code in ok:
+            if code in ok or (args[0] == "add" and _only_ignored(text)):
                 return code, out.decode(errors="replace")
             if "index.lock" in text and time.monotonic() < deadline:
                 self._recover_lock()
@@ -251,7 +252,7 @@ class GitWriter:
                 self._note_commit(sha, lines)
             self.status.last_error = None
             self._failed.clear()
-        except (GitError, OSError) as exc:
+        except Exception as exc:  # any failure must reach the waiting writers, never stall them
             self.status.last_error = str(exc)
             for job in jobs:
                 for path in job.paths:
@@ -278,8 +279,17 @@ class GitWriter:
         self.status.commits += 1
 
 
+def _only_ignored(text: str) -> bool:
+    # `git add` of a path the vault's .gitignore covers stages the other paths and exits 1. The person
+    # chose not to track that file: not a failure (else it would be retried, and fail, forever).
+    text = text.strip()
+    return text.startswith("The following paths are ignored") and "fatal:" not in text and "error:" not in text
+
+
 def message(lines: list[str], source: str) -> str:
     """A commit message: what changed for whom (by short hash), each change listed, and a trailer."""
+    # One line per change: a file name with a newline in it must not be able to fake a trailer.
+    lines = [" ".join(line.split()) for line in lines]
     if len(lines) == 1:
         subject, body = lines[0], ""
     else:

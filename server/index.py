@@ -35,6 +35,7 @@ class Index:
     def __init__(self) -> None:
         self.files: dict[str, FileState] = {}
         self._owner: dict[str, str] = {}  # phone_hash -> relpath of the file that holds it
+        self._gone: dict[str, int] = {}  # relpath -> seq of its deletion, so an older read cannot resurrect it
         self.notes: dict[str, DailyNote] = {}
 
     # -- lookups (the call path) ---------------------------------------------------------------
@@ -80,11 +81,15 @@ class Index:
         previous = self.files.get(relpath)
         if previous is not None and previous.seq > seq:
             return False
+        if previous is None and self._gone.get(relpath, -1) > seq:
+            return False
         if loaded is None:
             if previous is not None:
                 self._drop(previous)
                 del self.files[relpath]
+            self._gone[relpath] = max(seq, self._gone.get(relpath, seq))
             return True
+        self._gone.pop(relpath, None)
         record = loaded.record if loaded.error is None else (previous.record if previous else None)
         state = FileState(relpath, loaded.kind, loaded.digest, loaded.stat, seq, record, loaded.error)
         if previous is not None and previous.record is not record and not _same_caller(previous.record, record):
@@ -102,7 +107,7 @@ class Index:
             if owner is None or owner == state.relpath or owner not in self.files:
                 self._owner[record.phone_hash] = state.relpath
             elif state.error is None:
-                state.error = f"has the same phone_hash as {owner}; only {owner} is used"
+                state.error = _duplicate(owner)
 
     def _drop(self, state: FileState) -> None:
         record = state.record
@@ -110,13 +115,17 @@ class Index:
             del self.notes[record.date]
         elif isinstance(record, Caller) and self._owner.get(record.phone_hash) == state.relpath:
             del self._owner[record.phone_hash]
-            # Another file claiming the same caller takes over (it was reported as a duplicate).
+            # Another file claiming the same caller takes over (it was reported as a duplicate);
+            # any further duplicates are now reported against the new owner.
             for other in self.files.values():
                 if other is not state and _same_caller(other.record, record):
+                    owner = self._owner.setdefault(record.phone_hash, other.relpath)
                     if other.error and other.error.startswith("has the same phone_hash"):
-                        other.error = None
-                    self._owner[record.phone_hash] = other.relpath
-                    break
+                        other.error = None if owner == other.relpath else _duplicate(owner)
+
+
+def _duplicate(owner: str) -> str:
+    return f"has the same phone_hash as {owner}; only {owner} is used"
 
 
 def _same_caller(old: object, new: object) -> bool:

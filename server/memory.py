@@ -131,6 +131,8 @@ class Memory:
 
     async def _write(self, relpath: str, change: Change, line: str, source: str) -> bool:
         """Apply `change` to one file, commit it and update the index. Returns whether anything changed."""
+        if vault.kind_of(relpath) == "caller":
+            change = _intact(change)
         return bool(await self._write_many([(relpath, change)], [line], source))
 
     async def _write_many(
@@ -228,9 +230,12 @@ class Memory:
             raise WriteError(f"the note is longer than {MAX_NOTE_CHARS} characters")
         day = date or self.today()
         try:
-            dt.date.fromisoformat(day)
+            # Python 3.11 also reads "20261125" and "2026-W48-3"; a note file must be named YYYY-MM-DD.
+            valid = dt.date.fromisoformat(day).isoformat() == day
         except ValueError:
-            raise WriteError("date must be YYYY-MM-DD") from None
+            valid = False
+        if not valid:
+            raise WriteError("date must be YYYY-MM-DD")
         if key is not None:
             relpath = self.index.caller_path(key)
             if relpath is None:
@@ -383,6 +388,20 @@ class Memory:
             return text
 
         return change
+
+
+def _intact(change: Change) -> Change:
+    """Refuse to touch a caller file that does not parse: it is reported on /health and left to a person."""
+
+    def guarded(current: str | None) -> str | None:
+        if current is not None:
+            try:
+                vault.parse_caller(current)
+            except vault.VaultFileError as exc:
+                raise WriteError(f"the caller's file {exc}; fix it first") from None
+        return change(current)
+
+    return guarded
 
 
 def _seed_daily(day: str, texts: list[str]) -> Change:

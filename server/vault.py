@@ -536,13 +536,6 @@ class Vault:
         """Whether these bytes are exactly what this process last wrote to `relpath`."""
         return self._written.get(relpath) == sha
 
-    def read_text(self, relpath: str) -> str | None:
-        """The current text of a file, or None if it does not exist."""
-        try:
-            return self.path(relpath).read_bytes().decode("utf-8-sig")
-        except FileNotFoundError:
-            return None
-
     # -- writing -------------------------------------------------------------------------------
 
     def write_text(self, relpath: str, text: str) -> str:

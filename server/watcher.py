@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -146,15 +147,40 @@ class Watcher:
 
     async def handle(self, paths: Iterable[str]) -> None:
         """Bring the index up to date for changed absolute paths, scheduling hand-edit commits."""
-        for n, path in enumerate(sorted(paths)):
+        relpaths: set[str] = set()
+        for path in paths:
             relpath = self.vault.relpath(Path(path))
             if relpath is None or relpath.startswith(".git/"):
                 continue
             self.events_seen += 1
+            relpaths.add(relpath)
+            relpaths.update(self._inside(relpath))
+        for n, relpath in enumerate(sorted(relpaths)):
             if self.refresh(relpath) == "changed":
                 self._schedule_commit(relpath)
             if n % _SLICE == _SLICE - 1:
                 await asyncio.sleep(0)
+
+    def _inside(self, relpath: str) -> list[str]:
+        """The files an event on a folder stands for, if `relpath` is (or was) a folder.
+
+        A folder moved into the vault, or a file moved into a folder just made, brings files with no
+        events of their own; a folder moved away takes its files with it.
+        """
+        path = self.vault.root / relpath
+        if path.is_dir() and not path.is_symlink():
+            found = []
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    rel = Path(dirpath, name).relative_to(self.vault.root).as_posix()
+                    if kind_of(rel) != "other":
+                        found.append(rel)
+            return found
+        if kind_of(relpath) != "other" or path.exists():
+            return []
+        prefix = relpath + "/"
+        return [p for p in self.index.files if p.startswith(prefix)]
 
     # -- hand-edit commits ---------------------------------------------------------------------
 
