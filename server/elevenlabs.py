@@ -123,7 +123,8 @@ def verify_signature(header: str | None, body: bytes, secret: str, now: float | 
         return False
     parts = dict(part.strip().split("=", 1) for part in header.split(",") if "=" in part)
     stamp, given = parts.get("t", ""), parts.get("v0")
-    if not stamp.isdigit() or given is None:
+    # isdigit() alone accepts '²' and other non-ASCII digits; the MAC must be ASCII to be compared.
+    if not (stamp.isascii() and stamp.isdigit()) or given is None or not given.isascii():
         return False
     current = time.time() if now is None else now
     if int(stamp) < current - SIGNATURE_TOLERANCE_SECONDS or int(stamp) > current + SIGNATURE_TOLERANCE_SECONDS:

@@ -69,9 +69,7 @@ def git(vault: Path, *args: str) -> str:
     """Run git in a vault and return its output (tests read history with it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update({"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
-    return subprocess.run(
-        ["git", "-C", str(vault), *args], env=env, capture_output=True, text=True, check=True
-    ).stdout
+    return subprocess.run(["git", "-C", str(vault), *args], env=env, capture_output=True, text=True, check=True).stdout
 
 
 @dataclass
@@ -184,3 +182,48 @@ def server(server_factory) -> LiveServer:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# -- helpers for the write-path tests (post-call, tool, API, CLI, import) --------------------------
+
+
+def elevenlabs_signature(body: bytes, secret: str = ELEVENLABS_SECRET, timestamp: int | None = None) -> str:
+    """An `ElevenLabs-Signature` header for `body`, computed as ElevenLabs does: t=<unix>,v0=<hex hmac>."""
+    import hashlib
+    import hmac
+
+    stamp = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={stamp},v0={digest}"
+
+
+def vault_snapshot(vault: Path) -> dict[str, bytes]:
+    """Every file of a vault outside `.git`, by vault-relative path, with its bytes."""
+    return {
+        path.relative_to(vault).as_posix(): path.read_bytes()
+        for path in sorted(vault.rglob("*"))
+        if path.is_file() and ".git" not in path.relative_to(vault).parts
+    }
+
+
+def vault_head(vault: Path) -> str:
+    """The vault's current commit id."""
+    return git(vault, "rev-parse", "HEAD").strip()
+
+
+def commits_since(vault: Path, since: str) -> list[str]:
+    """Full messages of the commits after `since`, oldest first."""
+    out = git(vault, "log", "--reverse", "--format=%B%x1e", f"{since}..HEAD")
+    return [message.strip() for message in out.split("\x1e") if message.strip()]
+
+
+def run_cli(vault: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`python -m server.cli --env-file /dev/null --vault VAULT ARGS...` with the test environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "--env-file", os.devnull, "--vault", str(vault), *args],
+        env={**os.environ, **base_env(vault, **extra)},
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -1,0 +1,202 @@
+"""`POST /tools/remember` end to end (SPEC §6 "Tool remember", §3, §5): the agent's tool call, as
+ElevenLabs sends it, to the real server; the caller file, git history and the next call are checked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.phone import caller_key
+from tests.conftest import (
+    AGENT_NUMBER,
+    MARIA,
+    OTHER,
+    PHONE_HASH_KEY,
+    WEBHOOK_SECRET,
+    LiveServer,
+    base_env,
+    commits_since,
+    fixture_json,
+    git,
+    vault_head,
+    vault_snapshot,
+)
+
+MARIA_KEY = caller_key(MARIA, PHONE_HASH_KEY.encode())
+OTHER_KEY = caller_key(OTHER, PHONE_HASH_KEY.encode())
+FACT = "Prefers to be called Mike"
+
+
+def call_tool(server: LiveServer, body: dict | bytes, **headers: str) -> httpx.Response:
+    if not headers:
+        headers = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
+    if isinstance(body, dict):
+        return server.client.post("/tools/remember", json=body, headers=headers)
+    return server.client.post("/tools/remember", content=body, headers={"Content-Type": "application/json", **headers})
+
+
+def section(text: str, name: str) -> list[str]:
+    """The lines under `## name`, up to the next heading, without blank lines."""
+    lines = text.splitlines()
+    start = lines.index(f"## {name}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("#")), len(lines))
+    return [line for line in lines[start:end] if line.strip()]
+
+
+def saved(response: httpx.Response) -> str:
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"status", "message"}
+    assert body["status"] == "saved"
+    assert isinstance(body["message"], str) and 0 < len(body["message"]) <= 120
+    return body["message"]
+
+
+def not_saved(response: httpx.Response) -> str:
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"status", "message"}
+    assert body["status"] == "not_saved"
+    assert isinstance(body["message"], str) and body["message"].strip()
+    return body["message"]
+
+
+def test_the_tool_saves_the_fact_for_the_caller_in_one_tool_commit(server: LiveServer) -> None:
+    start = vault_head(server.vault)
+
+    response = call_tool(server, fixture_json("tool_remember_request.json"))
+
+    saved(response)
+    text = (server.vault / f"callers/{MARIA_KEY[:12]}.md").read_text()
+    assert section(text, "Facts") == [f"- {FACT}"]
+    assert f'phone_hash: "{MARIA_KEY}"' in text
+    assert MARIA not in text and MARIA[1:] not in text
+    # Committed before the answer: exactly one commit, saying for whom by short hash, Source: tool.
+    assert commits_since(server.vault, start) == [f"fact for {MARIA_KEY[:12]}\n\nSource: tool"]
+    assert git_files_of_last_commit(server) == [f"callers/{MARIA_KEY[:12]}.md"]
+
+    # The next call knows it.
+    answer = server.personalize(fixture_json("personalize_request.json")).json()
+    assert answer["dynamic_variables"]["caller_known"] is True
+    assert f"- Fact: {FACT}" in answer["dynamic_variables"]["caller_memory"].splitlines()
+    assert f"- Fact: {FACT}" in answer["conversation_config_override"]["agent"]["prompt"]["prompt"].splitlines()
+
+
+def git_files_of_last_commit(server: LiveServer) -> list[str]:
+    return git(server.vault, "show", "--name-only", "--format=", "HEAD").split()
+
+
+def test_a_second_fact_is_appended_and_the_secret_may_come_as_x_webhook_secret(server: LiveServer) -> None:
+    request = fixture_json("tool_remember_request.json")
+    saved(call_tool(server, request))
+    head = vault_head(server.vault)
+
+    saved(call_tool(server, {**request, "fact": "Has a dog named Rex"}, **{"X-Webhook-Secret": WEBHOOK_SECRET}))
+
+    text = (server.vault / f"callers/{MARIA_KEY[:12]}.md").read_text()
+    assert section(text, "Facts") == [f"- {FACT}", "- Has a dog named Rex"]
+    assert commits_since(server.vault, head) == [f"fact for {MARIA_KEY[:12]}\n\nSource: tool"]
+
+
+def test_on_an_outbound_call_the_fact_goes_to_the_called_party(server: LiveServer) -> None:
+    saved(call_tool(server, {"fact": FACT, "caller_id": AGENT_NUMBER, "called_number": OTHER}))
+    assert section((server.vault / f"callers/{OTHER_KEY[:12]}.md").read_text(), "Facts") == [f"- {FACT}"]
+    assert not (server.vault / f"callers/{MARIA_KEY[:12]}.md").exists()
+
+
+def test_a_fact_is_one_line_whatever_the_model_sends(server: LiveServer) -> None:
+    saved(call_tool(server, {"fact": "  Likes\n## Notes\n- jazz  ", "caller_id": MARIA}))
+    text = (server.vault / f"callers/{MARIA_KEY[:12]}.md").read_text()
+    assert section(text, "Facts") == ["- Likes ## Notes - jazz"]
+    assert section(text, "Notes") == []
+
+
+# -- nothing written ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp: Path = tmp_path_factory.mktemp("tool-quiet")
+    server = LiveServer(vault=tmp / "vault", env=base_env(tmp / "vault"), log_path=tmp / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+WITHHELD = ["anonymous", "", "client:x", None, "restricted", "+266696687", "sip:bob@example.com", "+1234"]
+
+
+@pytest.mark.parametrize("caller_id", WITHHELD, ids=repr)
+def test_a_withheld_caller_gets_not_saved_and_nothing_is_written(quiet_server: LiveServer, caller_id: str) -> None:
+    files, head = vault_snapshot(quiet_server.vault), vault_head(quiet_server.vault)
+    request = {**fixture_json("tool_remember_request.json"), "caller_id": caller_id}
+
+    message = not_saved(call_tool(quiet_server, request))
+
+    assert "withheld" in message
+    assert vault_snapshot(quiet_server.vault) == files
+    assert vault_head(quiet_server.vault) == head
+
+
+def test_no_caller_id_at_all_gets_not_saved(quiet_server: LiveServer) -> None:
+    files, head = vault_snapshot(quiet_server.vault), vault_head(quiet_server.vault)
+    not_saved(call_tool(quiet_server, {"fact": FACT}))
+    assert vault_snapshot(quiet_server.vault) == files
+    assert vault_head(quiet_server.vault) == head
+
+
+@pytest.mark.parametrize("fact", ["", "   ", None, "x" * 501])
+def test_an_empty_or_overlong_fact_gets_not_saved(quiet_server: LiveServer, fact: str | None) -> None:
+    files, head = vault_snapshot(quiet_server.vault), vault_head(quiet_server.vault)
+    not_saved(call_tool(quiet_server, {**fixture_json("tool_remember_request.json"), "fact": fact}))
+    assert vault_snapshot(quiet_server.vault) == files
+    assert vault_head(quiet_server.vault) == head
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-webhook-secret"},
+        {"Authorization": f"Basic {WEBHOOK_SECRET}"},
+        {"Authorization": WEBHOOK_SECRET},
+        {"X-Webhook-Secret": "wrong-webhook-secret"},
+    ],
+    ids=["none", "wrong bearer", "basic scheme", "no scheme", "wrong x-webhook-secret"],
+)
+def test_a_missing_or_wrong_secret_gets_401_and_nothing_is_written(
+    quiet_server: LiveServer, headers: dict[str, str]
+) -> None:
+    files, head = vault_snapshot(quiet_server.vault), vault_head(quiet_server.vault)
+    response = quiet_server.client.post(
+        "/tools/remember", json=fixture_json("tool_remember_request.json"), headers=headers
+    )
+    assert response.status_code == 401
+    assert response.json()["detail"] == "missing or wrong webhook secret"
+    assert vault_snapshot(quiet_server.vault) == files
+    assert vault_head(quiet_server.vault) == head
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"[]", b'{"fact": 5, "caller_id": "+14155550123"}', b'{"fact": "x", "caller_id": 14155550123}'],
+    ids=["empty", "not json", "array", "fact not a string", "caller_id not a string"],
+)
+def test_a_malformed_body_gets_400_with_a_message_and_nothing_is_written(quiet_server: LiveServer, body: bytes) -> None:
+    files, head = vault_snapshot(quiet_server.vault), vault_head(quiet_server.vault)
+    response = call_tool(quiet_server, body)
+    assert response.status_code == 400
+    assert response.json()["status_code"] == 400
+    assert response.json()["detail"].strip()
+    assert vault_snapshot(quiet_server.vault) == files
+    assert vault_head(quiet_server.vault) == head
+
+
+def test_an_oversized_body_gets_413(quiet_server: LiveServer) -> None:
+    head = vault_head(quiet_server.vault)
+    response = call_tool(quiet_server, b'{"fact": "' + b"x" * (70 * 1024) + b'", "caller_id": "+14155550123"}')
+    assert response.status_code == 413
+    assert vault_head(quiet_server.vault) == head
