@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.exceptions import (
     HTTPException,
@@ -162,13 +161,6 @@ def _defaults(service: Service, now: dt.datetime) -> bytes:
         return _STATIC_DEFAULT
 
 
-async def _record_call(service: Service, who: Identity, call_sid: str | None) -> None:
-    try:
-        await service.memory.record_call(who, call_sid)
-    except Exception:
-        log.exception("could not record the call of %s", phone.short(who.key or ""))
-
-
 # A write that reached the vault but not git is not acknowledged: the client should retry.
 NOT_COMMITTED = "saved in the vault, but git failed to commit it (see /health); retry later"
 
@@ -202,11 +194,9 @@ async def personalize(request: Request[Any, Any, Any], state: State) -> Response
     except Exception:
         log.exception("personalize failed; answering with defaults")
         content = _defaults(service, now)
-    task = None
-    if who is not None and who.key is not None:
-        service.memory.remember_call_sid(call_sid, who.key)
-        task = BackgroundTask(_record_call, service, who, call_sid)
-    return Response(content, status_code=200, media_type="application/json", background=task)
+    if who is not None:
+        service.memory.note_call(who, call_sid)  # recorded in the background, after the answer
+    return Response(content, status_code=200, media_type="application/json")
 
 
 @post("/webhook/post-call", status_code=200, request_max_body_size=POST_CALL_BODY_LIMIT)

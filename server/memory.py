@@ -8,6 +8,7 @@ is committed. File edits are serialised in-process; commits are grouped by the g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections import OrderedDict
@@ -71,6 +72,12 @@ class Memory:
         self._edit_lock = asyncio.Lock()
         # call_sid -> caller key seen at personalize time, for post-call events without a number.
         self._calls: OrderedDict[str, str] = OrderedDict()
+        # Calls answered but not yet recorded: caller key -> (who, how many calls).
+        self._pending_calls: dict[str, tuple[Identity, int]] = {}
+        self._calls_waiting = asyncio.Event()
+        self._recorder_task: asyncio.Task[None] | None = None
+        # Files written but not yet committed, with the future their commit resolves.
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
 
     # -- identity (pure lookups; the call path) -----------------------------------------------
 
@@ -148,22 +155,66 @@ class Memory:
         or None for "nothing to do". The current bytes are read under the edit lock, at write time,
         so a person's edit is never overwritten. Returns the files that changed.
         """
+        paths = [relpath for relpath, _ in changes]
+        for relpath in paths:
+            if relpath in self.git.hand_edits or self._edited_behind_our_back(relpath):
+                # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
+                await self.git.commit_hand_edit(relpath)
+        # git commits whole files: a second write to a file whose first write is not committed yet
+        # would land in the first one's commit, under its Source. So it waits for that commit.
+        while busy := next((f for p in paths if (f := self._in_flight.get(p)) is not None), None):
+            await busy
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight.update(dict.fromkeys(paths, done))
+        try:
+            return await self._apply_and_commit(changes, lines, source, progress)
+        finally:
+            for relpath in paths:
+                if self._in_flight.get(relpath) is done:
+                    del self._in_flight[relpath]
+            done.set_result(None)
+
+    async def _apply_and_commit(
+        self,
+        changes: list[tuple[str, Change]],
+        lines: list[str],
+        source: str,
+        progress: Callable[[int, int], None] | None,
+    ) -> list[str]:
         written: list[tuple[str, str, str, int]] = []
+        refused: list[WriteError] = []
         async with self._edit_lock:
             for n, (relpath, change) in enumerate(changes, 1):
-                result = self.vault.update(relpath, change)
+                try:
+                    result = self.vault.update(relpath, change)
+                except WriteError as exc:
+                    refused.append(exc)  # one refused file never holds back the rest of a batch
+                    log.warning("%s: %s", relpath, exc)
+                    continue
                 if result is not None:
                     written.append((relpath, *result, self.vault.next_seq()))
                 if progress is not None:
                     progress(n, len(changes))
-        if not written:
-            return []
-        try:
-            await self.git.commit([relpath for relpath, *_ in written], lines, source)
-        finally:
-            for relpath, text, sha, seq in written:
-                self.index.apply(relpath, self.vault.loaded(relpath, text, sha), seq)
+                if len(changes) > 1:
+                    await asyncio.sleep(0)  # a big batch must not hold up calls
+        if written:
+            try:
+                await self.git.commit([relpath for relpath, *_ in written], lines, source)
+            finally:
+                for n, (relpath, text, sha, seq) in enumerate(written, 1):
+                    self.index.apply(relpath, self.vault.loaded(relpath, text, sha), seq)
+                    if n % 50 == 0:
+                        await asyncio.sleep(0)
+        if refused and len(changes) == 1:
+            raise refused[0]
         return [relpath for relpath, *_ in written]
+
+    def _edited_behind_our_back(self, relpath: str) -> bool:
+        """Whether the file on disk differs from what the index (and this process) last saw."""
+        on_disk = self.vault.digest_of(relpath)
+        state = self.index.files.get(relpath)
+        known = state.digest if state is not None else None
+        return on_disk is not None and on_disk != known and not self.vault.is_own_write(relpath, on_disk)
 
     def _caller_file(self, who_key: str, legacy: str | None = None) -> tuple[str, str]:
         """The file of a known caller (and its key in the file), or a new file's path for a new one."""
@@ -180,26 +231,76 @@ class Memory:
         # A caller imported with the predecessor's plain SHA-256 gets the keyed hash on their next call.
         return vault.set_properties(text, {"phone_hash": key}) if in_file != key else text
 
-    async def record_call(self, who: Identity, call_sid: str | None = None) -> None:
-        """Count a call (call_count, first_call, last_call), creating the caller on their first call."""
+    def note_call(self, who: Identity, call_sid: str | None = None) -> None:
+        """Queue a call to be recorded (call_count, first_call, last_call) by the recorder task.
+
+        Costs a dict update on the call path; the file write and commit happen in the background.
+        """
         if who.key is None or who.caller_id.e164 is None:
             return
-        key, e164 = who.key, who.caller_id.e164
-        relpath, in_file = self._caller_file(key, who.legacy)
+        self.remember_call_sid(call_sid, who.key)
+        pending = self._pending_calls.get(who.key)
+        self._pending_calls[who.key] = (who, (pending[1] if pending else 0) + 1)
+        self._calls_waiting.set()
+
+    async def record_calls(self) -> int:
+        """Record every queued call now (grouped into one commit); returns how many callers."""
+        batch, self._pending_calls = self._pending_calls, {}
         today = self.today()
+        changes: list[tuple[str, Change]] = []
+        lines = []
+        for key, (who, calls) in batch.items():
+            relpath, in_file = self._caller_file(key, who.legacy)
+            changes.append((relpath, _intact(self._count_calls(who, in_file, calls, today))))
+            lines.append(f"call from {phone.short(key)}" + (f" ({calls} calls)" if calls > 1 else ""))
+        if changes:
+            await self._write_many(changes, lines, "webhook")
+        return len(changes)
+
+    def _count_calls(self, who: Identity, in_file: str, calls: int, today: str) -> Change:
+        key, e164 = who.key or "", who.caller_id.e164
 
         def change(text: str | None) -> str:
             text = self._upgrade(text, key, in_file) if text is not None else self._new_caller(key, e164)
-            current = vault.parse_caller(text) if text else None
-            count = (current.call_count if current else 0) + 1
-            props: dict[str, object] = {"call_count": count, "last_call": dt.date.fromisoformat(today)}
-            if current is None or not current.first_call:
+            current = vault.parse_caller(text)
+            props: dict[str, object] = {
+                "call_count": current.call_count + calls,
+                "last_call": dt.date.fromisoformat(today),
+            }
+            if not current.first_call:
                 props["first_call"] = dt.date.fromisoformat(today)
             if self.settings.store_phone_numbers:
                 props["phone"] = e164
             return vault.set_properties(text, props)
 
-        await self._write(relpath, change, f"call from {phone.short(key)}", "webhook")
+        return change
+
+    async def _recorder(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._calls_waiting.wait()
+            self._calls_waiting.clear()
+            started = loop.time()
+            try:
+                await self.record_calls()
+            except Exception:  # a failed batch is logged; the recorder must keep running
+                log.exception("could not record calls")
+            if self._pending_calls:
+                # Under a flood of calls, answering comes first: record at most a quarter of the time.
+                await asyncio.sleep(3 * (loop.time() - started))
+
+    async def start(self) -> None:
+        """Start the call recorder."""
+        self._recorder_task = asyncio.create_task(self._recorder(), name="call-recorder")
+
+    async def stop(self) -> None:
+        """Record the calls still queued, then stop the recorder."""
+        if self._recorder_task is not None:
+            self._recorder_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder_task
+            self._recorder_task = None
+        await self.record_calls()
 
     async def add_fact(
         self, key: str, fact: str, source: str, *, e164: str | None = None, legacy: str | None = None

@@ -33,6 +33,7 @@ class Service:
     async def start(self, watch: bool = True) -> None:
         """Start the git writer and, for the server, the watcher."""
         await self.memory.git.start()
+        await self.memory.start()
         if watch:
             await self.watcher.start()
         self.ready_seconds = time.monotonic() - self.started_at
@@ -40,6 +41,7 @@ class Service:
     async def stop(self) -> None:
         """Stop watching, commit what is pending, stop the git writer, save the index cache."""
         await self.watcher.stop()
+        await self.memory.stop()
         await self.memory.git.stop()
         cache.save(self.memory.vault.root, self.watcher.snapshot())
 

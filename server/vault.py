@@ -532,6 +532,14 @@ class Vault:
         except OSError:
             return None
 
+    def digest_of(self, relpath: str) -> str | None:
+        """The content hash of a file as it is on disk now, or None if it is missing or unreadable."""
+        try:
+            with open(self.root / relpath, "rb") as fh:
+                return digest(fh.read(MAX_FILE_BYTES + 1))
+        except OSError:
+            return None
+
     def is_own_write(self, relpath: str, sha: str) -> bool:
         """Whether these bytes are exactly what this process last wrote to `relpath`."""
         return self._written.get(relpath) == sha

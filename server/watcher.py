@@ -20,7 +20,7 @@ import watchfiles
 
 from server.gitwriter import GitError, GitWriter
 from server.index import Index
-from server.vault import Loaded, Vault, kind_of
+from server.vault import CALLERS, NOTES, Loaded, Vault, kind_of
 
 log = logging.getLogger("memory_bridge.watcher")
 
@@ -97,8 +97,12 @@ class Watcher:
     async def start(self) -> None:
         """Start watching and the periodic reconcile scan; returns once the watcher is listening."""
         self._stop.clear()
+        root = self.vault.root
+        # The content folders, recursively; the vault root alone for soul.md. Never .git: every
+        # commit writes dozens of files there, and their events would hold back a person's edit.
         self._tasks = [
-            asyncio.create_task(self._watch(), name="vault-watcher"),
+            asyncio.create_task(self._watch([root / CALLERS, root / NOTES], recursive=True), name="vault-watcher"),
+            asyncio.create_task(self._watch([root], recursive=False), name="soul-watcher"),
             asyncio.create_task(self._reconcile_loop(), name="vault-reconcile"),
         ]
         await asyncio.wait_for(self._ready.wait(), timeout=10)
@@ -120,17 +124,20 @@ class Watcher:
     @property
     def alive(self) -> bool:
         """Whether the watch task is running."""
-        return bool(self._tasks) and not self._tasks[0].done()
+        return len(self._tasks) == 3 and not any(task.done() for task in self._tasks)
 
-    async def _watch(self) -> None:
+    async def _watch(self, paths: list[Path], recursive: bool) -> None:
         watch_filter = watchfiles.DefaultFilter(ignore_entity_patterns=(r"\.tmp$", r"^\.", r"~$", r"\.sw.$"))
         while not self._stop.is_set():
             try:
+                for path in paths:
+                    path.mkdir(parents=True, exist_ok=True)
                 self._ready.set()
                 self.heartbeat = time.time()
                 async for changes in watchfiles.awatch(
-                    self.vault.root,
+                    *paths,
                     watch_filter=watch_filter,
+                    recursive=recursive,
                     step=5,
                     debounce=400,
                     stop_event=self._stop,
@@ -188,6 +195,7 @@ class Watcher:
         loop = asyncio.get_running_loop()
         if (handle := self._pending.pop(relpath, None)) is not None:
             handle.cancel()
+        self.git.hand_edits.add(relpath)
         self._pending[relpath] = loop.call_later(self.quiet_seconds, self._fire, relpath)
 
     def _fire(self, relpath: str) -> None:
@@ -200,7 +208,7 @@ class Watcher:
         state = self.index.files.get(relpath)
         what = "removed" if state is None else "edited"
         try:
-            await self.git.commit([relpath], f"hand edit: {relpath} {what}", "hand-edit")
+            await self.git.commit_hand_edit(relpath, what)
         except GitError as exc:
             log.error("could not commit the hand edit of %s: %s", relpath, exc)
 

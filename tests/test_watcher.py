@@ -209,16 +209,18 @@ def test_a_broken_edit_keeps_the_last_good_version_and_shows_on_health(server: L
     assert body["dynamic_variables"]["call_count"] == 3
     assert "Prefers morning appointments" in prompt_of(body)
     assert FACT not in prompt_of(body), "the broken version is not served"
-    # The call is not recorded into the broken file: a later call's recording shows it had its turn.
-    personalize(server, OTHER)
-    wait_until(lambda: known_file(server, OTHER), what="the barrier call to be recorded")
-    assert path.read_text(encoding="utf-8") == broken, "a broken file is never overwritten"
+    # The call cannot be recorded into the broken file, which is left exactly as the person wrote it.
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:
+        assert path.read_text(encoding="utf-8") == broken, "a broken file is never overwritten"
+        time.sleep(0.02)
 
     path.write_text(caller_md(MARIA, facts=["Prefers morning appointments", FACT], call_count=7), encoding="utf-8")
     wait_until(lambda: health(server)["status"] == "ok", timeout=2, what="/health to recover")
     assert health(server)["errors"] == {}
     body = personalize(server, MARIA)
-    assert body["dynamic_variables"]["call_count"] == 7
+    # 7 as written, or 8 if the call made while the file was broken is counted once it is repaired.
+    assert body["dynamic_variables"]["call_count"] in (7, 8)
     assert FACT in prompt_of(body)
 
 
@@ -237,12 +239,6 @@ def test_the_services_own_writes_are_not_hand_edits(server_factory) -> None:  # 
     assert git(server.vault, "status", "--porcelain") == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug, write path (memory.py/gitwriter.py): a service write to a file whose hand edit is still "
-    "in its quiet period commits the hand edit inside its own commit, under the service's Source",
-)
 def test_a_pending_hand_edit_keeps_its_source_when_the_service_writes_the_file(server_factory) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(HAND_EDIT_QUIET_SECONDS="1", RECONCILE_SECONDS="60")
     path = add_maria(server)
