@@ -12,6 +12,7 @@ import hmac
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -153,6 +154,35 @@ def answer_bytes(service: Service, caller: Caller | None, now: dt.datetime) -> b
     return _encoder.encode(compose(caller, index.soul, index.notes, now, service.settings))
 
 
+class AnswerCache:
+    """Encoded personalize answers by caller, reused while all of compose()'s inputs are unchanged.
+
+    compose() is pure, and its inputs are immutable records that the index replaces on every edit,
+    so an answer stays valid while the caller record, the soul and today's note are the same objects
+    and the day is the same. Bounded: least recently used answers go first.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[object, object, object, str, bytes]] = OrderedDict()
+
+    def get(self, service: Service, caller: Caller | None, now: dt.datetime) -> bytes:
+        """The answer for `caller` at `now`, composed only if an input changed since the last time."""
+        index = service.memory.index
+        soul, today = index.soul, now.astimezone(service.settings.tz).date().isoformat()
+        note = index.notes.get(today)
+        key = caller.phone_hash if caller is not None else ""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is caller and entry[1] is soul and entry[2] is note and entry[3] == today:
+            self._entries.move_to_end(key)
+            return entry[4]
+        content = answer_bytes(service, caller, now)
+        self._entries[key] = (caller, soul, note, today, content)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return content
+
+
 def _defaults(service: Service, now: dt.datetime) -> bytes:
     try:
         return _encoder.encode(defaults(service.memory.index.soul, service.settings, now))
@@ -186,7 +216,7 @@ async def personalize(request: Request[Any, Any, Any], state: State) -> Response
         data = parse_personalize(body)
         call_sid = data.call_sid
         who = service.memory.identify(data.caller_id, data.called_number)
-        content = answer_bytes(service, service.memory.lookup(who), now)
+        content = state.answers.get(service, service.memory.lookup(who), now)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > service.settings.personalize_deadline_ms:
             log.warning("personalize took %.1f ms, past the deadline: answering with defaults", elapsed_ms)
@@ -433,6 +463,7 @@ def create_app(settings: Settings) -> Litestar:
         service = open_service(settings)
         await service.start()
         app.state.service = service
+        app.state.answers = AnswerCache()
         log.info("memory-bridge ready in %.2f s on %s:%d", service.ready_seconds, settings.host, settings.port)
         try:
             yield
