@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import frontmatter
@@ -473,20 +473,38 @@ class Vault:
             raise VaultFileError("path is outside the vault")
         return candidate
 
-    def files(self) -> Iterator[str]:
-        """Every vault file the index cares about, as sorted relative paths. Never follows symlinks."""
-        if (self.root / SOUL).is_file():
-            yield SOUL
-        for folder in (CALLERS, NOTES):
-            base = self.root / folder
-            found = []
-            for dirpath, dirnames, filenames in os.walk(base):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                for name in filenames:
-                    rel = Path(dirpath, name).relative_to(self.root).as_posix()
-                    if kind_of(rel) != "other":
-                        found.append(rel)
-            yield from sorted(found)
+    def scan(self) -> dict[str, tuple[int, ...]]:
+        """Every vault file the index cares about, by sorted relative path, with its stat signature.
+
+        Never follows symlinks (a link is listed as itself, and reported when it is loaded).
+        """
+        found: dict[str, tuple[int, ...]] = {}
+        root = str(self.root)
+
+        def walk(folder: str) -> None:
+            try:
+                entries = os.scandir(os.path.join(root, folder))
+            except OSError:
+                return
+            with entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    relpath = f"{folder}/{entry.name}"
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            walk(relpath)
+                        elif kind_of(relpath) != "other":
+                            found[relpath] = signature(entry.stat(follow_symlinks=False))
+                    except OSError:
+                        continue  # gone while we looked: the watcher hears of it
+
+        if (soul := self.stat(SOUL)) is not None:
+            found[SOUL] = soul
+        walk(CALLERS)
+        walk(NOTES)
+        return dict(sorted(found.items()))
+
 
     def next_seq(self) -> int:
         """A number that orders reads and writes, so an older result never replaces a newer one."""

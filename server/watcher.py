@@ -76,9 +76,9 @@ class Watcher:
         """
         cached = cached or {}
         parsed = 0
-        for relpath in self.vault.files():
+        for relpath, stat in self.vault.scan().items():
             hit = cached.get(relpath)
-            if hit is not None and hit.stat == self.vault.stat(relpath):
+            if hit is not None and hit.stat == stat:
                 self.index.apply(relpath, hit, self.vault.next_seq())
             else:
                 self.refresh(relpath)
@@ -218,10 +218,10 @@ class Watcher:
         """Compare the vault on disk with the index and repair differences; returns files repaired."""
         repaired = 0
         on_disk = set()
-        for n, relpath in enumerate(self.vault.files()):
+        for n, (relpath, stat) in enumerate(self.vault.scan().items()):
             on_disk.add(relpath)
             state = self.index.files.get(relpath)
-            stale = state is None or state.stat != self.vault.stat(relpath)
+            stale = state is None or state.stat != stat
             if stale and self.refresh(relpath) == "changed":
                 self._schedule_commit(relpath)
                 repaired += 1

@@ -741,7 +741,7 @@ def test_loaded_matches_load(v: Vault) -> None:
     assert broken.record is None and "phone_hash" in (broken.error or "")
 
 
-def test_files_lists_only_vault_files_sorted(v: Vault) -> None:
+def test_scan_lists_only_vault_files_sorted_with_their_stat(v: Vault) -> None:
     for rel in [
         "soul.md",
         "callers/b.md",
@@ -757,14 +757,16 @@ def test_files_lists_only_vault_files_sorted(v: Vault) -> None:
     ]:
         (v.root / rel).parent.mkdir(parents=True, exist_ok=True)
         (v.root / rel).write_text("x")
-    assert list(v.files()) == [
-        "soul.md",
+    found = v.scan()
+    assert list(found) == [
         "callers/a.md",
         "callers/b.md",
         "callers/sub/c.md",
         "notes/2026-11-24.md",
         "notes/2026-11-25.md",
+        "soul.md",
     ]
+    assert found["callers/a.md"] == v.stat("callers/a.md")
 
 
 def test_ensure_layout_and_stale_temp_files(tmp_path: Path) -> None:
