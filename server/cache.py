@@ -23,16 +23,10 @@ log = logging.getLogger("memory_bridge.cache")
 CACHE_FILE = "memory-bridge/index-cache.msgpack"
 
 
-def _schema_version() -> str:
-    # Any change to the record types invalidates old caches.
-    shape = repr([(t.__name__, t.__struct_fields__) for t in (Caller, Soul, DailyNote, Loaded)])
-    return hashlib.sha256(shape.encode()).hexdigest()[:16]
-
-
 class _CallerEntry(msgspec.Struct, array_like=True):
     relpath: str
     digest: str
-    stat: tuple[int, ...]
+    stat: int
     record: Caller | None
     error: str | None
 
@@ -40,7 +34,7 @@ class _CallerEntry(msgspec.Struct, array_like=True):
 class _SoulEntry(msgspec.Struct, array_like=True):
     relpath: str
     digest: str
-    stat: tuple[int, ...]
+    stat: int
     record: Soul | None
     error: str | None
 
@@ -48,7 +42,7 @@ class _SoulEntry(msgspec.Struct, array_like=True):
 class _NoteEntry(msgspec.Struct, array_like=True):
     relpath: str
     digest: str
-    stat: tuple[int, ...]
+    stat: int
     record: DailyNote | None
     error: str | None
 
@@ -59,6 +53,11 @@ class _Snapshot(msgspec.Struct):
     callers: list[_CallerEntry]
     souls: list[_SoulEntry]
     notes: list[_NoteEntry]
+
+
+def _schema_version() -> str:
+    # Any change to the cached types, names or field types, invalidates old caches.
+    return hashlib.sha256(msgspec.json.encode(msgspec.json.schema(_Snapshot))).hexdigest()[:16]
 
 
 _ENTRY = {"caller": _CallerEntry, "soul": _SoulEntry, "note": _NoteEntry}
@@ -84,7 +83,7 @@ def load(vault_root: Path) -> dict[str, Loaded]:
     try:
         snapshot = _decoder.decode(data)
     except (msgspec.DecodeError, ValueError):
-        log.warning("index cache is corrupt; rebuilding it from the files")
+        log.warning("index cache is corrupt or from another version; rebuilding it from the files")
         return {}
     if snapshot.version != _schema_version() or snapshot.root != str(vault_root):
         log.info("index cache is from another version or vault; rebuilding it from the files")

@@ -23,7 +23,7 @@ class FileState:
     relpath: str
     kind: str
     digest: str  # of the bytes on disk when last read (even if they did not parse)
-    stat: tuple[int, ...]
+    stat: int
     seq: int
     record: Caller | Soul | DailyNote | None  # last good version, kept while the file is broken
     error: str | None = None

@@ -82,7 +82,7 @@ class Loaded(msgspec.Struct, frozen=True):
     relpath: str
     kind: str  # "caller" | "soul" | "note" | "other"
     digest: str
-    stat: tuple[int, ...]  # (mtime_ns, size, inode, ctime_ns): changes whenever the file does
+    stat: int  # signature() of the file's stat: changes whenever the file does
     record: Caller | Soul | DailyNote | None = None
     error: str | None = None
 
@@ -92,9 +92,9 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def signature(st: os.stat_result) -> tuple[int, ...]:
-    """What identifies one version of a file on disk without reading it."""
-    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+def signature(st: os.stat_result) -> int:
+    """What identifies one version of a file on disk without reading it (one int: 100k of them are kept)."""
+    return hash((st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
 
 
 def kind_of(relpath: str) -> str:
@@ -473,12 +473,12 @@ class Vault:
             raise VaultFileError("path is outside the vault")
         return candidate
 
-    def scan(self) -> dict[str, tuple[int, ...]]:
+    def scan(self) -> dict[str, int]:
         """Every vault file the index cares about, by sorted relative path, with its stat signature.
 
         Never follows symlinks (a link is listed as itself, and reported when it is loaded).
         """
-        found: dict[str, tuple[int, ...]] = {}
+        found: dict[str, int] = {}
         root = str(self.root)
 
         def walk(folder: str) -> None:
@@ -504,7 +504,6 @@ class Vault:
         walk(CALLERS)
         walk(NOTES)
         return dict(sorted(found.items()))
-
 
     def next_seq(self) -> int:
         """A number that orders reads and writes, so an older result never replaces a newer one."""
@@ -543,7 +542,7 @@ class Vault:
             return Loaded(relpath, kind, sha, stat, error=str(exc))
         return Loaded(relpath, kind, sha, stat, record=record)
 
-    def stat(self, relpath: str) -> tuple[int, ...] | None:
+    def stat(self, relpath: str) -> int | None:
         """The stat signature of a file without following links, or None if it is missing."""
         try:
             return signature(os.lstat(self.root / relpath))
@@ -642,7 +641,7 @@ class Vault:
         try:
             stat = signature(os.lstat(self.root / relpath))
         except FileNotFoundError:
-            stat = ()
+            stat = 0
         try:
             record = parse(relpath, text.encode("utf-8"))
         except VaultFileError as exc:
