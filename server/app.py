@@ -185,7 +185,8 @@ class AnswerCache:
 
 def _defaults(service: Service, now: dt.datetime) -> bytes:
     try:
-        return _encoder.encode(defaults(service.memory.index.soul, service.settings, now))
+        index = service.memory.index
+        return _encoder.encode(defaults(index.soul, index.notes, service.settings, now))
     except Exception:
         log.exception("could not compose the default answer; sending the built-in one")
         return _STATIC_DEFAULT

@@ -171,6 +171,6 @@ def first_message(caller: Caller | None, soul: Soul) -> str:
     return soul.first_message
 
 
-def defaults(soul: Soul, settings: Settings, now: dt.datetime) -> Personalization:
+def defaults(soul: Soul, notes: Mapping[str, DailyNote], settings: Settings, now: dt.datetime) -> Personalization:
     """The new-caller answer, used for unknown callers and whenever anything goes wrong."""
-    return compose(None, soul, {}, now, settings)
+    return compose(None, soul, notes, now, settings)

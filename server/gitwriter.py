@@ -98,7 +98,9 @@ class GitWriter:
         """
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
-            proc = subprocess.run(self._args(*args), env=self._env, capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                self._args(*args), env=self._env, capture_output=True, text=True, check=False, start_new_session=True
+            )
             if proc.returncode == 0 or "index.lock" not in proc.stderr or time.monotonic() > deadline:
                 break
             self._recover_lock()
@@ -115,6 +117,8 @@ class GitWriter:
                 env=self._env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                # Its own session: a Ctrl+C meant for the server must not kill a commit half-way.
+                start_new_session=True,
             )
             out, err = await proc.communicate()
             text = (err or out).decode(errors="replace").strip()

@@ -75,6 +75,7 @@ class Memory:
         # Calls answered but not yet recorded: caller key -> (who, how many calls).
         self._pending_calls: dict[str, tuple[Identity, int]] = {}
         self._calls_waiting = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._recorder_task: asyncio.Task[None] | None = None
         # Files written but not yet committed, with the future their commit resolves.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
@@ -277,7 +278,7 @@ class Memory:
 
     async def _recorder(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping.is_set():
             await self._calls_waiting.wait()
             self._calls_waiting.clear()
             started = loop.time()
@@ -287,18 +288,20 @@ class Memory:
                 log.exception("could not record calls")
             if self._pending_calls:
                 # Under a flood of calls, answering comes first: record at most a quarter of the time.
-                await asyncio.sleep(3 * (loop.time() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 3 * (loop.time() - started))
 
     async def start(self) -> None:
         """Start the call recorder."""
+        self._stopping.clear()
         self._recorder_task = asyncio.create_task(self._recorder(), name="call-recorder")
 
     async def stop(self) -> None:
-        """Record the calls still queued, then stop the recorder."""
+        """Let the recorder finish its batch, then record the calls still queued."""
+        self._stopping.set()
+        self._calls_waiting.set()
         if self._recorder_task is not None:
-            self._recorder_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recorder_task
+            await self._recorder_task
             self._recorder_task = None
         await self.record_calls()
 

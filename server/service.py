@@ -53,7 +53,7 @@ def open_service(settings: Settings) -> Service:
     vault.root.mkdir(parents=True, exist_ok=True)
     git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email)
     created_repo = git.ensure_repo()
-    created = vault.ensure_layout()
+    vault.ensure_layout()
     stale = vault.remove_stale_temp_files()
     if stale:
         log.warning("removed %d temporary file(s) left by an interrupted write", stale)
@@ -64,7 +64,7 @@ def open_service(settings: Settings) -> Service:
             "Set PHONE_HASH_KEY and keep a copy: without the key, callers cannot be recognised."
         )
     if created_repo or git.head() is None:
-        git.commit_sync(created or ["."], ["create the vault"], "cli")
+        git.commit_sync(["."], ["create the vault"], "cli")  # and whatever the folder already held
         log.info("created a new vault at %s", vault.root)
     dirty = git.dirty_paths()
     if dirty:

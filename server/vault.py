@@ -9,6 +9,7 @@ tell the service's own writes from a person's.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import os
@@ -603,11 +604,13 @@ class Vault:
                 fh = None
             try:
                 seen = os.fstat(fh.fileno()) if fh else None
-                current = fh.read().decode("utf-8-sig") if fh else None
+                raw = fh.read() if fh else b""
+                bom = codecs.BOM_UTF8 if raw.startswith(codecs.BOM_UTF8) else b""  # kept, like every other byte
+                current = raw.decode("utf-8-sig") if fh else None
                 updated = change(current)
                 if updated is None or updated == current:
                     return None
-                data = updated.encode("utf-8")
+                data = bom + updated.encode("utf-8")
                 tmp = self._temp(path, data)
                 self._written[relpath] = digest(data)
                 try:

@@ -362,3 +362,20 @@ def test_a_new_callers_call_is_recorded_after_the_answer(server: LiveServer) -> 
 
 def git_clean(vault: Path) -> bool:
     return git(vault, "status", "--porcelain") == ""
+
+
+def test_every_answered_call_is_recorded_when_the_server_stops_mid_batch(server: LiveServer) -> None:
+    numbers = [f"+1415555{i:04d}" for i in range(1000, 2000)]
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"}) as client:
+        for number in numbers:
+            assert client.post("/webhook/personalize", json=request(number)).status_code == 200
+    # SIGTERM while the recorder is writing a batch (files appearing, not all there yet).
+    files = server.vault / "callers"
+    before = len(list(files.glob("*.md")))
+    wait_until(lambda: before < len(list(files.glob("*.md"))) or before == len(numbers), interval=0.002)
+    server.stop()
+    missing = [n for n in numbers if not (files / f"{key_for(n)[:12]}.md").exists()]
+    assert not missing, f"{len(missing)} of {len(numbers)} answered calls were never recorded"
+    for number in numbers:
+        assert frontmatter(files / f"{key_for(number)[:12]}.md")["call_count"] == 1
+    assert git(server.vault, "status", "--porcelain") == "", "every recorded call is committed before exit"

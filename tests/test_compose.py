@@ -124,7 +124,7 @@ def test_unknown_caller_gets_defaults() -> None:
         }
     }
     assert prompt_of(answer).startswith(SOUL.body + "\n\n" + MEMORY_HEADER)
-    assert defaults(SOUL, settings(), NOW) == answer
+    assert defaults(SOUL, {}, settings(), NOW) == answer
 
 
 def test_soul_default_for_caller_name_is_used_when_the_name_is_unknown() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import os
@@ -808,3 +809,12 @@ def test_relpath_and_note_path(v: Vault, tmp_path: Path) -> None:
 def test_next_seq_increases(v: Vault) -> None:
     a, b = v.next_seq(), v.next_seq()
     assert b > a
+
+
+def test_update_keeps_a_byte_order_mark(v: Vault) -> None:
+    path = v.root / "callers" / "bom.md"
+    path.write_bytes(codecs.BOM_UTF8 + HAND.encode())
+    assert v.update("callers/bom.md", lambda t: vault.append_to_section(t or "", "Facts", "- New")) is not None
+    data = path.read_bytes()
+    assert data.startswith(codecs.BOM_UTF8) and not data.startswith(codecs.BOM_UTF8 * 2)
+    assert data[3:].decode() == vault.append_to_section(HAND, "Facts", "- New")
