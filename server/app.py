@@ -18,7 +18,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, delete, get, post
+from litestar import Litestar, Request, Response, Router, delete, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import (
     HTTPException,
@@ -28,6 +29,7 @@ from litestar.exceptions import (
     ServiceUnavailableException,
     ValidationException,
 )
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 
 from server import phone
@@ -92,7 +94,7 @@ def _service(state: State) -> Service:
     return state.service  # type: ignore[no-any-return]
 
 
-def _bearer(request: Request[Any, Any, Any]) -> str | None:
+def _bearer(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     value = request.headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -102,7 +104,9 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def require_webhook_secret(request: Request[Any, Any, Any], settings: Settings, *, open_if_unset: bool) -> None:
+def require_webhook_secret(
+    request: ASGIConnection[Any, Any, Any, Any], settings: Settings, *, open_if_unset: bool
+) -> None:
     """`WEBHOOK_SECRET` as a Bearer token or `X-Webhook-Secret`; 403 when unset unless `open_if_unset`."""
     secret = settings.webhook_secret
     if secret is None:
@@ -113,12 +117,23 @@ def require_webhook_secret(request: Request[Any, Any, Any], settings: Settings, 
         raise NotAuthorizedException("missing or wrong webhook secret")
 
 
-def require_admin(request: Request[Any, Any, Any], settings: Settings) -> None:
+def require_admin(request: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> None:
     """`ADMIN_API_KEY` as a Bearer token; 403 when it is not configured."""
     if settings.admin_api_key is None:
         raise PermissionDeniedException("the API is disabled: set ADMIN_API_KEY to enable it")
     if not _same(_bearer(request), settings.admin_api_key):
         raise NotAuthorizedException("missing or wrong API key")
+
+
+def webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Guard for ElevenLabs' webhooks and tools; `opt={"open_if_unset": True}` keeps a route open without a secret."""
+    settings = connection.app.state.service.settings
+    require_webhook_secret(connection, settings, open_if_unset=bool(handler.opt.get("open_if_unset")))
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for the REST API."""
+    require_admin(connection, connection.app.state.service.settings)
 
 
 def _decode(body: bytes, kind: type[Any]) -> Any:
@@ -203,11 +218,20 @@ def _json(content: Any, status: int = 200) -> Response[bytes]:
 # -- ElevenLabs ------------------------------------------------------------------------------------
 
 
-@post("/webhook/personalize", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT)
+@post(
+    "/webhook/personalize",
+    status_code=200,
+    request_max_body_size=WEBHOOK_BODY_LIMIT,
+    guards=[webhook_guard],
+    opt={"open_if_unset": True},
+)
 async def personalize(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    """ElevenLabs' conversation-initiation webhook: who is calling and what the agent should know."""
+    """ElevenLabs' conversation-initiation webhook: who is calling and what the agent should know.
+
+    The body (`caller_id`, `agent_id`, `called_number`, `call_sid`, `conversation_id`, unknown keys
+    ignored) is read by hand, so that no body, however wrong, can fail the call: always 200.
+    """
     service = _service(state)
-    require_webhook_secret(request, service.settings, open_if_unset=True)
     body = await request.body()
     started = time.perf_counter()
     now = dt.datetime.now(dt.UTC)
@@ -291,16 +315,14 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     return _json({"status": "saved" if changed else "duplicate", "caller": phone.short(key)})
 
 
-@post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT)
-async def tool_remember(request: Request[Any, Any, Any], state: State) -> ToolAnswer:
+@post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
+async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
     """The agent's `remember` tool: save one fact about the caller, mid-call."""
     service = _service(state)
-    require_webhook_secret(request, service.settings, open_if_unset=False)
-    body: ToolRemember = _decode(await request.body(), ToolRemember)
-    who = service.memory.identify(body.caller_id, body.called_number)
+    who = service.memory.identify(data.caller_id, data.called_number)
     if who.key is None:
         return ToolAnswer("not_saved", "I can't save that on this call, because your number is withheld.")
-    fact = (body.fact or "").strip()
+    fact = (data.fact or "").strip()
     if not fact:
         return ToolAnswer("not_saved", "I didn't catch what to remember. Could you say it again?")
     try:
@@ -348,12 +370,10 @@ def _known(service: Service, caller: str) -> str:
     return key
 
 
-@post("/api/memory/{caller:str}", status_code=200, request_max_body_size=API_BODY_LIMIT)
-async def api_add_fact(caller: str, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+@post("/memory/{caller:str}", status_code=200, request_max_body_size=API_BODY_LIMIT)
+async def api_add_fact(caller: str, data: FactBody, state: State) -> dict[str, Any]:
     """Add a fact to a caller (by phone hash, or by number, which may create the caller)."""
     service = _service(state)
-    require_admin(request, service.settings)
-    body: FactBody = _decode(await request.body(), FactBody)
     memory = service.memory
     key, e164, legacy = memory.resolve(caller), None, None
     if key is None:
@@ -362,7 +382,7 @@ async def api_add_fact(caller: str, request: Request[Any, Any, Any], state: Stat
             raise NotFoundException("unknown caller")
         key, e164, legacy = who.key, who.caller_id.e164, who.legacy
     try:
-        path = await memory.add_fact(key, body.fact, "api", e164=e164, legacy=legacy)
+        path = await memory.add_fact(key, data.fact, "api", e164=e164, legacy=legacy)
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
     except GitError:
@@ -370,15 +390,13 @@ async def api_add_fact(caller: str, request: Request[Any, Any, Any], state: Stat
     return {"status": "saved", "phone_hash": key, "file": path}
 
 
-@post("/api/notes", status_code=200, request_max_body_size=API_BODY_LIMIT)
-async def api_add_note(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+@post("/notes", status_code=200, request_max_body_size=API_BODY_LIMIT)
+async def api_add_note(data: NoteBody, state: State) -> dict[str, Any]:
     """Append to a daily note, or to a caller's notes when `phone_hash` is given."""
     service = _service(state)
-    require_admin(request, service.settings)
-    body: NoteBody = _decode(await request.body(), NoteBody)
-    key = _known(service, body.phone_hash) if body.phone_hash else None
+    key = _known(service, data.phone_hash) if data.phone_hash else None
     try:
-        path = await service.memory.add_note(body.note, "api", date=body.date, key=key)
+        path = await service.memory.add_note(data.note, "api", date=data.date, key=key)
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
     except GitError:
@@ -386,22 +404,20 @@ async def api_add_note(request: Request[Any, Any, Any], state: State) -> dict[st
     return {"status": "saved", "file": path}
 
 
-@get("/api/callers/{caller:str}", sync_to_thread=False)
-def api_get_caller(caller: str, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+@get("/callers/{caller:str}", sync_to_thread=False)
+def api_get_caller(caller: str, state: State) -> dict[str, Any]:
     """A caller's memory: frontmatter, facts, calls and notes."""
     service = _service(state)
-    require_admin(request, service.settings)
     key = _known(service, caller)
     record = service.memory.index.caller(key)
     assert record is not None
     return caller_json(record, service.memory.index.caller_path(key))
 
 
-@get("/api/callers/{caller:str}/preview", sync_to_thread=False)
-def api_preview(caller: str, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+@get("/callers/{caller:str}/preview", sync_to_thread=False)
+def api_preview(caller: str, state: State) -> Response[bytes]:
     """Exactly what the personalize webhook would answer for this caller now."""
     service = _service(state)
-    require_admin(request, service.settings)
     key = _known(service, caller)
     return Response(
         answer_bytes(service, service.memory.index.caller(key), dt.datetime.now(dt.UTC)),
@@ -409,11 +425,10 @@ def api_preview(caller: str, request: Request[Any, Any, Any], state: State) -> R
     )
 
 
-@delete("/api/callers/{caller:str}", status_code=200)
-async def api_forget(caller: str, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+@delete("/callers/{caller:str}", status_code=200)
+async def api_forget(caller: str, state: State) -> dict[str, Any]:
     """Forget a caller: the file is removed in a commit (history keeps it; see the README)."""
     service = _service(state)
-    require_admin(request, service.settings)
     key = _known(service, caller)
     try:
         await service.memory.forget(key, "api")
@@ -456,6 +471,11 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     return _json({"status_code": 500, "detail": "internal error; see the server log"}, 500)
 
 
+def _too_deep(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # msgspec refuses JSON nested past its recursion limit; that is bad input, not our failure.
+    return _json({"status_code": 400, "detail": "the request body is nested too deeply"}, 400)
+
+
 def create_app(settings: Settings) -> Litestar:
     """The Litestar app for one vault. The vault is opened and indexed before the first request."""
 
@@ -477,14 +497,14 @@ def create_app(settings: Settings) -> Litestar:
             post_call,
             tool_remember,
             health,
-            api_add_fact,
-            api_add_note,
-            api_get_caller,
-            api_preview,
-            api_forget,
+            Router(
+                "/api",
+                route_handlers=[api_add_fact, api_add_note, api_get_caller, api_preview, api_forget],
+                guards=[admin_guard],
+            ),
         ],
         lifespan=[lifespan],
-        exception_handlers={500: _internal_error},
+        exception_handlers={500: _internal_error, RecursionError: _too_deep},
         openapi_config=OpenAPIConfig(title="memory-bridge", version="0.1.0"),
         request_max_body_size=API_BODY_LIMIT,
         logging_config=None,
