@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from server.compose import FENCE, MEMORY_HEADER, NOTES_HEADER, compose
 from server.records import Caller, CallLine, DailyNote, Soul
 from tests.conftest import make_settings
+from tests.live_helpers import BUILTIN_VARIABLES
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 SOUL = Soul(body="You are {{business_name}}'s receptionist.", variables={"business_name": "Acme"})
@@ -68,16 +69,5 @@ def test_caller_text_cannot_change_the_prompt_structure(tmp_path_factory, name, 
     # Variables: no system__ name, no new variable from caller keys, values neutralised.
     variables = answer.dynamic_variables
     assert not any(k.startswith("system__") for k in variables)
-    assert set(variables) == {*SOUL.variables, *BUILTINS}
+    assert set(variables) == {*SOUL.variables, *BUILTIN_VARIABLES}
     assert "{{" not in str(variables["business_name"])
-
-
-BUILTINS = {
-    "caller_name",
-    "caller_known",
-    "call_count",
-    "last_call_date",
-    "last_call_summary",
-    "caller_memory",
-    "daily_notes",
-}
