@@ -3,7 +3,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-EXTRAS="${1:-}"
+# The pip extras to install (e.g. "test"), set by the calling script before sourcing this file.
+EXTRAS="${EXTRAS:-}"
 
 find_python() {
   for candidate in python3.11 python3 python; do

@@ -356,6 +356,7 @@ def health(state: State) -> dict[str, Any]:
         "last_commit_at": git.last_commit_at,
         "git_error": git.last_error,
         "pending_writes": git.pending,
+        "pending_calls": service.memory.pending_calls,
         "ready_seconds": round(service.ready_seconds, 3),
     }
 

@@ -64,6 +64,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         workers=1,
+        # asyncio's loop, not uvloop: every git command is a child process, and uvloop forks the
+        # whole server to start one (milliseconds with a big index), stalling every call meanwhile.
+        loop="asyncio",
+        http="httptools",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=20,

@@ -21,6 +21,7 @@ log = logging.getLogger("memory_bridge.git")
 
 SOURCES = ("api", "webhook", "tool", "cli", "hand-edit")
 _LOCK_STALE_SECONDS = 2.0
+_BATCH_WINDOW_SECONDS = 0.005
 _LOCK_WAIT_SECONDS = 10.0
 
 
@@ -99,7 +100,7 @@ class GitWriter:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
             proc = subprocess.run(
-                self._args(*args), env=self._env, capture_output=True, text=True, check=False, start_new_session=True
+                self._args(*args), env=self._env, capture_output=True, text=True, check=False, process_group=0
             )
             if proc.returncode == 0 or "index.lock" not in proc.stderr or time.monotonic() > deadline:
                 break
@@ -117,8 +118,10 @@ class GitWriter:
                 env=self._env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                # Its own session: a Ctrl+C meant for the server must not kill a commit half-way.
-                start_new_session=True,
+                # Its own process group: a Ctrl+C meant for the server must not kill a commit half-way.
+                # (Unlike a new session, this still lets Python spawn with vfork: a fork of a big
+                # process would stall the event loop for milliseconds.)
+                process_group=0,
             )
             out, err = await proc.communicate()
             text = (err or out).decode(errors="replace").strip()
@@ -152,6 +155,16 @@ class GitWriter:
             return False
         self.run_sync("init", "-q", "-b", "main")
         return True
+
+    def _head_from_files(self) -> str | None:
+        """The commit HEAD points to, read from .git without starting a process (None: ask git)."""
+        try:
+            head = (self.root / ".git" / "HEAD").read_text().strip()
+            if head.startswith("ref: "):
+                head = (self.root / ".git" / head[5:]).read_text().strip()
+        except OSError:
+            return None
+        return head if len(head) == 40 else None
 
     def head(self) -> str | None:
         """The current commit id, or None before the first commit."""
@@ -247,6 +260,9 @@ class GitWriter:
         assert self._queue is not None
         while True:
             jobs = [await self._queue.get()]
+            # A moment for writers acknowledged by the last commit to send their next write, so that
+            # concurrent writers share commits instead of splitting into alternating halves.
+            await asyncio.sleep(_BATCH_WINDOW_SECONDS)
             while not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
             by_source: dict[str, list[_Job]] = {}
@@ -259,7 +275,7 @@ class GitWriter:
 
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
         paths = [p for job in jobs for p in job.paths] + list(self._failed)
-        lines = list(dict.fromkeys([*(line for job in jobs for line in job.lines), *self._retry_lines()]))
+        lines = [*(line for job in jobs for line in job.lines), *self._retry_lines()]
         try:
             present, gone = self._split(paths)
             if present:
@@ -270,8 +286,7 @@ class GitWriter:
             if code == 1:
                 sha = None  # nothing to commit: a person's git, or an earlier batch, already has it
             else:
-                _, sha_out = await self._run("rev-parse", "HEAD")
-                sha = sha_out.strip()
+                sha = self._head_from_files() or (await self._run("rev-parse", "HEAD"))[1].strip()
                 self._note_commit(sha, lines)
             self.status.last_error = None
             self._failed.clear()

@@ -244,6 +244,11 @@ class Memory:
         self._pending_calls[who.key] = (who, (pending[1] if pending else 0) + 1)
         self._calls_waiting.set()
 
+    @property
+    def pending_calls(self) -> int:
+        """Calls answered and not yet recorded."""
+        return sum(calls for _, calls in self._pending_calls.values())
+
     async def record_calls(self) -> int:
         """Record every queued call now (grouped into one commit); returns how many callers."""
         batch, self._pending_calls = self._pending_calls, {}

@@ -86,6 +86,7 @@ class Loaded(msgspec.Struct, frozen=True):
     stat: int  # signature() of the file's stat: changes whenever the file does
     record: Caller | Soul | DailyNote | None = None
     error: str | None = None
+    parsed: bool = True  # False: read but not parsed, because the caller already knew these bytes
 
 
 def digest(data: bytes) -> str:
@@ -511,10 +512,11 @@ class Vault:
         self._seq += 1
         return self._seq
 
-    def load(self, relpath: str) -> Loaded | None:
+    def load(self, relpath: str, unless: Callable[[str], bool] | None = None) -> Loaded | None:
         """Read and parse one file. None means it does not exist; a read or parse failure is an error.
 
         A symlink, an oversized or unreadable file is reported, never followed or taken for a deletion.
+        If `unless(digest)` is true, the bytes are not parsed (the result has `parsed=False`).
         """
         kind = kind_of(relpath)
         path = self.root / relpath
@@ -537,6 +539,8 @@ class Vault:
         except OSError as exc:
             return Loaded(relpath, kind, "", stat, error=f"cannot be read: {exc.strerror}")
         sha = digest(data)
+        if unless is not None and unless(sha):
+            return Loaded(relpath, kind, sha, stat, parsed=False)
         try:
             record = parse(relpath, data)
         except VaultFileError as exc:
@@ -557,6 +561,10 @@ class Vault:
                 return digest(fh.read(MAX_FILE_BYTES + 1))
         except OSError:
             return None
+
+    def forget_own_write(self, relpath: str) -> None:
+        """Stop recognising the bytes this process last wrote to `relpath` as its own."""
+        self._written.pop(relpath, None)
 
     def is_own_write(self, relpath: str, sha: str) -> bool:
         """Whether these bytes are exactly what this process last wrote to `relpath`."""

@@ -49,24 +49,41 @@ class Watcher:
 
     # -- loading -------------------------------------------------------------------------------
 
-    def refresh(self, relpath: str) -> str:
-        """Re-read one file into the index. Returns "own", "same", "changed" or "ignored"."""
+    def refresh(self, relpath: str, *, own_pending: bool = True) -> str:
+        """Re-read one file into the index. Returns "own", "same", "changed" or "ignored".
+
+        With `own_pending`, bytes this process wrote are left to the write path that wrote them,
+        which indexes them once they are committed (at start-up there is no such write path).
+        """
         if kind_of(relpath) == "other":
             return "ignored"
         seq = self.vault.next_seq()
-        loaded = self.vault.load(relpath)
         state = self.index.files.get(relpath)
-        if loaded is not None and state is not None and state.digest == loaded.digest and loaded.digest:
-            if state.stat != loaded.stat:
+
+        def known(sha: str) -> bool:
+            # Bytes the index already has, or that this process wrote (its write path indexes them
+            # after the commit): no need to parse them again.
+            return (state is not None and state.digest == sha) or (
+                own_pending and self.vault.is_own_write(relpath, sha)
+            )
+
+        loaded = self.vault.load(relpath, unless=known)
+        if loaded is None:
+            if state is None:
+                return "same"
+            self.index.apply(relpath, None, seq)
+            return "changed"
+        if not loaded.parsed:
+            if state is not None and state.digest == loaded.digest:
                 state.stat = loaded.stat
-            return "same"
-        if loaded is None and state is None:
-            return "same"
-        self.index.apply(relpath, loaded, seq)
-        if loaded is not None and loaded.error:
-            log.warning("%s %s; the last good version stays in service", relpath, loaded.error)
-        if loaded is not None and self.vault.is_own_write(relpath, loaded.digest):
+                return "same"
             return "own"
+        self.index.apply(relpath, loaded, seq)
+        # Someone else's bytes are in service now: if they later put back what this process once
+        # wrote, that is their edit, not an echo of ours.
+        self.vault.forget_own_write(relpath)
+        if loaded.error:
+            log.warning("%s %s; the last good version stays in service", relpath, loaded.error)
         return "changed"
 
     def load_all(self, cached: dict[str, Loaded] | None = None) -> int:
@@ -81,7 +98,7 @@ class Watcher:
             if hit is not None and hit.stat == stat:
                 self.index.apply(relpath, hit, self.vault.next_seq())
             else:
-                self.refresh(relpath)
+                self.refresh(relpath, own_pending=False)
                 parsed += 1
         return parsed
 

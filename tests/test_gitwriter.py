@@ -181,14 +181,15 @@ async def test_grouped_commit_message_lists_each_change(repo: tuple[Path, GitWri
         results = await asyncio.gather(
             writer.commit(["callers/a.md"], "fact for aaaaaaaaaaaa", "tool"),
             writer.commit(["callers/b.md"], ["fact for bbbbbbbbbbbb", "call from bbbbbbbbbbbb"], "tool"),
-            writer.commit(["callers/c.md"], "fact for aaaaaaaaaaaa", "tool"),  # same line: listed once
+            writer.commit(["callers/c.md"], "fact for aaaaaaaaaaaa", "tool"),  # a second change: listed again
         )
     finally:
         await writer.stop()
     assert len(set(results)) == 1  # queued together, committed together
     body = git(root, "log", "-1", "--format=%B").rstrip("\n")
     assert body == (
-        "3 changes\n\n- fact for aaaaaaaaaaaa\n- fact for bbbbbbbbbbbb\n- call from bbbbbbbbbbbb\n\nSource: tool"
+        "4 changes\n\n- fact for aaaaaaaaaaaa\n- fact for bbbbbbbbbbbb\n- call from bbbbbbbbbbbb\n"
+        "- fact for aaaaaaaaaaaa\n\nSource: tool"
     )
 
 
