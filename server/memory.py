@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,6 +41,9 @@ _PROTECTED_KEYS = {
     "aliases",
 }
 _RECENT_CALLS = 10_000
+# Callers recorded per commit by the call recorder, and files between two yields to the event loop.
+_RECORD_BATCH = 200
+_SLICE = 5
 
 # A change to one file: its current text (None if missing) to its new text (None: leave it).
 Change = Callable[[str | None], str | None]
@@ -157,10 +161,12 @@ class Memory:
         so a person's edit is never overwritten. Returns the files that changed.
         """
         paths = [relpath for relpath, _ in changes]
-        for relpath in paths:
+        for n, relpath in enumerate(paths, 1):
             if relpath in self.git.hand_edits or self._edited_behind_our_back(relpath):
                 # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
                 await self.git.commit_hand_edit(relpath)
+            if n % _SLICE == 0:
+                await asyncio.sleep(0)
         # git commits whole files: a second write to a file whose first write is not committed yet
         # would land in the first one's commit, under its Source. So it waits for that commit.
         while busy := next((f for p in paths if (f := self._in_flight.get(p)) is not None), None):
@@ -204,7 +210,7 @@ class Memory:
             finally:
                 for n, (relpath, text, sha, seq) in enumerate(written, 1):
                     self.index.apply(relpath, self.vault.loaded(relpath, text, sha), seq)
-                    if n % 50 == 0:
+                    if n % _SLICE == 0:
                         await asyncio.sleep(0)
         if refused and len(changes) == 1:
             raise refused[0]
@@ -249,9 +255,13 @@ class Memory:
         """Calls answered and not yet recorded."""
         return sum(calls for _, calls in self._pending_calls.values())
 
-    async def record_calls(self) -> int:
-        """Record every queued call now (grouped into one commit); returns how many callers."""
-        batch, self._pending_calls = self._pending_calls, {}
+    async def record_calls(self, limit: int | None = None) -> int:
+        """Record queued calls now (up to `limit` callers, in one commit); returns how many callers."""
+        if limit is None or len(self._pending_calls) <= limit:
+            batch, self._pending_calls = self._pending_calls, {}
+        else:
+            keys = list(itertools.islice(self._pending_calls, limit))
+            batch = {key: self._pending_calls.pop(key) for key in keys}
         today = self.today()
         changes: list[tuple[str, Change]] = []
         lines = []
@@ -288,10 +298,11 @@ class Memory:
             self._calls_waiting.clear()
             started = loop.time()
             try:
-                await self.record_calls()
+                await self.record_calls(limit=_RECORD_BATCH)
             except Exception:  # a failed batch is logged; the recorder must keep running
                 log.exception("could not record calls")
             if self._pending_calls:
+                self._calls_waiting.set()  # more to do, after a pause
                 # Under a flood of calls, answering comes first: record at most a quarter of the time.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 3 * (loop.time() - started))
