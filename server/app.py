@@ -125,13 +125,13 @@ def require_admin(request: ASGIConnection[Any, Any, Any, Any], settings: Setting
         raise NotAuthorizedException("missing or wrong API key")
 
 
-def webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Guard for ElevenLabs' webhooks and tools; `opt={"open_if_unset": True}` keeps a route open without a secret."""
-    settings = connection.app.state.service.settings
-    require_webhook_secret(connection, settings, open_if_unset=bool(handler.opt.get("open_if_unset")))
+# Guards are async: Litestar runs a sync guard in a worker thread, a thread hop on every request.
+async def webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for the agent's tools: `WEBHOOK_SECRET` required."""
+    require_webhook_secret(connection, connection.app.state.service.settings, open_if_unset=False)
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard for the REST API."""
     require_admin(connection, connection.app.state.service.settings)
 
@@ -218,13 +218,7 @@ def _json(content: Any, status: int = 200) -> Response[bytes]:
 # -- ElevenLabs ------------------------------------------------------------------------------------
 
 
-@post(
-    "/webhook/personalize",
-    status_code=200,
-    request_max_body_size=WEBHOOK_BODY_LIMIT,
-    guards=[webhook_guard],
-    opt={"open_if_unset": True},
-)
+@post("/webhook/personalize", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT)
 async def personalize(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """ElevenLabs' conversation-initiation webhook: who is calling and what the agent should know.
 
@@ -232,6 +226,8 @@ async def personalize(request: Request[Any, Any, Any], state: State) -> Response
     ignored) is read by hand, so that no body, however wrong, can fail the call: always 200.
     """
     service = _service(state)
+    # Checked here rather than by a guard: this is the hot path, and a guard costs a copy per call.
+    require_webhook_secret(request, service.settings, open_if_unset=True)
     body = await request.body()
     started = time.perf_counter()
     now = dt.datetime.now(dt.UTC)
