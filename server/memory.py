@@ -267,7 +267,7 @@ class Memory:
         lines = []
         for key, (who, calls) in batch.items():
             relpath, in_file = self._caller_file(key, who.legacy)
-            changes.append((relpath, _intact(self._count_calls(who, in_file, calls, today))))
+            changes.append((relpath, self._count_calls(who, in_file, calls, today)))
             lines.append(f"call from {phone.short(key)}" + (f" ({calls} calls)" if calls > 1 else ""))
         if changes:
             await self._write_many(changes, lines, "webhook")
@@ -277,8 +277,10 @@ class Memory:
         key, e164 = who.key or "", who.caller_id.e164
 
         def change(text: str | None) -> str:
-            text = self._upgrade(text, key, in_file) if text is not None else self._new_caller(key, e164)
-            current = vault.parse_caller(text)
+            if text is None:
+                text = self._new_caller(key, e164)
+            current = _parse_or_refuse(text)  # the one parse a recorded call costs
+            text = self._upgrade(text, key, in_file)
             props: dict[str, object] = {
                 "call_count": current.call_count + calls,
                 "last_call": dt.date.fromisoformat(today),
@@ -515,13 +517,17 @@ def _intact(change: Change) -> Change:
 
     def guarded(current: str | None) -> str | None:
         if current is not None:
-            try:
-                vault.parse_caller(current)
-            except vault.VaultFileError as exc:
-                raise WriteError(f"the caller's file {exc}; fix it first") from None
+            _parse_or_refuse(current)
         return change(current)
 
     return guarded
+
+
+def _parse_or_refuse(text: str) -> Caller:
+    try:
+        return vault.parse_caller(text)
+    except vault.VaultFileError as exc:
+        raise WriteError(f"the caller's file {exc}; fix it first") from None
 
 
 def _seed_daily(day: str, texts: list[str]) -> Change:
