@@ -33,7 +33,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 
 from server import phone
-from server.compose import compose, defaults
+from server.compose import BUILTINS, compose, defaults
 from server.config import Settings
 from server.elevenlabs import (
     Personalization,
@@ -59,17 +59,7 @@ _personalize_decoder = msgspec.json.Decoder(PersonalizeRequest)
 _encoder = msgspec.json.Encoder()
 # The last resort if even composing the defaults fails: every built-in variable, nothing else.
 _STATIC_DEFAULT = _encoder.encode(
-    Personalization(
-        dynamic_variables={
-            "caller_name": "",
-            "caller_known": False,
-            "call_count": 0,
-            "last_call_date": "",
-            "last_call_summary": "",
-            "caller_memory": "",
-            "daily_notes": "",
-        }
-    )
+    Personalization(dynamic_variables={**dict.fromkeys(BUILTINS, ""), "caller_known": False, "call_count": 0})
 )
 
 

@@ -230,9 +230,9 @@ class Memory:
                 return relpath, key
         return self.vault.new_caller_path(who_key), who_key
 
-    def _new_caller(self, key: str, e164: str | None, name: str = "") -> str:
+    def _new_caller(self, key: str, e164: str | None) -> str:
         stored = e164 if self.settings.store_phone_numbers else None
-        return vault.new_caller_text(key, name=name, phone=stored)
+        return vault.new_caller_text(key, phone=stored)
 
     def _upgrade(self, text: str, key: str, in_file: str) -> str:
         # A caller imported with the predecessor's plain SHA-256 gets the keyed hash on their next call.
