@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import frontmatter
@@ -475,15 +475,14 @@ class Vault:
             raise VaultFileError("path is outside the vault")
         return candidate
 
-    def scan(self) -> dict[str, int]:
-        """Every vault file the index cares about, by sorted relative path, with its stat signature.
+    def walk(self) -> Iterator[tuple[str, int]]:
+        """Every vault file the index cares about, with its stat signature, in directory order.
 
         Never follows symlinks (a link is listed as itself, and reported when it is loaded).
         """
-        found: dict[str, int] = {}
         root = str(self.root)
 
-        def walk(folder: str) -> None:
+        def walk(folder: str) -> Iterator[tuple[str, int]]:
             try:
                 entries = os.scandir(os.path.join(root, folder))
             except OSError:
@@ -495,17 +494,20 @@ class Vault:
                     relpath = f"{folder}/{entry.name}"
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            walk(relpath)
+                            yield from walk(relpath)
                         elif kind_of(relpath) != "other":
-                            found[relpath] = signature(entry.stat(follow_symlinks=False))
+                            yield relpath, signature(entry.stat(follow_symlinks=False))
                     except OSError:
                         continue  # gone while we looked: the watcher hears of it
 
         if (soul := self.stat(SOUL)) is not None:
-            found[SOUL] = soul
-        walk(CALLERS)
-        walk(NOTES)
-        return dict(sorted(found.items()))
+            yield SOUL, soul
+        yield from walk(CALLERS)
+        yield from walk(NOTES)
+
+    def scan(self) -> dict[str, int]:
+        """`walk()` as a dict sorted by path, so that start-up is deterministic."""
+        return dict(sorted(self.walk()))
 
     def next_seq(self) -> int:
         """A number that orders reads and writes, so an older result never replaces a newer one."""

@@ -236,7 +236,7 @@ class Watcher:
         """Compare the vault on disk with the index and repair differences; returns files repaired."""
         repaired = 0
         on_disk = set()
-        for n, (relpath, stat) in enumerate(self.vault.scan().items()):
+        for n, (relpath, stat) in enumerate(self.vault.walk()):
             on_disk.add(relpath)
             state = self.index.files.get(relpath)
             stale = state is None or state.stat != stat
