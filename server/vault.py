@@ -482,28 +482,30 @@ class Vault:
         """
         root = str(self.root)
 
-        def walk(folder: str) -> Iterator[tuple[str, int]]:
+        def walk(folder: str, nested: bool, wanted: Callable[[str], bool]) -> Iterator[tuple[str, int]]:
             try:
                 entries = os.scandir(os.path.join(root, folder))
             except OSError:
                 return
             with entries:
                 for entry in entries:
-                    if entry.name.startswith("."):
+                    name = entry.name
+                    if name.startswith("."):
                         continue
-                    relpath = f"{folder}/{entry.name}"
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            yield from walk(relpath)
-                        elif kind_of(relpath) != "other":
-                            yield relpath, signature(entry.stat(follow_symlinks=False))
+                            if nested:
+                                yield from walk(f"{folder}/{name}", nested, wanted)
+                        elif wanted(name):
+                            yield f"{folder}/{name}", signature(entry.stat(follow_symlinks=False))
                     except OSError:
                         continue  # gone while we looked: the watcher hears of it
 
         if (soul := self.stat(SOUL)) is not None:
             yield SOUL, soul
-        yield from walk(CALLERS)
-        yield from walk(NOTES)
+        # The same rules as kind_of(), per folder: callers at any depth, daily notes at the top.
+        yield from walk(CALLERS, True, lambda name: name.endswith(".md"))
+        yield from walk(NOTES, False, lambda name: _NOTE_NAME.match(name) is not None)
 
     def scan(self) -> dict[str, int]:
         """`walk()` as a dict sorted by path, so that start-up is deterministic."""
