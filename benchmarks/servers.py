@@ -19,35 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.config import VARIABLES
+
 HOST = "127.0.0.1"
 WEBHOOK_SECRET = "bench-webhook-secret"
 ELEVENLABS_SECRET = "wsec_bench_secret"
 ADMIN_KEY = "bench-admin-key"
 PHONE_HASH_KEY = "bench-phone-hash-key-0123456789"
 AGENT_NUMBER = "+14155550199"
-
-# Variables of ours the service reads; anything set in the caller's environment is replaced.
-_OWN_VARS = (
-    "VAULT_DIR",
-    "HOST",
-    "PORT",
-    "WEBHOOK_SECRET",
-    "ELEVENLABS_WEBHOOK_SECRET",
-    "ADMIN_API_KEY",
-    "PHONE_HASH_KEY",
-    "DEFAULT_REGION",
-    "AGENT_NUMBERS",
-    "TIMEZONE",
-    "PROMPT_MAX_CHARS",
-    "OVERRIDE_PROMPT",
-    "OVERRIDE_FIRST_MESSAGE",
-    "STORE_PHONE_NUMBERS",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "HAND_EDIT_QUIET_SECONDS",
-    "RECONCILE_SECONDS",
-    "PERSONALIZE_DEADLINE_MS",
-)
 
 
 def free_port() -> int:
@@ -59,7 +38,7 @@ def free_port() -> int:
 
 def service_env(vault: Path, port: int, **extra: str) -> dict[str, str]:
     """The environment the service runs with in the benchmark: known secrets, quiet logs."""
-    env = {k: v for k, v in os.environ.items() if k not in _OWN_VARS and not k.startswith("GIT_")}
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES and not k.startswith("GIT_")}
     env.update(
         VAULT_DIR=str(vault),
         HOST=HOST,

@@ -17,6 +17,31 @@ import msgspec
 import phonenumbers
 from dotenv import dotenv_values
 
+# Every environment variable the settings are read from: SPEC §9 and three tuning knobs.
+VARIABLES = (
+    "VAULT_DIR",
+    "HOST",
+    "PORT",
+    "WEBHOOK_SECRET",
+    "ELEVENLABS_WEBHOOK_SECRET",
+    "ADMIN_API_KEY",
+    "PHONE_HASH_KEY",
+    "DEFAULT_REGION",
+    "AGENT_NUMBERS",
+    "TIMEZONE",
+    "PROMPT_MAX_CHARS",
+    "OVERRIDE_PROMPT",
+    "OVERRIDE_FIRST_MESSAGE",
+    "STORE_PHONE_NUMBERS",
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "HAND_EDIT_QUIET_SECONDS",
+    "RECONCILE_SECONDS",
+    "PERSONALIZE_DEADLINE_MS",
+)
+
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot use; the message names the variable."""

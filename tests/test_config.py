@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, Settings, is_loopback_host, load_settings
+from server.config import VARIABLES, ConfigError, Settings, is_loopback_host, load_settings
 
 
 def load(env_file: Path | None = None, **env: str) -> Settings:
@@ -216,3 +216,9 @@ def test_settings_are_frozen() -> None:
     s = load()
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_every_variable_is_documented_in_env_example() -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    documented = {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")}
+    assert documented == set(VARIABLES)

@@ -17,34 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.config import VARIABLES
 from tests.conftest import free_port, git
 
 ROOT = Path(__file__).resolve().parents[1]
 # Variables of SPEC §9 (and the test knobs) that must not leak from the test run into the copy's server.
-CONFIG_VARS = {
-    "VAULT_DIR",
-    "HOST",
-    "PORT",
-    "WEBHOOK_SECRET",
-    "ELEVENLABS_WEBHOOK_SECRET",
-    "ADMIN_API_KEY",
-    "PHONE_HASH_KEY",
-    "DEFAULT_REGION",
-    "AGENT_NUMBERS",
-    "TIMEZONE",
-    "PROMPT_MAX_CHARS",
-    "OVERRIDE_PROMPT",
-    "OVERRIDE_FIRST_MESSAGE",
-    "STORE_PHONE_NUMBERS",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "HAND_EDIT_QUIET_SECONDS",
-    "RECONCILE_SECONDS",
-    "PERSONALIZE_DEADLINE_MS",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "PYTHONHOME",
-}
+CONFIG_VARS = {*VARIABLES, "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
 
 
 def fresh_copy(dest: Path) -> Path:
