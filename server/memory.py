@@ -15,6 +15,8 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
+import msgspec
+
 from server import phone, vault
 from server.config import Settings
 from server.gitwriter import GitWriter
@@ -153,6 +155,7 @@ class Memory:
         lines: list[str],
         source: str,
         progress: Callable[[int, int], None] | None = None,
+        derived: dict[str, tuple[str, Caller]] | None = None,
     ) -> list[str]:
         """Apply changes to files, then commit them together and update the index.
 
@@ -174,7 +177,7 @@ class Memory:
         done = asyncio.get_running_loop().create_future()
         self._in_flight.update(dict.fromkeys(paths, done))
         try:
-            return await self._apply_and_commit(changes, lines, source, progress)
+            return await self._apply_and_commit(changes, lines, source, progress, derived or {})
         finally:
             for relpath in paths:
                 if self._in_flight.get(relpath) is done:
@@ -187,6 +190,7 @@ class Memory:
         lines: list[str],
         source: str,
         progress: Callable[[int, int], None] | None,
+        derived: dict[str, tuple[str, Caller]],
     ) -> list[str]:
         written: list[tuple[str, str, str, int]] = []
         refused: list[WriteError] = []
@@ -209,7 +213,9 @@ class Memory:
                 await self.git.commit([relpath for relpath, *_ in written], lines, source)
             finally:
                 for n, (relpath, text, sha, seq) in enumerate(written, 1):
-                    self.index.apply(relpath, self.vault.loaded(relpath, text, sha), seq)
+                    known = derived.get(relpath)
+                    record = known[1] if known is not None and known[0] == text else None
+                    self.index.apply(relpath, self.vault.loaded(relpath, text, sha, record), seq)
                     if n % _SLICE == 0:
                         await asyncio.sleep(0)
         if refused and len(changes) == 1:
@@ -265,15 +271,18 @@ class Memory:
         today = self.today()
         changes: list[tuple[str, Change]] = []
         lines = []
+        derived: dict[str, tuple[str, Caller]] = {}
         for key, (who, calls) in batch.items():
             relpath, in_file = self._caller_file(key, who.legacy)
-            changes.append((relpath, self._count_calls(who, in_file, calls, today)))
+            changes.append((relpath, self._count_calls(relpath, who, in_file, calls, today, derived)))
             lines.append(f"call from {phone.short(key)}" + (f" ({calls} calls)" if calls > 1 else ""))
         if changes:
-            await self._write_many(changes, lines, "webhook")
+            await self._write_many(changes, lines, "webhook", derived=derived)
         return len(changes)
 
-    def _count_calls(self, who: Identity, in_file: str, calls: int, today: str) -> Change:
+    def _count_calls(
+        self, relpath: str, who: Identity, in_file: str, calls: int, today: str, derived: dict[str, tuple[str, Caller]]
+    ) -> Change:
         key, e164 = who.key or "", who.caller_id.e164
 
         def change(text: str | None) -> str:
@@ -289,7 +298,11 @@ class Memory:
                 props["first_call"] = dt.date.fromisoformat(today)
             if self.settings.store_phone_numbers:
                 props["phone"] = e164
-            return vault.set_properties(text, props)
+            text = vault.set_properties(text, props)
+            # Only these keys changed, so the index's record follows without parsing the file again.
+            fields = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in props.items() if k != "phone"}
+            derived[relpath] = (text, msgspec.structs.replace(current, phone_hash=key, **fields))
+            return text
 
         return change
 

@@ -651,12 +651,17 @@ class Vault:
                     fh.close()
         raise VaultFileError("the file kept changing while it was being written; try again")
 
-    def loaded(self, relpath: str, text: str, sha: str) -> Loaded:
-        """The index entry for text this process just wrote, without reading it back."""
+    def loaded(self, relpath: str, text: str, sha: str, record: Caller | None = None) -> Loaded:
+        """The index entry for text this process just wrote, without reading it back.
+
+        `record`, if given, is what parsing `text` would give (the writer derived it); it is not parsed.
+        """
         try:
             stat = signature(os.lstat(self.root / relpath))
         except FileNotFoundError:
             stat = 0
+        if record is not None:
+            return Loaded(relpath, kind_of(relpath), sha, stat, record=record)
         try:
             record = parse(relpath, text.encode("utf-8"))
         except VaultFileError as exc:
