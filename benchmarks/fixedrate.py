@@ -82,6 +82,27 @@ def _parse_expect(buf: bytearray) -> int:
     return end + 4 + length
 
 
+def _connect(host: str, port: int, connections: int) -> list[_Conn]:
+    conns = []
+    for _ in range(connections):
+        sock = socket.create_connection((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        conns.append(_Conn(sock))
+    return conns
+
+
+def _receive(conn: _Conn) -> bool:
+    """Read what the socket has; True once the whole answer is in `conn.buf`."""
+    chunk = conn.sock.recv(262_144)
+    if not chunk:
+        raise RuntimeError("the server closed a connection")
+    conn.buf += chunk
+    if conn.expect < 0:
+        conn.expect = _parse_expect(conn.buf)
+    return conn.expect >= 0 and len(conn.buf) >= conn.expect
+
+
 def run(
     host: str,
     port: int,
@@ -93,12 +114,7 @@ def run(
 ) -> dict[str, object]:
     """Send `rate` requests per second for `warmup + duration` seconds; latencies of the last `duration`."""
     _lower_timer_slack()
-    conns = []
-    for _ in range(connections):
-        sock = socket.create_connection((host, port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
-        conns.append(_Conn(sock))
+    conns = _connect(host, port, connections)
     by_fd = {c.sock.fileno(): c for c in conns}
     idle = collections.deque(conns)
     busy: dict[int, _Conn] = {}
@@ -132,13 +148,7 @@ def run(
         readable, _, _ = select.select(list(busy), [], [], timeout)
         for fd in readable:
             conn = by_fd[fd]
-            chunk = conn.sock.recv(262_144)
-            if not chunk:
-                raise RuntimeError("the server closed a connection")
-            conn.buf += chunk
-            if conn.expect < 0:
-                conn.expect = _parse_expect(conn.buf)
-            if conn.expect < 0 or len(conn.buf) < conn.expect:
+            if not _receive(conn):
                 continue
             finished = time.perf_counter()
             del busy[fd]
@@ -170,12 +180,7 @@ def run_closed(host: str, port: int, requests: list[bytes], duration: float, con
     Only a fallback for machines where `wrk` cannot be installed: it measures the same thing, but
     a Python client tops out far below wrk, so its numbers are lower bounds.
     """
-    conns = []
-    for _ in range(connections):
-        sock = socket.create_connection((host, port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
-        conns.append(_Conn(sock))
+    conns = _connect(host, port, connections)
     by_fd = {c.sock.fileno(): c for c in conns}
     rng = random.Random(3)
     latencies: list[float] = []
@@ -196,13 +201,7 @@ def run_closed(host: str, port: int, requests: list[bytes], duration: float, con
         readable, _, _ = select.select(list(busy), [], [], 1.0)
         for fd in readable:
             conn = by_fd[fd]
-            chunk = conn.sock.recv(262_144)
-            if not chunk:
-                raise RuntimeError("the server closed a connection")
-            conn.buf += chunk
-            if conn.expect < 0:
-                conn.expect = _parse_expect(conn.buf)
-            if conn.expect < 0 or len(conn.buf) < conn.expect:
+            if not _receive(conn):
                 continue
             now = time.perf_counter()
             latencies.append((now - conn.sent) * 1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -148,6 +149,18 @@ class LiveServer:
             if value or time.monotonic() > deadline:
                 return value
             time.sleep(interval)
+
+
+@contextlib.contextmanager
+def running_server(folder: Path, **extra: str) -> Iterator[LiveServer]:
+    """A server on `folder/vault` (logging to `folder/server.log`) for the length of the block."""
+    vault = folder / "vault"
+    server = LiveServer(vault=vault, env=base_env(vault, **extra), log_path=folder / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -23,12 +22,12 @@ from tests.conftest import (
     PHONE_HASH_KEY,
     WEBHOOK_SECRET,
     LiveServer,
-    base_env,
     commits_since,
     elevenlabs_signature,
     fixture_json,
     git,
     run_cli,
+    running_server,
     vault_head,
     vault_snapshot,
 )
@@ -103,15 +102,12 @@ def deliver_post_call(server: LiveServer, body: bytes = POST_CALL) -> httpx.Resp
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server with one known caller (Maria: a fact, a call, a note) and nothing else."""
-    tmp: Path = tmp_path_factory.mktemp("api")
-    server = LiveServer(vault=tmp / "vault", env=base_env(tmp / "vault"), log_path=tmp / "server.log")
-    server.start()
-    assert server.admin("POST", f"/api/memory/{MARIA_URL}", json={"fact": "Has a dog named Rex"}).status_code == 200
-    assert deliver_post_call(server).status_code == 200
-    note = {"note": "Asked for a callback", "phone_hash": MARIA_KEY, "date": "2026-01-02"}
-    assert server.admin("POST", "/api/notes", json=note).status_code == 200
-    yield server
-    server.stop()
+    with running_server(tmp_path_factory.mktemp("api")) as server:
+        assert server.admin("POST", f"/api/memory/{MARIA_URL}", json={"fact": "Has a dog named Rex"}).status_code == 200
+        assert deliver_post_call(server).status_code == 200
+        note = {"note": "Asked for a callback", "phone_hash": MARIA_KEY, "date": "2026-01-02"}
+        assert server.admin("POST", "/api/notes", json=note).status_code == 200
+        yield server
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import MARIA, LiveServer, git
+from tests.conftest import MARIA, LiveServer, git, running_server
 from tests.live_helpers import BUILTIN_VARIABLES
 
 JSON = st.recursive(
@@ -50,13 +50,8 @@ def assert_valid_answer(response) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory) -> LiveServer:  # type: ignore[no-untyped-def]
-    from tests.conftest import base_env
-
-    vault = tmp_path_factory.mktemp("fuzz") / "vault"
-    server = LiveServer(vault=vault, env=base_env(vault), log_path=vault.parent / "server.log")
-    server.start()
-    yield server
-    server.stop()
+    with running_server(tmp_path_factory.mktemp("fuzz")) as server:
+        yield server
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))

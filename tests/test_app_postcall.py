@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,10 +20,10 @@ from tests.conftest import (
     OTHER,
     PHONE_HASH_KEY,
     LiveServer,
-    base_env,
     commits_since,
     elevenlabs_signature,
     fixture_json,
+    running_server,
     vault_head,
     vault_snapshot,
 )
@@ -254,11 +253,8 @@ def test_the_caller_is_found_from_the_call_sid_seen_at_personalize_time(server: 
 
 @pytest.fixture(scope="module")
 def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp: Path = tmp_path_factory.mktemp("postcall-quiet")
-    server = LiveServer(vault=tmp / "vault", env=base_env(tmp / "vault"), log_path=tmp / "server.log")
-    server.start()
-    yield server
-    server.stop()
+    with running_server(tmp_path_factory.mktemp("postcall-quiet")) as server:
+        yield server
 
 
 def _one_byte_changed(body: bytes) -> bytes:

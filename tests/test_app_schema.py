@@ -12,18 +12,15 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import ADMIN_KEY, WEBHOOK_SECRET, LiveServer, base_env
+from tests.conftest import ADMIN_KEY, WEBHOOK_SECRET, LiveServer, running_server
 
 AUTHS = ({}, {"Authorization": f"Bearer {ADMIN_KEY}"}, {"Authorization": f"Bearer {WEBHOOK_SECRET}"})
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    vault = tmp_path_factory.mktemp("schema") / "vault"
-    server = LiveServer(vault=vault, env=base_env(vault), log_path=vault.parent / "server.log")
-    server.start()
-    yield server
-    server.stop()
+    with running_server(tmp_path_factory.mktemp("schema")) as server:
+        yield server
 
 
 def test_no_generated_request_gets_a_server_error(live: LiveServer) -> None:

@@ -4,7 +4,6 @@ ElevenLabs sends it, to the real server; the caller file, git history and the ne
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,10 +16,10 @@ from tests.conftest import (
     PHONE_HASH_KEY,
     WEBHOOK_SECRET,
     LiveServer,
-    base_env,
     commits_since,
     fixture_json,
     git,
+    running_server,
     vault_head,
     vault_snapshot,
 )
@@ -119,11 +118,8 @@ def test_a_fact_is_one_line_whatever_the_model_sends(server: LiveServer) -> None
 
 @pytest.fixture(scope="module")
 def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp: Path = tmp_path_factory.mktemp("tool-quiet")
-    server = LiveServer(vault=tmp / "vault", env=base_env(tmp / "vault"), log_path=tmp / "server.log")
-    server.start()
-    yield server
-    server.stop()
+    with running_server(tmp_path_factory.mktemp("tool-quiet")) as server:
+        yield server
 
 
 WITHHELD = ["anonymous", "", "client:x", None, "restricted", "+266696687", "sip:bob@example.com", "+1234"]
