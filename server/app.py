@@ -341,6 +341,7 @@ def health(state: State) -> dict[str, Any]:
         "last_commit": git.last_commit,
         "last_commit_at": git.last_commit_at,
         "git_error": git.last_error,
+        "git_lock_recoveries": git.lock_recoveries,
         "pending_writes": git.pending,
         "pending_calls": service.memory.pending_calls,
         "ready_seconds": round(service.ready_seconds, 3),
@@ -361,15 +362,12 @@ def _known(service: Service, caller: str) -> str:
 async def api_add_fact(caller: str, data: FactBody, state: State) -> dict[str, Any]:
     """Add a fact to a caller (by phone hash, or by number, which may create the caller)."""
     service = _service(state)
-    memory = service.memory
-    key, e164, legacy = memory.resolve(caller), None, None
-    if key is None:
-        who = memory.identify(caller)
-        if who.key is None or phone.is_caller_key(caller.strip().lower()):
-            raise NotFoundException("unknown caller")
-        key, e164, legacy = who.key, who.caller_id.e164, who.legacy
+    target = service.memory.write_target(caller)
+    if target is None:
+        raise NotFoundException("unknown caller")
+    key, e164, legacy = target
     try:
-        path = await memory.add_fact(key, data.fact, "api", e164=e164, legacy=legacy)
+        path = await service.memory.add_fact(key, data.fact, "api", e164=e164, legacy=legacy)
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
     except GitError:

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from server import logs, phone
+from server import logs
 from server.config import ConfigError, Settings, load_settings
 
 EXIT_USAGE = 2
@@ -44,10 +44,6 @@ def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> 
             await service.stop()
 
     return asyncio.run(run())
-
-
-def _caller_key(service: Any, caller: str) -> str | None:
-    return service.memory.resolve(caller)
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -128,7 +124,7 @@ def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     async def work(service: Any) -> int:
         key = None
         if args.caller:
-            key = _caller_key(service, args.caller)
+            key = service.memory.resolve(args.caller)
             if key is None:
                 print("unknown caller", file=sys.stderr)
                 return 1
@@ -148,16 +144,13 @@ def cmd_remember(args: argparse.Namespace, settings: Settings) -> int:
     from server.memory import WriteError
 
     async def work(service: Any) -> int:
-        memory = service.memory
-        key, e164, legacy = _caller_key(service, args.caller), None, None
-        if key is None:
-            who = memory.identify(args.caller)
-            if who.key is None or phone.is_caller_key(args.caller.strip().lower()):
-                print("unknown caller", file=sys.stderr)
-                return 1
-            key, e164, legacy = who.key, who.caller_id.e164, who.legacy
+        target = service.memory.write_target(args.caller)
+        if target is None:
+            print("unknown caller", file=sys.stderr)
+            return 1
+        key, e164, legacy = target
         try:
-            path = await memory.add_fact(key, args.fact, "cli", e164=e164, legacy=legacy)
+            path = await service.memory.add_fact(key, args.fact, "cli", e164=e164, legacy=legacy)
         except WriteError as exc:
             print(exc, file=sys.stderr)
             return 1

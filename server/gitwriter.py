@@ -56,7 +56,6 @@ class GitStatus:
     last_commit: str | None = None
     last_commit_at: float | None = None
     last_error: str | None = None
-    commits: int = 0
     pending: int = 0
     lock_recoveries: int = 0
 
@@ -314,7 +313,6 @@ class GitWriter:
             return
         self.status.last_commit = sha
         self.status.last_commit_at = time.time()
-        self.status.commits += 1
 
 
 def _only_ignored(text: str) -> bool:

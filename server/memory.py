@@ -120,6 +120,19 @@ class Memory:
                 return key
         return None
 
+    def write_target(self, caller: str) -> tuple[str, str | None, str | None] | None:
+        """Whose memory a write addressed to `caller` goes to, as (key, e164, legacy key).
+
+        A known caller (by hash or number), or a new caller named by phone number; None for an
+        unknown hash and for anything that is not a usable phone number.
+        """
+        if (key := self.resolve(caller)) is not None:
+            return key, None, None
+        who = self.identify(caller)
+        if who.key is None or phone.is_caller_key(caller.strip().lower()):
+            return None
+        return who.key, who.caller_id.e164, who.legacy
+
     def hash_number(self, number: str) -> str | None:
         """The caller key for a number, or None if it is not a usable phone number."""
         return self.identify(number).key

@@ -43,7 +43,6 @@ class Watcher:
         self.quiet_seconds = quiet_seconds
         self.reconcile_seconds = reconcile_seconds
         self.heartbeat: float | None = None
-        self.events_seen = 0
         self._pending: dict[str, asyncio.TimerHandle] = {}
         self._commits: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -179,7 +178,6 @@ class Watcher:
             relpath = self.vault.relpath(Path(path))
             if relpath is None or relpath.startswith(".git/"):
                 continue
-            self.events_seen += 1
             relpaths.add(relpath)
             relpaths.update(self._inside(relpath))
         for n, relpath in enumerate(sorted(relpaths)):
