@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from server.phone import caller_key
-from tests.conftest import PHONE_HASH_KEY, LiveServer, git
+from tests.conftest import MARIA, OTHER, PHONE_HASH_KEY, LiveServer, git
 
 BUILTIN_VARIABLES = (
     "caller_name",
@@ -30,6 +30,10 @@ SOURCES = ("api", "webhook", "tool", "cli", "hand-edit")
 def key_for(e164: str) -> str:
     """The caller key the test servers give a number (they all run with PHONE_HASH_KEY)."""
     return caller_key(e164, PHONE_HASH_KEY.encode())
+
+
+MARIA_KEY = key_for(MARIA)
+OTHER_KEY = key_for(OTHER)
 
 
 def today() -> str:

@@ -12,14 +12,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from server.phone import caller_key
 from tests.conftest import (
     ADMIN_KEY,
     AGENT_NUMBER,
     FIXTURES,
     MARIA,
     OTHER,
-    PHONE_HASH_KEY,
     WEBHOOK_SECRET,
     LiveServer,
     commits_since,
@@ -31,9 +29,8 @@ from tests.conftest import (
     vault_head,
     vault_snapshot,
 )
+from tests.live_helpers import MARIA_KEY, OTHER_KEY, key_for
 
-MARIA_KEY = caller_key(MARIA, PHONE_HASH_KEY.encode())
-OTHER_KEY = caller_key(OTHER, PHONE_HASH_KEY.encode())
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 OTHER_FILE = f"callers/{OTHER_KEY[:12]}.md"
 MARIA_URL = quote(MARIA, safe="")  # %2B14155550123
@@ -396,7 +393,7 @@ def test_delete_forgets_the_caller_in_a_commit(server: LiveServer) -> None:
 
 def test_a_burst_of_writes_shares_commits_and_lists_every_change_once(server: LiveServer) -> None:
     numbers = [f"+1415555{n:04d}" for n in range(200, 212)]
-    keys = {number: caller_key(number, PHONE_HASH_KEY.encode()) for number in numbers}
+    keys = {number: key_for(number) for number in numbers}
     start = vault_head(server.vault)
 
     def add(number: str) -> httpx.Response:

@@ -12,13 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from server.phone import caller_key
 from tests.conftest import (
     AGENT_NUMBER,
     FIXTURES,
     MARIA,
     OTHER,
-    PHONE_HASH_KEY,
     LiveServer,
     commits_since,
     elevenlabs_signature,
@@ -27,14 +25,13 @@ from tests.conftest import (
     vault_head,
     vault_snapshot,
 )
+from tests.live_helpers import MARIA_KEY, OTHER_KEY
 
 RAW = (FIXTURES / "post_call_transcription.json").read_bytes()
 CONV = "conv_8901k5zvyjhmfg983brhmhkd98n6"
 SUMMARY = "Maria asked the agent to remember a penicillin allergy."
 # data.metadata.start_time_unix_secs 1764457163 is 2025-11-29 22:59:23 UTC (TIMEZONE is UTC).
 CALL_LINE = f"- 2025-11-29 22:59 · {SUMMARY} ({CONV})"
-MARIA_KEY = caller_key(MARIA, PHONE_HASH_KEY.encode())
-OTHER_KEY = caller_key(OTHER, PHONE_HASH_KEY.encode())
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 OTHER_FILE = f"callers/{OTHER_KEY[:12]}.md"
 

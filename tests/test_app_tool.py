@@ -8,12 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from server.phone import caller_key
 from tests.conftest import (
     AGENT_NUMBER,
     MARIA,
     OTHER,
-    PHONE_HASH_KEY,
     WEBHOOK_SECRET,
     LiveServer,
     commits_since,
@@ -23,9 +21,8 @@ from tests.conftest import (
     vault_head,
     vault_snapshot,
 )
+from tests.live_helpers import MARIA_KEY, OTHER_KEY
 
-MARIA_KEY = caller_key(MARIA, PHONE_HASH_KEY.encode())
-OTHER_KEY = caller_key(OTHER, PHONE_HASH_KEY.encode())
 FACT = "Prefers to be called Mike"
 
 

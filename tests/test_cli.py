@@ -15,7 +15,6 @@ from tests.conftest import (
     AGENT_NUMBER,
     MARIA,
     OTHER,
-    PHONE_HASH_KEY,
     LiveServer,
     commits_since,
     elevenlabs_signature,
@@ -24,8 +23,8 @@ from tests.conftest import (
     vault_head,
     vault_snapshot,
 )
+from tests.live_helpers import MARIA_KEY, key_for
 
-MARIA_KEY = caller_key(MARIA, PHONE_HASH_KEY.encode())
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 COMMANDS = ["serve", "note", "remember", "show", "preview", "hash", "import-seed", "doctor"]
 
@@ -76,9 +75,7 @@ def test_hash_prints_the_keyed_caller_key(tmp_path: Path) -> None:
     assert ok(run_cli(vault, "hash", MARIA)) == MARIA_KEY + "\n"
     assert ok(run_cli(vault, "hash", "+1 (415) 555-0123")) == MARIA_KEY + "\n"
     assert ok(run_cli(vault, "hash", "(415) 555-0123", DEFAULT_REGION="US")) == MARIA_KEY + "\n"
-    assert ok(run_cli(vault, "hash", "020 7183 8750", DEFAULT_REGION="GB")) == (
-        caller_key(OTHER, PHONE_HASH_KEY.encode()) + "\n"
-    )
+    assert ok(run_cli(vault, "hash", "020 7183 8750", DEFAULT_REGION="GB")) == (key_for(OTHER) + "\n")
     other_key = ok(run_cli(vault, "hash", MARIA, PHONE_HASH_KEY="another-phone-hash-key")).strip()
     assert other_key == caller_key(MARIA, b"another-phone-hash-key") != MARIA_KEY
     for withheld in ("anonymous", "", "client:alice", "+266696687", "+1234"):

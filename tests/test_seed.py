@@ -12,12 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.phone import caller_key
 from tests.conftest import (
     ADMIN_KEY,
     AGENT_NUMBER,
     FIXTURES,
-    PHONE_HASH_KEY,
     commits_since,
     elevenlabs_signature,
     git,
@@ -25,6 +23,7 @@ from tests.conftest import (
     vault_head,
     vault_snapshot,
 )
+from tests.live_helpers import key_for
 
 CALLERS = 1000
 BASE = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -179,7 +178,7 @@ def test_an_imported_caller_is_recognised_and_upgraded_to_the_keyed_hash(
     assert import_seed(vault, seed_dir).returncode == 0
     i = 62  # named, with facts and a note
     c, e164 = expected(i), number(i)
-    old, new = c["phone_hash"], caller_key(e164, PHONE_HASH_KEY.encode())
+    old, new = c["phone_hash"], key_for(e164)
     path = vault / f"callers/{old[:12]}.md"
     server = server_factory(vault)
     auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -239,7 +238,7 @@ def test_an_imported_caller_is_recognised_and_upgraded_to_the_keyed_hash(
     response = server.client.post(
         "/webhook/post-call", content=body, headers={"ElevenLabs-Signature": elevenlabs_signature(body)}
     )
-    keyed = caller_key(number(j), PHONE_HASH_KEY.encode())
+    keyed = key_for(number(j))
     assert response.json() == {"status": "saved", "caller": keyed[:12]}
     other = (vault / f"callers/{expected(j)['phone_hash'][:12]}.md").read_text()
     assert frontmatter_and_sections(other)[0]["phone_hash"] == keyed
