@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, Router, delete, get, post
+from litestar import Litestar, Request, Response, Router, asgi, delete, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import (
@@ -31,6 +31,7 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Receive, Scope, Send
 
 from server import phone
 from server.compose import BUILTINS, compose, defaults
@@ -206,17 +207,73 @@ def _json(content: Any, status: int = 200) -> Response[bytes]:
 # -- ElevenLabs ------------------------------------------------------------------------------------
 
 
-@post("/webhook/personalize", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT)
-async def personalize(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _webhook_auth_fails(scope: Scope, secret: str | None) -> bool:
+    """Whether a request lacks `WEBHOOK_SECRET` (as a Bearer token or `X-Webhook-Secret`) when one is set."""
+    if secret is None:
+        return False
+    scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
+    return not (_same(bearer or None, secret) or _same(_header(scope, b"x-webhook-secret"), secret))
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it is known to exceed `limit` bytes."""
+    length = _header(scope, b"content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""  # the client went away; nothing will read the answer
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(send: Send, status: int, content: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _error(status: int, detail: str) -> bytes:
+    return _encoder.encode({"status_code": status, "detail": detail})
+
+
+@asgi("/webhook/personalize", copy_scope=False)
+async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
     """ElevenLabs' conversation-initiation webhook: who is calling and what the agent should know.
 
-    The body (`caller_id`, `agent_id`, `called_number`, `call_sid`, `conversation_id`, unknown keys
-    ignored) is read by hand, so that no body, however wrong, can fail the call: always 200.
+    A bare ASGI route: it is the hot path, and it needs none of Litestar's per-request machinery
+    (signature model, `Request`, response object). The body (`caller_id`, `agent_id`,
+    `called_number`, `call_sid`, `conversation_id`, unknown keys ignored) is read by hand, so that no
+    body, however wrong, can fail the call: always 200, but for a wrong secret or an oversized body.
     """
-    service = _service(state)
-    # Checked here rather than by a guard: this is the hot path, and a guard costs a copy per call.
-    require_webhook_secret(request, service.settings, open_if_unset=True)
-    body = await request.body()
+    if scope["method"] != "POST":
+        await _send(send, 405, _error(405, "Method Not Allowed"), ((b"allow", b"POST"),))
+        return
+    state = scope["app"].state
+    service: Service = state.service
+    if _webhook_auth_fails(scope, service.settings.webhook_secret):
+        await _send(send, 401, _error(401, "missing or wrong webhook secret"))
+        return
+    body = await _read_body(scope, receive, WEBHOOK_BODY_LIMIT)
+    if body is None:
+        await _send(send, 413, _error(413, "Request Entity Too Large"), ((b"connection", b"close"),))
+        return
     started = time.perf_counter()
     now = dt.datetime.now(dt.UTC)
     who: Identity | None = None
@@ -233,9 +290,9 @@ async def personalize(request: Request[Any, Any, Any], state: State) -> Response
     except Exception:
         log.exception("personalize failed; answering with defaults")
         content = _defaults(service, now)
+    await _send(send, 200, content)
     if who is not None:
         service.memory.note_call(who, call_sid)  # recorded in the background, after the answer
-    return Response(content, status_code=200, media_type="application/json")
 
 
 @post("/webhook/post-call", status_code=200, request_max_body_size=POST_CALL_BODY_LIMIT)

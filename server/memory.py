@@ -190,7 +190,8 @@ class Memory:
         done = asyncio.get_running_loop().create_future()
         self._in_flight.update(dict.fromkeys(paths, done))
         try:
-            return await self._apply_and_commit(changes, lines, source, progress, derived or {})
+            # Not `derived or {}`: the changes fill the caller's (still empty) dict as they run.
+            return await self._apply_and_commit(changes, lines, source, progress, {} if derived is None else derived)
         finally:
             for relpath in paths:
                 if self._in_flight.get(relpath) is done:

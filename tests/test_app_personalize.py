@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +274,24 @@ def test_webhook_secret_is_required_when_set(server: LiveServer) -> None:
         assert_valid_answer(response.json(), soul_vars)
     wait_until(lambda: recorded(server, NEW_NUMBER, 2), what="both authorised calls to be recorded")
     assert caller_files(server.vault) == {f"{key_for(NEW_NUMBER)[:12]}.md"}, "a refused call records nothing"
+
+
+def test_the_bare_route_speaks_http_like_the_others(server: LiveServer) -> None:
+    # The route reads its body and writes its answer by hand: methods, chunked bodies and limits.
+    got = server.client.get("/webhook/personalize")
+    assert (got.status_code, got.headers["allow"], got.json()["status_code"]) == (405, "POST", 405)
+
+    def chunks(total: int) -> Iterator[bytes]:
+        yield b'{"caller_id": "'
+        for _ in range(total // 1000):
+            yield b"1" * 1000
+        yield b'"}'
+
+    headers = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
+    chunked = server.client.post("/webhook/personalize", content=chunks(10_000), headers=headers)
+    assert chunked.status_code == 200 and chunked.json()["dynamic_variables"]["caller_known"] is False
+    too_big = server.client.post("/webhook/personalize", content=chunks(70_000), headers=headers)
+    assert too_big.status_code == 413 and too_big.json()["detail"]
 
 
 @pytest.mark.parametrize(

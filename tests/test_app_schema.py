@@ -26,7 +26,8 @@ def live(tmp_path_factory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-d
 def test_no_generated_request_gets_a_server_error(live: LiveServer) -> None:
     schema = schemathesis.openapi.from_url(f"{live.url}/schema/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/webhook/personalize", "/api/memory/{caller}", "/api/notes"}
+    # The personalize webhook is a bare ASGI route, outside the schema; test_app_fuzz fuzzes it.
+    assert {op.path for op in operations} >= {"/webhook/post-call", "/api/memory/{caller}", "/api/notes"}
     seen: dict[str, set[int]] = {}
     for operation in operations:
 
@@ -37,8 +38,6 @@ def test_no_generated_request_gets_a_server_error(live: LiveServer) -> None:
                 response = case.call(base_url=live.url, headers=auth)
                 assert response.status_code < 500, (case.method, case.path, response.status_code, response.text)
                 seen.setdefault(f"{case.method} {case.path}", set()).add(response.status_code)
-                if case.path == "/webhook/personalize":
-                    assert response.status_code in (200, 401, 413)
 
         call()
     assert len(seen) == len(operations), "every operation was exercised"
