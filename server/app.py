@@ -399,6 +399,9 @@ def health(state: State) -> dict[str, Any]:
         "git_lock_recoveries": git.lock_recoveries,
         "pending_writes": git.pending,
         "pending_calls": service.memory.pending_calls,
+        # The worker process (git and call recording off the event loop); without it, both run in process.
+        "worker_alive": service.worker is not None and service.worker.alive,
+        "worker_restarts": service.worker.restarts if service.worker is not None else 0,
         "ready_seconds": round(service.ready_seconds, 3),
     }
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.worker import Worker, WorkerError, WorkerGone
+
 log = logging.getLogger("memory_bridge.git")
 
 SOURCES = ("api", "webhook", "tool", "cli", "hand-edit")
@@ -72,6 +74,7 @@ class GitWriter:
         self._failed: dict[str, list[str]] = {}
         # Files a person changed whose hand-edit commit is still waiting for its quiet period.
         self.hand_edits: set[str] = set()
+        self._worker: Worker | None = None
         # Identity and config from us alone: no global or system git config can change behaviour.
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
@@ -112,19 +115,8 @@ class GitWriter:
     async def _run(self, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, str]:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
-            proc = await asyncio.create_subprocess_exec(
-                *self._args(*args),
-                env=self._env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                # Its own process group: a Ctrl+C meant for the server must not kill a commit half-way.
-                # (Unlike a new session, this still lets Python spawn with vfork: a fork of a big
-                # process would stall the event loop for milliseconds.)
-                process_group=0,
-            )
-            out, err = await proc.communicate()
+            code, out, err = await self._spawn(self._args(*args))
             text = (err or out).decode(errors="replace").strip()
-            code = proc.returncode or 0
             if code in ok or (args[0] == "add" and _only_ignored(text)):
                 return code, out.decode(errors="replace")
             if "index.lock" in text and time.monotonic() < deadline:
@@ -132,6 +124,28 @@ class GitWriter:
                 await asyncio.sleep(0.05)
                 continue
             raise GitError(f"git {args[0]} failed: {text}")
+
+    async def _spawn(self, argv: list[str]) -> tuple[int, bytes, bytes]:
+        if self._worker is not None:
+            # Started by the worker process: forking the server itself would stall its calls.
+            try:
+                ran = await self._worker.run(argv, self._env)
+                return ran.returncode, ran.stdout, ran.stderr
+            except WorkerGone as exc:
+                log.warning("running git in process: %s", exc)
+            except WorkerError as exc:  # the worker could not start git at all
+                raise GitError(str(exc)) from None
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env=self._env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            # Its own process group: a Ctrl+C meant for the server must not kill a commit half-way.
+            # (Unlike a new session, this still lets Python spawn with vfork.)
+            process_group=0,
+        )
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out, err
 
     def _recover_lock(self) -> None:
         # Only this writer runs git in the vault, so a lock that has not moved for a while was left
@@ -215,8 +229,9 @@ class GitWriter:
 
     # -- the writer task -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the writer task."""
+    async def start(self, worker: Worker | None = None) -> None:
+        """Start the writer task; with a `worker`, git runs in that process."""
+        self._worker = worker
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._loop(), name="git-writer")
 

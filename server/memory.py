@@ -13,7 +13,9 @@ import datetime as dt
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -24,7 +26,8 @@ from server.index import Index
 from server.phone import CallerId
 from server.records import Caller
 from server.seed import Seed, SeedMemory, SeedNote, SeedSession
-from server.vault import Vault
+from server.vault import Loaded, Vault
+from server.worker import Worker, WorkerError, WorkerGone
 
 log = logging.getLogger("memory_bridge.memory")
 
@@ -45,6 +48,8 @@ _PROTECTED_KEYS = {
 _RECENT_CALLS = 10_000
 # Callers recorded per commit by the call recorder, and files between two yields to the event loop.
 _RECORD_BATCH = 200
+# A recorded call whose file was just moved or removed by hand is tried again after this long.
+_GONE_RETRY_SECONDS = 1.0
 _SLICE = 5
 
 # A change to one file: its current text (None if missing) to its new text (None: leave it).
@@ -81,10 +86,15 @@ class Memory:
         # Calls answered but not yet recorded: caller key -> (who, how many calls).
         self._pending_calls: dict[str, tuple[Identity, int]] = {}
         self._calls_waiting = asyncio.Event()
+        # Calls whose caller's file was moved or removed as they were recorded, to be tried again.
+        self._moved: dict[str, tuple[Identity, int]] = {}
+        self._recording = 0  # calls in the batch being written and committed now
         self._stopping = asyncio.Event()
         self._recorder_task: asyncio.Task[None] | None = None
         # Files written but not yet committed, with the future their commit resolves.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
+        # The worker process that rewrites files for recorded calls (the server's); None: in process.
+        self._worker: Worker | None = None
 
     # -- identity (pure lookups; the call path) -----------------------------------------------
 
@@ -168,7 +178,6 @@ class Memory:
         lines: list[str],
         source: str,
         progress: Callable[[int, int], None] | None = None,
-        derived: dict[str, tuple[str, Caller]] | None = None,
     ) -> list[str]:
         """Apply changes to files, then commit them together and update the index.
 
@@ -176,7 +185,36 @@ class Memory:
         or None for "nothing to do". The current bytes are read under the edit lock, at write time,
         so a person's edit is never overwritten. Returns the files that changed.
         """
-        paths = [relpath for relpath, _ in changes]
+        async with self._writing([relpath for relpath, _ in changes]):
+            written: list[tuple[str, str, str, int]] = []
+            refused: list[WriteError] = []
+            async with self._edit_lock:
+                for n, (relpath, change) in enumerate(changes, 1):
+                    try:
+                        result = self.vault.update(relpath, change)
+                    except WriteError as exc:
+                        refused.append(exc)  # one refused file never holds back the rest of a batch
+                        log.warning("%s: %s", relpath, exc)
+                        continue
+                    if result is not None:
+                        written.append((relpath, *result, self.vault.next_seq()))
+                    if progress is not None:
+                        progress(n, len(changes))
+                    if len(changes) > 1:
+                        await asyncio.sleep(0)  # a big batch must not hold up calls
+            await self._commit_and_index(
+                [relpath for relpath, *_ in written],
+                lines,
+                source,
+                lambda: [(relpath, self.vault.loaded(relpath, text, sha), seq) for relpath, text, sha, seq in written],
+            )
+            if refused and len(changes) == 1:
+                raise refused[0]
+            return [relpath for relpath, *_ in written]
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, paths: list[str]) -> AsyncIterator[None]:
+        """The write path's hold on `paths`, from before their change until their commit is indexed."""
         for n, relpath in enumerate(paths, 1):
             if relpath in self.git.hand_edits or self._edited_behind_our_back(relpath):
                 # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
@@ -190,51 +228,30 @@ class Memory:
         done = asyncio.get_running_loop().create_future()
         self._in_flight.update(dict.fromkeys(paths, done))
         try:
-            # Not `derived or {}`: the changes fill the caller's (still empty) dict as they run.
-            return await self._apply_and_commit(changes, lines, source, progress, {} if derived is None else derived)
+            yield
         finally:
             for relpath in paths:
                 if self._in_flight.get(relpath) is done:
                     del self._in_flight[relpath]
             done.set_result(None)
 
-    async def _apply_and_commit(
+    async def _commit_and_index(
         self,
-        changes: list[tuple[str, Change]],
+        paths: list[str],
         lines: list[str],
         source: str,
-        progress: Callable[[int, int], None] | None,
-        derived: dict[str, tuple[str, Caller]],
-    ) -> list[str]:
-        written: list[tuple[str, str, str, int]] = []
-        refused: list[WriteError] = []
-        async with self._edit_lock:
-            for n, (relpath, change) in enumerate(changes, 1):
-                try:
-                    result = self.vault.update(relpath, change)
-                except WriteError as exc:
-                    refused.append(exc)  # one refused file never holds back the rest of a batch
-                    log.warning("%s: %s", relpath, exc)
-                    continue
-                if result is not None:
-                    written.append((relpath, *result, self.vault.next_seq()))
-                if progress is not None:
-                    progress(n, len(changes))
-                if len(changes) > 1:
-                    await asyncio.sleep(0)  # a big batch must not hold up calls
-        if written:
-            try:
-                await self.git.commit([relpath for relpath, *_ in written], lines, source)
-            finally:
-                for n, (relpath, text, sha, seq) in enumerate(written, 1):
-                    known = derived.get(relpath)
-                    record = known[1] if known is not None and known[0] == text else None
-                    self.index.apply(relpath, self.vault.loaded(relpath, text, sha, record), seq)
-                    if n % _SLICE == 0:
-                        await asyncio.sleep(0)
-        if refused and len(changes) == 1:
-            raise refused[0]
-        return [relpath for relpath, *_ in written]
+        entries: Callable[[], list[tuple[str, Loaded, int]]],
+    ) -> None:
+        """Commit written files, then put what was written (`entries()`, after the commit) in the index."""
+        if not paths:
+            return
+        try:
+            await self.git.commit(paths, lines, source)
+        finally:
+            for n, (relpath, loaded, seq) in enumerate(entries(), 1):
+                self.index.apply(relpath, loaded, seq)
+                if n % _SLICE == 0:
+                    await asyncio.sleep(0)
 
     def _edited_behind_our_back(self, relpath: str) -> bool:
         """Whether the file on disk differs from what the index (and this process) last saw."""
@@ -272,8 +289,9 @@ class Memory:
 
     @property
     def pending_calls(self) -> int:
-        """Calls answered and not yet recorded."""
-        return sum(calls for _, calls in self._pending_calls.values())
+        """Calls answered and not yet recorded (queued, being written, or waiting to be tried again)."""
+        waiting = itertools.chain(self._pending_calls.values(), self._moved.values())
+        return self._recording + sum(calls for _, calls in waiting)
 
     async def record_calls(self, limit: int | None = None) -> int:
         """Record queued calls now (up to `limit` callers, in one commit); returns how many callers."""
@@ -282,43 +300,83 @@ class Memory:
         else:
             keys = list(itertools.islice(self._pending_calls, limit))
             batch = {key: self._pending_calls.pop(key) for key in keys}
+        calls = sum(count for _, count in batch.values())
+        self._recording += calls
+        try:
+            await self._record(batch)
+        finally:
+            self._recording -= calls
+        return len(batch)
+
+    async def _record(self, batch: dict[str, tuple[Identity, int]]) -> None:
         today = self.today()
-        changes: list[tuple[str, Change]] = []
-        lines = []
-        derived: dict[str, tuple[str, Caller]] = {}
+        jobs = []
         for key, (who, calls) in batch.items():
             relpath, in_file = self._caller_file(key, who.legacy)
-            changes.append((relpath, self._count_calls(relpath, who, in_file, calls, today, derived)))
-            lines.append(f"call from {phone.short(key)}" + (f" ({calls} calls)" if calls > 1 else ""))
-        if changes:
-            await self._write_many(changes, lines, "webhook", derived=derived)
-        return len(changes)
+            stored = who.caller_id.e164 if self.settings.store_phone_numbers else None
+            jobs.append(CallsToRecord(relpath, key, calls, today, stored, self.index.caller_path(in_file) is None))
+        if not jobs:
+            return
+        async with self._writing([job.relpath for job in jobs]):
+            results = await self._count_calls(jobs)
+            seqs = [self.vault.next_seq() for _ in results]
+            written = []
+            for job, result, seq in zip(jobs, results, seqs, strict=True):
+                if result.error is not None:
+                    log.warning("%s: cannot record the call: %s", result.relpath, result.error)
+                elif result.gone:
+                    # Moved or removed by hand just now: counted once the watcher has seen where it went.
+                    self._moved[job.key] = batch[job.key]
+                    asyncio.get_running_loop().call_later(_GONE_RETRY_SECONDS, self._requeue_moved)
+                elif result.digest is not None:
+                    line = f"call from {phone.short(job.key)}" + (f" ({job.calls} calls)" if job.calls > 1 else "")
+                    written.append((line, result, seq))
+            await self._commit_and_index(
+                [result.relpath for _, result, _ in written],
+                [line for line, _, _ in written],
+                "webhook",
+                lambda: [(result.relpath, _loaded(result), seq) for _, result, seq in written],
+            )
 
-    def _count_calls(
-        self, relpath: str, who: Identity, in_file: str, calls: int, today: str, derived: dict[str, tuple[str, Caller]]
-    ) -> Change:
-        key, e164 = who.key or "", who.caller_id.e164
+    def _requeue_moved(self) -> None:
+        moved, self._moved = self._moved, {}
+        for key, (who, calls) in moved.items():
+            queued = self._pending_calls.get(key)
+            self._pending_calls[key] = (who, calls + (queued[1] if queued else 0))
+        if moved:
+            self._calls_waiting.set()
 
-        def change(text: str | None) -> str:
-            if text is None:
-                text = self._new_caller(key, e164)
-            current = _parse_or_refuse(text)  # the one parse a recorded call costs
-            text = self._upgrade(text, key, in_file)
-            props: dict[str, object] = {
-                "call_count": current.call_count + calls,
-                "last_call": dt.date.fromisoformat(today),
-            }
-            if not current.first_call:
-                props["first_call"] = dt.date.fromisoformat(today)
-            if self.settings.store_phone_numbers:
-                props["phone"] = e164
-            text = vault.set_properties(text, props)
-            # Only these keys changed, so the index's record follows without parsing the file again.
-            fields = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in props.items() if k != "phone"}
-            derived[relpath] = (text, msgspec.structs.replace(current, phone_hash=key, **fields))
-            return text
+    async def _count_calls(self, jobs: list[CallsToRecord]) -> list[Recorded]:
+        """Rewrite the callers' files, in the worker process if there is one, else here."""
+        if self._worker is None:
+            return [await _yielding(record_in_file(self.vault, job)) for job in jobs]
+        paths = [job.relpath for job in jobs]
+        before = {path: state.digest if (state := self.index.files.get(path)) else None for path in paths}
+        self.vault.claim(paths)
+        try:
+            try:
+                raw = await self._worker.call("record_calls", str(self.vault.root), _jobs_encoder.encode(jobs))
+                results = _results_decoder.decode(raw)
+            except (WorkerGone, WorkerError) as exc:
+                log.warning("recording calls in process: %s", exc)
+                results = [await _yielding(self._recount(job, before[job.relpath])) for job in jobs]
+            for result in results:
+                if result.digest is not None:
+                    self.vault.note_own_write(result.relpath, result.digest)
+            return results
+        finally:
+            self.vault.release(paths)
 
-        return change
+    def _recount(self, job: CallsToRecord, before: str | None) -> Recorded:
+        # The worker failed or died during the batch: a file it already rewrote is taken as it is now (counting
+        # its calls again would count them twice); the others are rewritten here.
+        now = self.vault.digest_of(job.relpath)
+        if now is None or now == before:
+            return record_in_file(self.vault, job)
+        loaded = self.vault.load(job.relpath)
+        if loaded is None or not isinstance(loaded.record, Caller):
+            return Recorded(job.relpath, error=loaded.error if loaded else "the file is gone")
+        return Recorded(job.relpath, loaded.digest, loaded.stat, loaded.record)
 
     async def _recorder(self) -> None:
         loop = asyncio.get_running_loop()
@@ -336,8 +394,9 @@ class Memory:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 3 * (loop.time() - started))
 
-    async def start(self) -> None:
-        """Start the call recorder."""
+    async def start(self, worker: Worker | None = None) -> None:
+        """Start the call recorder; with a `worker`, calls are recorded in that process."""
+        self._worker = worker
         self._stopping.clear()
         self._recorder_task = asyncio.create_task(self._recorder(), name="call-recorder")
 
@@ -348,7 +407,11 @@ class Memory:
         if self._recorder_task is not None:
             await self._recorder_task
             self._recorder_task = None
+        self._requeue_moved()
         await self.record_calls()
+        if self._moved:
+            lost = sum(calls for _, calls in self._moved.values())
+            log.warning("%d call(s) not counted: their callers' files were moved or removed while stopping", lost)
 
     async def add_fact(
         self, key: str, fact: str, source: str, *, e164: str | None = None, legacy: str | None = None
@@ -449,13 +512,14 @@ class Memory:
         relpath = self.index.caller_path(key)
         if relpath is None:
             return False
-        async with self._edit_lock:
-            self.vault.delete(relpath)
-            seq = self.vault.next_seq()
-        try:
-            await self.git.commit([relpath], f"forget caller {phone.short(key)}", source)
-        finally:
-            self.index.apply(relpath, None, seq)
+        async with self._writing([relpath]):
+            async with self._edit_lock:
+                self.vault.delete(relpath)
+                seq = self.vault.next_seq()
+            try:
+                await self.git.commit([relpath], f"forget caller {phone.short(key)}", source)
+            finally:
+                self.index.apply(relpath, None, seq)
         return True
 
     # -- the predecessor's data ----------------------------------------------------------------
@@ -537,6 +601,96 @@ class Memory:
             return text
 
         return change
+
+
+class CallsToRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One caller's answered calls, to be counted in their file (in the worker process, or here)."""
+
+    relpath: str
+    key: str
+    calls: int
+    today: str
+    phone: str | None  # the number to keep in the file (STORE_PHONE_NUMBERS), else None
+    create: bool  # a new caller: create the file; else it must still be there
+
+
+class Recorded(msgspec.Struct, frozen=True, array_like=True):
+    """What counting one caller's calls did: the file's new digest, stat and record, or an error."""
+
+    relpath: str
+    digest: str | None = None  # None: nothing was written
+    stat: int = 0
+    record: Caller | None = None
+    error: str | None = None
+    gone: bool = False  # the caller's file was moved or removed since the index saw it
+
+
+class _FileGone(Exception):
+    pass
+
+
+_jobs_encoder = msgspec.msgpack.Encoder()
+_jobs_decoder = msgspec.msgpack.Decoder(list[CallsToRecord])
+_results_decoder = msgspec.msgpack.Decoder(list[Recorded])
+
+
+def record_in_file(vault_: Vault, job: CallsToRecord) -> Recorded:
+    """Count a caller's calls in their file (created if new): call_count, first_call, last_call.
+
+    The file is parsed once; the new record is derived from that parse, since only these keys change.
+    """
+    derived: list[tuple[str, Caller]] = []
+
+    def change(text: str | None) -> str:
+        if text is None:
+            if not job.create:
+                raise _FileGone
+            text = vault.new_caller_text(job.key, phone=job.phone)
+        current = _parse_or_refuse(text)
+        today = dt.date.fromisoformat(job.today)
+        props: dict[str, object] = {"call_count": current.call_count + job.calls, "last_call": today}
+        if current.phone_hash != job.key:
+            # A caller imported with the predecessor's plain SHA-256 gets the keyed hash (SPEC §7).
+            props = {"phone_hash": job.key, **props}
+        if not current.first_call:
+            props["first_call"] = today
+        if job.phone is not None:
+            props["phone"] = job.phone
+        text = vault.set_properties(text, props)
+        fields = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in props.items() if k != "phone"}
+        derived.append((text, msgspec.structs.replace(current, **fields)))
+        return text
+
+    try:
+        result = vault_.update(job.relpath, change)
+    except _FileGone:
+        return Recorded(job.relpath, gone=True)
+    except (WriteError, vault.VaultFileError) as exc:
+        return Recorded(job.relpath, error=str(exc))
+    if result is None:
+        return Recorded(job.relpath)
+    text, sha = result
+    record = derived[-1][1] if derived[-1][0] == text else vault.parse_caller(text)
+    return Recorded(job.relpath, sha, vault_.stat(job.relpath) or 0, record)
+
+
+def record_batch(root: str, jobs: bytes) -> bytes:
+    """`record_in_file` for each of a batch of jobs (the worker process's side); msgpack in and out."""
+    vault_ = Vault(Path(root))
+    return _jobs_encoder.encode([record_in_file(vault_, job) for job in _jobs_decoder.decode(jobs)])
+
+
+def _loaded(result: Recorded) -> Loaded:
+    return Loaded(result.relpath, "caller", result.digest or "", result.stat, record=result.record)
+
+
+_T = TypeVar("_T")
+
+
+async def _yielding(value: _T) -> _T:
+    # One file's worth of work between two turns of the event loop: calls come first.
+    await asyncio.sleep(0)
+    return value
 
 
 def _intact(change: Change) -> Change:

@@ -17,6 +17,7 @@ from server.index import Index
 from server.memory import Memory
 from server.vault import Vault
 from server.watcher import Watcher
+from server.worker import Worker
 
 log = logging.getLogger("memory_bridge")
 
@@ -30,11 +31,16 @@ class Service:
     watcher: Watcher
     started_at: float
     ready_seconds: float = 0.0
+    worker: Worker | None = None
 
     async def start(self, watch: bool = True) -> None:
-        """Start the git writer and, for the server, the watcher."""
-        await self.memory.git.start()
-        await self.memory.start()
+        """Start the git writer and, for the server, the worker process and the watcher."""
+        if watch:
+            # The server's calls come first: its git commands and call recording run in a worker.
+            self.worker = Worker()
+            await self.worker.start()
+        await self.memory.git.start(self.worker)
+        await self.memory.start(self.worker)
         if watch:
             await self.watcher.start()
         self.ready_seconds = time.monotonic() - self.started_at
@@ -44,6 +50,8 @@ class Service:
         await self.watcher.stop()
         await self.memory.stop()
         await self.memory.git.stop()
+        if self.worker is not None:
+            await self.worker.stop()
         cache.save(self.memory.vault.root, self.watcher.snapshot())
 
 

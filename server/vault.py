@@ -409,6 +409,9 @@ class Vault:
         self.root = root.resolve()
         # relpath -> digest of the bytes this process last wrote there (its own writes).
         self._written: dict[str, str] = {}
+        # Files the worker process is rewriting for this one right now: whatever is on disk there
+        # is in flux until the write path takes the worker's answer.
+        self._claimed: set[str] = set()
         self._seq = 0
 
     # -- layout --------------------------------------------------------------------------------
@@ -569,6 +572,22 @@ class Vault:
     def forget_own_write(self, relpath: str) -> None:
         """Stop recognising the bytes this process last wrote to `relpath` as its own."""
         self._written.pop(relpath, None)
+
+    def note_own_write(self, relpath: str, sha: str) -> None:
+        """Recognise these bytes at `relpath` as this process's own (the worker wrote them for it)."""
+        self._written[relpath] = sha
+
+    def claim(self, relpaths: list[str]) -> None:
+        """Mark files the worker process is about to rewrite; `is_claimed` until `release`."""
+        self._claimed.update(relpaths)
+
+    def release(self, relpaths: list[str]) -> None:
+        """The worker is done with these files."""
+        self._claimed.difference_update(relpaths)
+
+    def is_claimed(self, relpath: str) -> bool:
+        """Whether the worker process is rewriting this file right now."""
+        return relpath in self._claimed
 
     def is_own_write(self, relpath: str, sha: str) -> bool:
         """Whether these bytes are exactly what this process last wrote to `relpath`."""

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
+from typing import Any
 
 import watchfiles
 
@@ -29,6 +30,7 @@ log = logging.getLogger("memory_bridge.watcher")
 _SLICE = 20
 # The reconcile scan only stats files it has no reason to read (~3 µs each): a larger slice.
 _SCAN_SLICE = 250
+_BUSY_RETRY_SECONDS = 0.02
 
 
 class Watcher:
@@ -44,7 +46,7 @@ class Watcher:
         self.reconcile_seconds = reconcile_seconds
         self.heartbeat: float | None = None
         self._pending: dict[str, asyncio.TimerHandle] = {}
-        self._commits: set[asyncio.Task[None]] = set()
+        self._background_tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
@@ -52,13 +54,16 @@ class Watcher:
     # -- loading -------------------------------------------------------------------------------
 
     def refresh(self, relpath: str, *, own_pending: bool = True) -> str:
-        """Re-read one file into the index. Returns "own", "same", "changed" or "ignored".
+        """Re-read one file into the index. Returns "own", "same", "changed", "busy" or "ignored".
 
         With `own_pending`, bytes this process wrote are left to the write path that wrote them,
         which indexes them once they are committed (at start-up there is no such write path).
+        "busy": the worker process is rewriting the file for the write path; look again later.
         """
         if kind_of(relpath) == "other":
             return "ignored"
+        if own_pending and self.vault.is_claimed(relpath):
+            return "busy"
         seq = self.vault.next_seq()
         state = self.index.files.get(relpath)
 
@@ -137,8 +142,8 @@ class Watcher:
             handle.cancel()
             await self._commit_hand_edit(relpath)
         self._pending.clear()
-        if self._commits:
-            await asyncio.gather(*self._commits, return_exceptions=True)
+        if self._background_tasks:
+            await asyncio.gather(*self._background_tasks, return_exceptions=True)
 
     @property
     def alive(self) -> bool:
@@ -180,11 +185,28 @@ class Watcher:
                 continue
             relpaths.add(relpath)
             relpaths.update(self._inside(relpath))
+        busy = []
         for n, relpath in enumerate(sorted(relpaths)):
-            if self.refresh(relpath) == "changed":
+            outcome = self.refresh(relpath)
+            if outcome == "changed":
                 self._schedule_commit(relpath)
+            elif outcome == "busy":
+                busy.append(str(self.vault.root / relpath))
             if n % _SLICE == _SLICE - 1:
                 await asyncio.sleep(0)
+        if busy:
+            # A person may have saved the file while the worker rewrote it: look once it is done.
+            self._background(self._look_again(busy))
+
+    async def _look_again(self, paths: list[str]) -> None:
+        await asyncio.sleep(_BUSY_RETRY_SECONDS)
+        if not self._stop.is_set():  # at stop, the next start's check of uncommitted files has it
+            await self.handle(paths)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
 
     def _inside(self, relpath: str) -> list[str]:
         """The files an event on a folder stands for, if `relpath` is (or was) a folder.
@@ -218,9 +240,7 @@ class Watcher:
 
     def _fire(self, relpath: str) -> None:
         self._pending.pop(relpath, None)
-        task = asyncio.create_task(self._commit_hand_edit(relpath))
-        self._commits.add(task)
-        task.add_done_callback(self._commits.discard)
+        self._background(self._commit_hand_edit(relpath))
 
     async def _commit_hand_edit(self, relpath: str) -> None:
         state = self.index.files.get(relpath)

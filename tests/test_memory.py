@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from server import vault
 from server.service import open_service
+from server.worker import WorkerGone
 from tests.conftest import MARIA, OTHER, git, make_settings
 from tests.live_helpers import caller_md, key_for
 
@@ -22,7 +26,8 @@ LEGACY = (
 
 
 @pytest.mark.anyio
-async def test_recorded_calls_index_what_the_files_say(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", [True, False], ids=["worker process", "in process"])
+async def test_recorded_calls_index_what_the_files_say(tmp_path: Path, server: bool) -> None:
     root = tmp_path / "vault"
     open_service(make_settings(root))
     (root / "callers" / "maria.md").write_text(caller_md(MARIA), encoding="utf-8")
@@ -30,7 +35,8 @@ async def test_recorded_calls_index_what_the_files_say(tmp_path: Path) -> None:
     (root / "callers" / "legacy.md").write_text(LEGACY, encoding="utf-8")
     service = open_service(make_settings(root))
     memory = service.memory
-    await service.start(watch=False)
+    await service.start(watch=server)  # the server records calls in its worker process; the CLI in its own
+    assert (service.worker is not None) == server
     try:
         numbers = [MARIA, MARIA, "+14155550777", "+14155550888", OTHER]  # OTHER is new
         for number in numbers:
@@ -50,3 +56,71 @@ async def test_recorded_calls_index_what_the_files_say(tmp_path: Path) -> None:
     assert "unknown_key: kept" in (root / "callers" / "odd.md").read_text(encoding="utf-8")
     message = git(root, "log", "-1", "--format=%B").rstrip("\n")
     assert message.startswith("4 changes\n") and "(2 calls)" in message and message.endswith("\n\nSource: webhook")
+
+
+@pytest.mark.anyio
+async def test_a_worker_dying_mid_batch_counts_each_call_once(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    open_service(make_settings(root))
+    (root / "callers" / "maria.md").write_text(caller_md(MARIA), encoding="utf-8")
+    service = open_service(make_settings(root))
+    await service.start()
+    worker = service.worker
+    assert worker is not None
+    real_call = worker.call
+
+    async def dies_after_the_work(op: str, *args: object) -> bytes:
+        # The files are rewritten, then the process dies before its answer arrives.
+        answer = await real_call(op, *args)
+        if op != "record_calls":
+            return answer
+        os.kill(worker.pid or 0, signal.SIGKILL)
+        raise WorkerGone("killed by the test")
+
+    memory = service.memory
+    try:
+        worker.call = dies_after_the_work  # type: ignore[method-assign]
+        for number in (MARIA, MARIA, OTHER):
+            memory.note_call(memory.identify(number))
+        assert await memory.record_calls() == 2
+        worker.call = real_call  # type: ignore[method-assign]
+    finally:
+        await service.stop()
+    assert memory.pending_calls == 0
+    for number, count in ((MARIA, 5), (OTHER, 1)):
+        key = key_for(number)
+        relpath = memory.index.caller_path(key)
+        assert relpath is not None
+        on_disk = vault.parse_caller((root / relpath).read_text(encoding="utf-8"))
+        assert on_disk.call_count == count and memory.index.caller(key) == on_disk
+    assert git(root, "status", "--porcelain") == ""
+    assert "call from" in git(root, "log", "-1", "--format=%B")
+
+
+@pytest.mark.anyio
+async def test_a_call_whose_file_was_just_moved_is_counted_where_it_went(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    open_service(make_settings(root))
+    (root / "callers" / "maria.md").write_text(caller_md(MARIA), encoding="utf-8")
+    service = open_service(make_settings(root))
+    await service.start()
+    memory = service.memory
+    try:
+        memory.note_call(memory.identify(MARIA))
+        # Moved by hand after the call was answered, before it is recorded (the index still has the old path).
+        (root / "callers" / "vip").mkdir()
+        (root / "callers" / "maria.md").rename(root / "callers" / "vip" / "maria.md")
+        await memory.record_calls()
+        assert not (root / "callers" / "maria.md").exists(), "the old path is not brought back"
+        assert memory.pending_calls == 1
+        for _ in range(300):  # the watcher sees the move; the call is tried again a second later
+            if memory.pending_calls == 0:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await service.stop()
+    assert memory.pending_calls == 0
+    assert memory.index.caller_path(key_for(MARIA)) == "callers/vip/maria.md"
+    moved = vault.parse_caller((root / "callers" / "vip" / "maria.md").read_text(encoding="utf-8"))
+    assert moved.call_count == 4
+    assert sorted(p.name for p in (root / "callers").rglob("*.md")) == ["maria.md"]

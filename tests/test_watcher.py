@@ -62,7 +62,12 @@ def health(server: LiveServer) -> dict:
 
 def settled(server: LiveServer) -> bool:
     """Every change on disk is committed and nothing is waiting for its quiet period."""
-    return health(server)["pending_writes"] == 0 and git(server.vault, "status", "--porcelain") == ""
+    status = health(server)
+    return (
+        status["pending_writes"] == 0
+        and status["pending_calls"] == 0
+        and git(server.vault, "status", "--porcelain") == ""
+    )
 
 
 def hand_edit_commits(vault: Path, relpath: str) -> list[dict]:

@@ -1,0 +1,173 @@
+"""The worker process: slow, blocking work taken off the server's event loop.
+
+The server answers every call on one event loop, so anything else that loop does is time a call
+may wait behind. Two kinds of work are big enough to matter and need nothing from the server's
+memory: rewriting caller files to record calls (read, parse, edit, write: a few hundred µs each),
+and starting git (forking a process as big as the server blocks its loop for about a millisecond).
+A child process, started once next to the server, does both; the server sends it a request and
+awaits the answer without blocking.
+
+The protocol is one request at a time over the child's stdin and stdout, each message a 4-byte
+length and a msgpack body. The child holds no state worth keeping: if it dies, `WorkerGone` tells
+the caller to do the work in process, and the next request starts a new child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import struct
+import subprocess
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+log = logging.getLogger("memory_bridge.worker")
+
+_LENGTH = struct.Struct(">I")
+_RESTART_PAUSE_SECONDS = 1.0
+_STOP_SECONDS = 10.0
+
+
+class WorkerGone(RuntimeError):
+    """The worker process is not running (or died during a request); do the work in process."""
+
+
+class WorkerError(RuntimeError):
+    """The request failed inside the worker process; the message has the exception it raised."""
+
+
+class Ran(msgspec.Struct, array_like=True):
+    """What a command run by the worker did."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Worker:
+    """The server's side of the worker process."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._failed_at = 0.0
+        self.restarts = 0
+        self._encoder = msgspec.msgpack.Encoder()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the child process is running."""
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._proc.pid if self.alive and self._proc is not None else None
+
+    async def start(self) -> None:
+        """Start the child process (it outlives nothing: it exits when the server closes its stdin)."""
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "server.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # Its own process group: a Ctrl+C meant for the server must not stop a commit half-way;
+            # the child finishes its request and exits when the server closes the pipe.
+            process_group=0,
+        )
+
+    async def stop(self) -> None:
+        """Let the child finish its request and exit."""
+        async with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is None or proc.returncode is not None:
+                return
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), _STOP_SECONDS)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    async def call(self, op: str, *args: Any) -> bytes:
+        """Run `op` in the child; returns its msgpack-encoded result. Raises WorkerGone or WorkerError."""
+        async with self._lock:
+            if not self.alive:
+                if time.monotonic() - self._failed_at < _RESTART_PAUSE_SECONDS:
+                    raise WorkerGone("the worker process stopped; restarting it shortly")
+                await self._restart()
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None
+            body = self._encoder.encode((op, args))
+            try:
+                proc.stdin.write(_LENGTH.pack(len(body)) + body)
+                await proc.stdin.drain()
+                (size,) = _LENGTH.unpack(await proc.stdout.readexactly(_LENGTH.size))
+                status, payload = msgspec.msgpack.decode(await proc.stdout.readexactly(size))
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                self._failed_at = time.monotonic()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise WorkerGone(f"the worker process died: {exc or type(exc).__name__}") from None
+        if status != "ok":
+            raise WorkerError(payload)
+        return payload  # type: ignore[no-any-return]
+
+    async def _restart(self) -> None:
+        if self._proc is not None:
+            self.restarts += 1
+            log.warning("the worker process had stopped (exit code %s); starting a new one", self._proc.returncode)
+        await self.start()
+
+    async def run(self, argv: list[str], env: dict[str, str]) -> Ran:
+        """Run a command in the child and wait for it (the git writer's commands)."""
+        return msgspec.msgpack.decode(await self.call("run", argv, env), type=Ran)
+
+
+# -- the child -------------------------------------------------------------------------------------
+
+
+def _run(argv: list[str], env: dict[str, str]) -> bytes:
+    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+    return msgspec.msgpack.encode(Ran(proc.returncode, proc.stdout, proc.stderr))
+
+
+def _record_calls(root: str, jobs: bytes) -> bytes:
+    from server.memory import record_batch  # only the child that records calls pays for these imports
+
+    return record_batch(root, jobs)
+
+
+OPS = {"run": _run, "record_calls": _record_calls}
+
+
+def serve(stdin: Any, stdout: Any) -> None:
+    """The child's loop: answer requests until stdin closes."""
+    while header := stdin.read(_LENGTH.size):
+        (size,) = _LENGTH.unpack(header)
+        op, args = msgspec.msgpack.decode(stdin.read(size))
+        try:
+            reply: tuple[str, Any] = ("ok", OPS[op](*args))
+        except Exception as exc:  # reported to the server, which decides what it means
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        body = msgspec.msgpack.encode(reply)
+        stdout.write(_LENGTH.pack(len(body)) + body)
+        stdout.flush()
+
+
+def main() -> None:
+    """Entry point of `python -m server.worker` (started by `Worker.start`, never by hand)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()
