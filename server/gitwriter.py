@@ -36,6 +36,12 @@ _CONFIG = (
     # caller files take about half the time.
     "-c",
     "feature.manyFiles=true",
+    # One thread: git runs beside a server answering calls, and must not take every core for a
+    # moment (preloading the index starts up to 20 threads).
+    "-c",
+    "core.preloadIndex=false",
+    "-c",
+    "index.threads=1",
 )
 
 

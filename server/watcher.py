@@ -25,9 +25,9 @@ from server.vault import CALLERS, NOTES, Loaded, Vault, kind_of
 
 log = logging.getLogger("memory_bridge.watcher")
 
-# Work in slices so a big batch (a `git pull`, a bulk copy) never holds the event loop for long:
-# a file costs up to ~0.1 ms, and a call waiting behind a slice should not wait for more than ~2 ms.
-_SLICE = 20
+# Work in slices so a big batch (a `git pull`, a bulk copy, the worker's rewrites of recorded
+# calls) never holds the event loop for long: a file costs up to ~0.1 ms to read and hash.
+_SLICE = 4
 # The reconcile scan only stats files it has no reason to read (~3 µs each): a larger slice.
 _SCAN_SLICE = 250
 _BUSY_RETRY_SECONDS = 0.02

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import struct
 import subprocess
@@ -31,6 +32,7 @@ log = logging.getLogger("memory_bridge.worker")
 _LENGTH = struct.Struct(">I")
 _RESTART_PAUSE_SECONDS = 1.0
 _STOP_SECONDS = 10.0
+_NICENESS = 19
 
 
 class WorkerGone(RuntimeError):
@@ -166,6 +168,9 @@ def serve(stdin: Any, stdout: Any) -> None:
 def main() -> None:
     """Entry point of `python -m server.worker` (started by `Worker.start`, never by hand)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Background work: when the machine is busy, the server answering calls gets the CPU first
+    # (git, started from here, inherits this).
+    os.nice(_NICENESS)
     serve(sys.stdin.buffer, sys.stdout.buffer)
 
 
