@@ -46,8 +46,10 @@ _PROTECTED_KEYS = {
     "aliases",
 }
 _RECENT_CALLS = 10_000
-# Callers recorded per commit by the call recorder, and files between two yields to the event loop.
-_RECORD_BATCH = 200
+# Callers recorded per commit by the call recorder, at most one batch per interval while calls keep
+# coming; and files between two yields to the event loop.
+_RECORD_BATCH = 50
+_RECORD_INTERVAL = 0.4
 # A recorded call whose file was just moved or removed by hand is tried again after this long.
 _GONE_RETRY_SECONDS = 1.0
 _SLICE = 5
@@ -255,8 +257,10 @@ class Memory:
 
     def _edited_behind_our_back(self, relpath: str) -> bool:
         """Whether the file on disk differs from what the index (and this process) last saw."""
-        on_disk = self.vault.digest_of(relpath)
         state = self.index.files.get(relpath)
+        if state is not None and state.stat == self.vault.stat(relpath):
+            return False  # not touched since it was indexed (a stat costs less than reading the file)
+        on_disk = self.vault.digest_of(relpath)
         known = state.digest if state is not None else None
         return on_disk is not None and on_disk != known and not self.vault.is_own_write(relpath, on_disk)
 
@@ -389,10 +393,11 @@ class Memory:
             except Exception:  # a failed batch is logged; the recorder must keep running
                 log.exception("could not record calls")
             if self._pending_calls:
-                self._calls_waiting.set()  # more to do, after a pause
-                # Under a flood of calls, answering comes first: record at most a quarter of the time.
+                # Calls came in meanwhile: the next batch waits, so that under a flood of calls each
+                # caller is recorded (and their answer composed anew) at most this often.
+                self._calls_waiting.set()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 3 * (loop.time() - started))
+                    await asyncio.wait_for(self._stopping.wait(), _RECORD_INTERVAL - (loop.time() - started))
 
     async def start(self, worker: Worker | None = None) -> None:
         """Start the call recorder; with a `worker`, calls are recorded in that process."""

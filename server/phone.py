@@ -96,11 +96,14 @@ def _region_of(number: str) -> str | None:
         return None
 
 
+# Remembered like `_classify`: the same callers call again, and this is on every call's path.
+@functools.lru_cache(maxsize=65_536)
 def caller_key(e164: str, key: bytes) -> str:
     """The caller's identity in the vault: HMAC-SHA256 of the E.164 number, as 64 hex digits."""
-    return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, e164.encode(), "sha256").hex()
 
 
+@functools.lru_cache(maxsize=65_536)
 def legacy_key(e164: str) -> str:
     """The predecessor's plain SHA-256 key, kept only to recognise imported callers (SPEC §7)."""
     return hashlib.sha256(e164.encode()).hexdigest()
