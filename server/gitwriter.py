@@ -228,9 +228,11 @@ class GitWriter:
             self.run_sync("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
 
     def _split(self, paths: list[str]) -> tuple[list[str], list[str]]:
-        unique = list(dict.fromkeys(paths))
-        present = [p for p in unique if (self.root / p).exists()]
-        gone = [p for p in unique if not (self.root / p).exists()]
+        """`paths` (without repeats) as (those on disk, those gone)."""
+        root = str(self.root)
+        present, gone = [], []
+        for path in dict.fromkeys(paths):
+            (present if os.path.lexists(os.path.join(root, path)) else gone).append(path)
         return present, gone
 
     # -- the writer task -------------------------------------------------------------------------
@@ -273,8 +275,12 @@ class GitWriter:
 
     async def commit_hand_edit(self, relpath: str, what: str = "edited") -> None:
         """Commit a person's change to one file with `Source: hand-edit` (nothing if already committed)."""
-        self.hand_edits.discard(relpath)
-        await self.commit([relpath], f"hand edit: {relpath} {what}", "hand-edit")
+        await self.commit_hand_edits({relpath: what})
+
+    async def commit_hand_edits(self, edits: dict[str, str]) -> None:
+        """Commit people's changes to files (path -> "edited" or "removed") in one `Source: hand-edit` commit."""
+        self.hand_edits.difference_update(edits)
+        await self.commit(list(edits), [f"hand edit: {path} {what}" for path, what in edits.items()], "hand-edit")
 
     async def _loop(self) -> None:
         assert self._queue is not None

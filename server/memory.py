@@ -13,7 +13,7 @@ import datetime as dt
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -193,7 +193,8 @@ class Memory:
             async with self._edit_lock:
                 for n, (relpath, change) in enumerate(changes, 1):
                     try:
-                        result = self.vault.update(relpath, change)
+                        # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
+                        result = await asyncio.to_thread(self.vault.update, relpath, change)
                     except WriteError as exc:
                         refused.append(exc)  # one refused file never holds back the rest of a batch
                         log.warning("%s: %s", relpath, exc)
@@ -204,12 +205,14 @@ class Memory:
                         progress(n, len(changes))
                     if len(changes) > 1:
                         await asyncio.sleep(0)  # a big batch must not hold up calls
-            await self._commit_and_index(
-                [relpath for relpath, *_ in written],
-                lines,
-                source,
-                lambda: [(relpath, self.vault.loaded(relpath, text, sha), seq) for relpath, text, sha, seq in written],
-            )
+
+            async def entries() -> list[tuple[str, Loaded, int]]:
+                return [
+                    (relpath, await asyncio.to_thread(self.vault.loaded, relpath, text, sha), seq)
+                    for relpath, text, sha, seq in written
+                ]
+
+            await self._commit_and_index([relpath for relpath, *_ in written], lines, source, entries)
             if refused and len(changes) == 1:
                 raise refused[0]
             return [relpath for relpath, *_ in written]
@@ -242,7 +245,7 @@ class Memory:
         paths: list[str],
         lines: list[str],
         source: str,
-        entries: Callable[[], list[tuple[str, Loaded, int]]],
+        entries: Callable[[], Awaitable[list[tuple[str, Loaded, int]]]],
     ) -> None:
         """Commit written files, then put what was written (`entries()`, after the commit) in the index."""
         if not paths:
@@ -250,7 +253,7 @@ class Memory:
         try:
             await self.git.commit(paths, lines, source)
         finally:
-            for n, (relpath, loaded, seq) in enumerate(entries(), 1):
+            for n, (relpath, loaded, seq) in enumerate(await entries(), 1):
                 self.index.apply(relpath, loaded, seq)
                 if n % _SLICE == 0:
                     await asyncio.sleep(0)
@@ -339,7 +342,7 @@ class Memory:
                 [result.relpath for _, result, _ in written],
                 [line for line, _, _ in written],
                 "webhook",
-                lambda: [(result.relpath, _loaded(result), seq) for _, result, seq in written],
+                _ready([(result.relpath, _loaded(result), seq) for _, result, seq in written]),
             )
 
     def _requeue_moved(self) -> None:
@@ -690,6 +693,13 @@ def _loaded(result: Recorded) -> Loaded:
 
 
 _T = TypeVar("_T")
+
+
+def _ready(value: _T) -> Callable[[], Awaitable[_T]]:
+    async def get() -> _T:
+        return value
+
+    return get
 
 
 async def _yielding(value: _T) -> _T:

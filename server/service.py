@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
@@ -36,7 +37,10 @@ class Service:
     async def start(self, watch: bool = True) -> None:
         """Start the git writer and, for the server, the worker process and the watcher."""
         if watch:
-            # The server's calls come first: its git commands and call recording run in a worker.
+            # The server's calls come first: its git commands and call recording run in a worker,
+            # and a write's file work in a thread that must hand the interpreter back to the event
+            # loop within half a millisecond (the default is 5 ms).
+            sys.setswitchinterval(0.0005)
             self.worker = Worker()
             await self.worker.start()
         await self.memory.git.start(self.worker)

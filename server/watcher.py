@@ -27,10 +27,13 @@ log = logging.getLogger("memory_bridge.watcher")
 
 # Work in slices so a big batch (a `git pull`, a bulk copy, the worker's rewrites of recorded
 # calls) never holds the event loop for long: a file costs up to ~0.1 ms to read and hash.
-_SLICE = 4
+_SLICE = 2
+# Resolving an event's path to a vault file (and a folder to its files) costs ~30 µs.
+_PATHS_SLICE = 16
 # The reconcile scan only stats files it has no reason to read (~3 µs each): a larger slice.
-_SCAN_SLICE = 250
+_SCAN_SLICE = 10
 _BUSY_RETRY_SECONDS = 0.02
+_GROUP_SECONDS = 1.0
 
 
 class Watcher:
@@ -138,9 +141,10 @@ class Watcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for relpath, handle in list(self._pending.items()):
+        for handle in self._pending.values():
             handle.cancel()
-            await self._commit_hand_edit(relpath)
+        if self._pending:
+            await self._commit_hand_edits(list(self._pending))
         self._pending.clear()
         if self._background_tasks:
             await asyncio.gather(*self._background_tasks, return_exceptions=True)
@@ -179,12 +183,14 @@ class Watcher:
     async def handle(self, paths: Iterable[str]) -> None:
         """Bring the index up to date for changed absolute paths, scheduling hand-edit commits."""
         relpaths: set[str] = set()
-        for path in paths:
+        for n, path in enumerate(paths):
             relpath = self.vault.relpath(Path(path))
             if relpath is None or relpath.startswith(".git/"):
                 continue
             relpaths.add(relpath)
             relpaths.update(self._inside(relpath))
+            if n % _PATHS_SLICE == _PATHS_SLICE - 1:
+                await asyncio.sleep(0)
         busy = []
         for n, relpath in enumerate(sorted(relpaths)):
             outcome = self.refresh(relpath)
@@ -239,16 +245,21 @@ class Watcher:
         self._pending[relpath] = loop.call_later(self.quiet_seconds, self._fire, relpath)
 
     def _fire(self, relpath: str) -> None:
-        self._pending.pop(relpath, None)
-        self._background(self._commit_hand_edit(relpath))
+        # Files whose quiet period ends within the next moment go into the same commit: a person
+        # saving many files (or a sync tool) makes one commit a second, not one per file.
+        soon = asyncio.get_running_loop().time() + _GROUP_SECONDS
+        due = [relpath] + [p for p, handle in self._pending.items() if p != relpath and handle.when() <= soon]
+        for path in due:
+            if (handle := self._pending.pop(path, None)) is not None:
+                handle.cancel()
+        self._background(self._commit_hand_edits(due))
 
-    async def _commit_hand_edit(self, relpath: str) -> None:
-        state = self.index.files.get(relpath)
-        what = "removed" if state is None else "edited"
+    async def _commit_hand_edits(self, relpaths: list[str]) -> None:
+        edits = {path: "edited" if path in self.index.files else "removed" for path in relpaths}
         try:
-            await self.git.commit_hand_edit(relpath, what)
+            await self.git.commit_hand_edits(edits)
         except GitError as exc:
-            log.error("could not commit the hand edit of %s: %s", relpath, exc)
+            log.error("could not commit the hand edits of %s: %s", ", ".join(relpaths), exc)
 
     # -- reconcile -----------------------------------------------------------------------------
 

@@ -105,6 +105,24 @@ def test_hand_edits_are_committed_after_the_quiet_period(server: LiveServer) -> 
     assert git(server.vault, "status", "--porcelain") == ""
 
 
+def test_files_edited_together_are_committed_together(server: LiveServer) -> None:
+    # Quiet periods ending within a second of each other share one hand-edit commit, each file listed.
+    add_maria(server)
+    wait_until(lambda: settled(server) and hand_edit_commits(server.vault, "callers/maria.md"), what="Maria committed")
+    before = len(commits(server.vault))
+    (server.vault / "callers" / "olga.md").write_text(caller_md(OTHER, name="Olga"), encoding="utf-8")
+    time.sleep(0.1)
+    maria = server.vault / "callers" / "maria.md"
+    maria.write_text(maria.read_text(encoding="utf-8").replace("## Calls\n", f"- {FACT}\n\n## Calls\n"), "utf-8")
+    wait_until(lambda: len(commits(server.vault)) > before and settled(server), what="the hand-edit commit")
+    latest = commits(server.vault)[0]
+    assert len(commits(server.vault)) == before + 1
+    assert sorted(latest["files"]) == ["callers/maria.md", "callers/olga.md"]
+    assert latest["message"] == (
+        "2 changes\n\n- hand edit: callers/olga.md edited\n- hand edit: callers/maria.md edited\n\nSource: hand-edit"
+    )
+
+
 @pytest.mark.parametrize(
     ("old", "new"),
     [
