@@ -42,7 +42,17 @@ _CONFIG = (
     "core.preloadIndex=false",
     "-c",
     "index.threads=1",
+    # No housekeeping after each commit (`git commit` would start `git maintenance` every time and,
+    # now and then, a repack in the middle of a burst of calls): the writer runs it when quiet.
+    "-c",
+    "maintenance.auto=false",
+    "-c",
+    "gc.auto=0",
 )
+# Housekeeping (`git gc --auto`: pack loose objects once there are many) runs after this long
+# without a commit, in the background, at the worker's low priority.
+_HOUSEKEEPING_IDLE_SECONDS = 30.0
+_GC_AUTO = 6700  # git's own default threshold of loose objects
 
 
 class GitError(RuntimeError):
@@ -284,8 +294,16 @@ class GitWriter:
 
     async def _loop(self) -> None:
         assert self._queue is not None
+        commits_since_housekeeping = 0
         while True:
-            jobs = [await self._queue.get()]
+            try:
+                jobs = [await asyncio.wait_for(self._queue.get(), _HOUSEKEEPING_IDLE_SECONDS)]
+            except TimeoutError:
+                if commits_since_housekeeping:
+                    commits_since_housekeeping = 0
+                    await self._housekeeping()
+                continue
+            commits_since_housekeeping += 1
             # A moment for writers acknowledged by the last commit to send their next write, so that
             # concurrent writers share commits instead of splitting into alternating halves.
             await asyncio.sleep(_BATCH_WINDOW_SECONDS)
@@ -331,6 +349,14 @@ class GitWriter:
             if not job.done.done():
                 job.done.set_result(sha)
         self.status.pending -= len(jobs)
+
+    async def _housekeeping(self) -> None:
+        # git's own threshold decides whether there is anything to do; the gc detaches and works on
+        # in the background, so a write arriving now is not held up.
+        try:
+            await self._run("-c", f"gc.auto={_GC_AUTO}", "gc", "--auto", "--quiet")
+        except GitError as exc:
+            log.warning("git housekeeping failed (the vault is fine; it is tried again later): %s", exc)
 
     def _retry_lines(self) -> list[str]:
         return [f"{line} (commit retried)" for lines in self._failed.values() for line in lines]

@@ -424,3 +424,31 @@ def test_dirty_paths(repo: tuple[Path, GitWriter]) -> None:
 def test_message() -> None:
     assert message(["fact for abcdefabcdef"], "api") == "fact for abcdefabcdef\n\nSource: api\n"
     assert message(["a", "b"], "webhook") == "2 changes\n\n- a\n- b\n\nSource: webhook\n"
+
+
+@pytest.mark.anyio
+async def test_loose_objects_are_packed_when_the_writer_is_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Commits never start git's housekeeping themselves (it would land in a burst of calls); the
+    # writer runs it once nothing has been committed for a while.
+    from server import gitwriter
+
+    monkeypatch.setattr(gitwriter, "_HOUSEKEEPING_IDLE_SECONDS", 0.3)
+    monkeypatch.setattr(gitwriter, "_GC_AUTO", 1)
+    root = tmp_path / "vault"
+    writer = make_repo(root)
+    await writer.start()
+    try:
+        for n in range(3000):  # enough loose objects for every fan-out folder git samples
+            write(root, f"callers/{n}.md", f"caller {n}\n")
+        await writer.commit(["callers"], "many callers", "cli")
+        assert "packs: 0" in git(root, "count-objects", "-v"), "the commit itself did no housekeeping"
+        deadline = time.monotonic() + 15
+        while "packs: 0" in git(root, "count-objects", "-v") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await writer.stop()
+    stats = dict(line.split(": ") for line in git(root, "count-objects", "-v").splitlines())
+    assert int(stats["packs"]) >= 1 and int(stats["in-pack"]) >= 3000
+    assert_clean(root)
