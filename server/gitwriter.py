@@ -91,6 +91,8 @@ class GitWriter:
         # Files a person changed whose hand-edit commit is still waiting for its quiet period.
         self.hand_edits: set[str] = set()
         self._worker: Worker | None = None
+        # The tree of the last commit this writer made (or looked up), to see when there is nothing to commit.
+        self._trees: dict[str, str] = {}
         # Identity and config from us alone: no global or system git config can change behaviour.
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
@@ -326,12 +328,8 @@ class GitWriter:
                 await self._run("add", "-A", "--", *present)
             if gone:
                 await self._run("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
-            code, _out = await self._run("commit", "-q", "--no-verify", "-m", message(lines, source), ok=(0, 1))
-            if code == 1:
-                sha = None  # nothing to commit: a person's git, or an earlier batch, already has it
-            else:
-                sha = self._head_from_files() or (await self._run("rev-parse", "HEAD"))[1].strip()
-                self._note_commit(sha, lines)
+            sha = await self._commit_index(message(lines, source))
+            self._note_commit(sha, lines)
             self.status.last_error = None
             self._failed.clear()
         except Exception as exc:  # any failure must reach the waiting writers, never stall them
@@ -349,6 +347,36 @@ class GitWriter:
             if not job.done.done():
                 job.done.set_result(sha)
         self.status.pending -= len(jobs)
+
+    async def _commit_index(self, text: str) -> str | None:
+        """Commit what is staged; returns the new commit, or None when the tree is HEAD's already.
+
+        Plumbing rather than `git commit`, which would first stat every file of the vault to refresh
+        the index (thousands of callers) and then start git's housekeeping: a third of the cost.
+        """
+        tree = (await self._run("write-tree"))[1].strip()
+        parent = await self._head()
+        if parent is not None and tree == await self._tree_of(parent):
+            return None  # nothing to commit: a person's git, or an earlier batch, already has it
+        parents = ("-p", parent) if parent is not None else ()
+        sha = (await self._run("commit-tree", tree, *parents, "-m", text))[1].strip()
+        # Moves HEAD's branch only if it is still `parent` (a person's commit meanwhile fails this one).
+        subject = text.split("\n", 1)[0]
+        await self._run("update-ref", "-m", f"commit: {subject}", "HEAD", sha, *(parent,) if parent else ())
+        self._trees = {sha: tree}
+        return sha
+
+    async def _head(self) -> str | None:
+        # From .git's files when they have it; git knows when they do not (say, refs packed by a gc).
+        if (head := self._head_from_files()) is not None:
+            return head
+        code, out = await self._run("rev-parse", "--verify", "-q", "HEAD", ok=(0, 1))
+        return out.strip() or None if code == 0 else None
+
+    async def _tree_of(self, commit: str) -> str:
+        if commit not in self._trees:
+            self._trees = {commit: (await self._run("rev-parse", f"{commit}^{{tree}}"))[1].strip()}
+        return self._trees[commit]
 
     async def _housekeeping(self) -> None:
         # git's own threshold decides whether there is anything to do; the gc detaches and works on

@@ -445,10 +445,37 @@ async def test_loose_objects_are_packed_when_the_writer_is_quiet(
         await writer.commit(["callers"], "many callers", "cli")
         assert "packs: 0" in git(root, "count-objects", "-v"), "the commit itself did no housekeeping"
         deadline = time.monotonic() + 15
-        while "packs: 0" in git(root, "count-objects", "-v") and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        while time.monotonic() < deadline and (
+            "packs: 0" in git(root, "count-objects", "-v") or (root / ".git" / "gc.pid").exists()
+        ):
+            await asyncio.sleep(0.1)  # the gc works on detached; gc.pid is there until it is done
     finally:
         await writer.stop()
     stats = dict(line.split(": ") for line in git(root, "count-objects", "-v").splitlines())
     assert int(stats["packs"]) >= 1 and int(stats["in-pack"]) >= 3000
+    assert_clean(root)
+
+
+@pytest.mark.anyio
+async def test_commits_follow_history_when_git_has_packed_the_branch(tmp_path: Path) -> None:
+    # After a gc the branch lives in packed-refs, not in its own file: the next commit still has
+    # the last one as its parent (a commit without a parent would cut the history off).
+    root = tmp_path / "vault"
+    writer = make_repo(root)
+    await writer.start()
+    try:
+        write(root, "callers/a.md", "a\n")
+        first = await writer.commit(["callers/a.md"], "first", "api")
+        git(root, "pack-refs", "--all", "--prune")
+        assert not (root / ".git" / "refs" / "heads" / "main").exists()
+        write(root, "callers/a.md", "a, again\n")
+        second = await writer.commit(["callers/a.md"], "second", "api")
+        # Nothing staged differs from HEAD: no empty commit.
+        assert await writer.commit(["callers/a.md"], "nothing", "api") is None
+    finally:
+        await writer.stop()
+    assert git(root, "rev-parse", "HEAD").strip() == second
+    assert git(root, "rev-parse", "HEAD~1").strip() == first
+    assert count(root) == 3
+    assert "commit: second" in git(root, "reflog", "-1")
     assert_clean(root)
