@@ -293,9 +293,13 @@ def _start_once(bench: Bench, path: Path, label: str) -> dict[str, Any]:
         health = server.health()
         time.sleep(0.5)  # the watcher and the git writer settle
         memory = server.memory_kb()
+        worker = server.children_rss_kb()
     finally:
         server.stop()
-    log(f"  ready after {server.ready_after:.2f} s, RSS {memory.get('VmRSS', 0) / 1024:.0f} MiB")
+    log(
+        f"  ready after {server.ready_after:.2f} s, RSS {memory.get('VmRSS', 0) / 1024:.0f} MiB "
+        f"(+ {worker / 1024:.0f} MiB worker process)"
+    )
     return {
         "ready_s": server.ready_after,
         "service_ready_s": health.get("ready_seconds"),
@@ -303,6 +307,7 @@ def _start_once(bench: Bench, path: Path, label: str) -> dict[str, Any]:
         "files_with_errors": health.get("files_with_errors"),
         "rss_kb": memory.get("VmRSS"),
         "peak_rss_kb": memory.get("VmHWM"),
+        "worker_rss_kb": worker,
     }
 
 
@@ -342,6 +347,7 @@ def scenario_startup(bench: Bench) -> None:
             "ready_s": statistics.median(r["ready_s"] for r in restarts),
             "rss_kb": max(r["rss_kb"] for r in runs),
             "peak_rss_kb": max(r["peak_rss_kb"] for r in runs),
+            "worker_rss_kb": max(r.get("worker_rss_kb", 0) for r in runs),
         }
     bench.results["startup"] = out
 
@@ -389,6 +395,7 @@ def scenario_throughput(bench: Bench) -> None:
     result = loadgen.full_speed(bench.wrk, svc.port, withheld_lua, _raw([WITHHELD_BODY]), seconds, conns)
     withheld = dataclasses.asdict(result) | {"cpu_us_per_request": (svc.cpu_seconds() - cpu0) / result.requests * 1e6}
     log(f"  withheld: {result.requests_per_s:,.0f} req/s, {withheld['cpu_us_per_request']:.0f} us CPU/request")
+    worker_kb = svc.children_rss_kb()  # the worker process after it has recorded calls
     a = statistics.median(r["requests_per_s"] for r in service_runs)
     b = statistics.median(r["requests_per_s"] for r in baseline_runs)
     bench.results["throughput"] = {
@@ -403,6 +410,7 @@ def scenario_throughput(bench: Bench) -> None:
         "seconds": seconds,
         "tool": loadgen.wrk_version(bench.wrk),
         "answer_sizes": bench.results.get("answer_sizes"),
+        "worker_rss_kb": worker_kb,
     }
 
 

@@ -114,12 +114,35 @@ class Server:
                 out[name] = int(value.split()[0])
         return out
 
+    def children_rss_kb(self) -> int:
+        """VmRSS of the process's children together (the service's worker process), in kB."""
+        pid = self.proc.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return 0
+        total = 0
+        for child in children:
+            try:
+                status = Path(f"/proc/{child}/status").read_text()
+            except OSError:
+                continue  # gone meanwhile (a git command)
+            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        return total
+
     def cpu_split(self) -> tuple[float, float]:
-        """CPU seconds (user + system) of the process itself and of its waited-for children (git)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        # utime stime cutime cstime
-        return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+        """CPU seconds (user + system) of the process itself, and of its children (the worker process and
+        the git commands it ran, whether finished or running)."""
+        own, waited = _cpu(self.proc.pid)
+        pid = self.proc.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for child in children:
+            child_own, child_waited = _cpu(int(child))
+            waited += child_own + child_waited
+        return own, waited
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the process and its waited-for children (git) together."""
@@ -163,6 +186,17 @@ class Server:
     def logs(self) -> str:
         """The server's log so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process, and of its children it has waited for (0 for a process gone meanwhile)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    # utime stime cutime cstime
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], port: int, log_path: Path, cwd: Path) -> Server:

@@ -126,8 +126,9 @@ class GitWriter:
                 break
             self._recover_lock()
             time.sleep(0.05)
-        if check and proc.returncode != 0 and not (args[0] == "add" and _only_ignored(proc.stderr)):
-            raise GitError(f"git {args[0]} failed: {(proc.stderr or proc.stdout).strip()}")
+        command = _subcommand(args)
+        if check and proc.returncode != 0 and not (command == "add" and _only_ignored(proc.stderr)):
+            raise GitError(f"git {command} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc
 
     async def _run(self, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, str]:
@@ -135,13 +136,13 @@ class GitWriter:
         while True:
             code, out, err = await self._spawn(self._args(*args))
             text = (err or out).decode(errors="replace").strip()
-            if code in ok or (args[0] == "add" and _only_ignored(text)):
+            if code in ok or (_subcommand(args) == "add" and _only_ignored(text)):
                 return code, out.decode(errors="replace")
             if "index.lock" in text and time.monotonic() < deadline:
                 self._recover_lock()
                 await asyncio.sleep(0.05)
                 continue
-            raise GitError(f"git {args[0]} failed: {text}")
+            raise GitError(f"git {_subcommand(args)} failed: {text}")
 
     async def _spawn(self, argv: list[str]) -> tuple[int, bytes, bytes]:
         if self._worker is not None:
@@ -204,7 +205,9 @@ class GitWriter:
 
     def dirty_paths(self) -> list[str]:
         """Paths with uncommitted changes (including untracked files), vault-relative."""
-        out = self.run_sync("status", "--porcelain", "-z", "--untracked-files=all").stdout
+        # At start-up nothing is served yet: git may use every core to look at every file.
+        threads = ("-c", "core.preloadIndex=true", "-c", "index.threads=true")
+        out = self.run_sync(*threads, "status", "--porcelain", "-z", "--untracked-files=all").stdout
         paths = []
         entries = out.split("\0")
         i = 0
@@ -394,6 +397,13 @@ class GitWriter:
             return
         self.status.last_commit = sha
         self.status.last_commit_at = time.time()
+
+
+def _subcommand(args: tuple[str, ...]) -> str:
+    """`status` of `-c key=value status ...`."""
+    while len(args) > 2 and args[0] == "-c":
+        args = args[2:]
+    return args[0]
 
 
 def _only_ignored(text: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.records import Caller, DailyNote, Soul
+from server.records import Caller, DailyNote, Soul, share_strings
 from server.vault import Loaded, parse_soul
 
 # What the agent is told when soul.md is missing or has never parsed.
@@ -91,6 +91,8 @@ class Index:
             return True
         self._gone.pop(relpath, None)
         record = loaded.record if loaded.error is None else (previous.record if previous else None)
+        if isinstance(record, Caller) and (previous is None or previous.record is not record):
+            share_strings(record)
         state = FileState(relpath, loaded.kind, loaded.digest, loaded.stat, seq, record, loaded.error)
         if previous is not None and previous.record is not record and not _same_caller(previous.record, record):
             self._drop(previous)

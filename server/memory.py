@@ -48,8 +48,8 @@ _PROTECTED_KEYS = {
 _RECENT_CALLS = 10_000
 # Callers recorded per commit by the call recorder, at most one batch per interval while calls keep
 # coming; and files between two yields to the event loop.
-_RECORD_BATCH = 50
-_RECORD_INTERVAL = 0.4
+RECORD_BATCH = 50
+RECORD_INTERVAL = 0.4
 # A recorded call whose file was just moved or removed by hand is tried again after this long.
 _GONE_RETRY_SECONDS = 1.0
 _SLICE = 5
@@ -392,7 +392,7 @@ class Memory:
             self._calls_waiting.clear()
             started = loop.time()
             try:
-                await self.record_calls(limit=_RECORD_BATCH)
+                await self.record_calls(limit=RECORD_BATCH)
             except Exception:  # a failed batch is logged; the recorder must keep running
                 log.exception("could not record calls")
             if self._pending_calls:
@@ -400,7 +400,7 @@ class Memory:
                 # caller is recorded (and their answer composed anew) at most this often.
                 self._calls_waiting.set()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), _RECORD_INTERVAL - (loop.time() - started))
+                    await asyncio.wait_for(self._stopping.wait(), RECORD_INTERVAL - (loop.time() - started))
 
     async def start(self, worker: Worker | None = None) -> None:
         """Start the call recorder; with a `worker`, calls are recorded in that process."""
