@@ -14,7 +14,6 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar
 
 import msgspec
@@ -26,7 +25,7 @@ from server.index import Index
 from server.phone import CallerId
 from server.records import Caller
 from server.seed import Seed, SeedMemory, SeedNote, SeedSession
-from server.vault import Loaded, Vault
+from server.vault import CallsToRecord, Loaded, Recorded, Vault
 from server.worker import Worker, WorkerError, WorkerGone
 
 log = logging.getLogger("memory_bridge.memory")
@@ -356,7 +355,7 @@ class Memory:
     async def _count_calls(self, jobs: list[CallsToRecord]) -> list[Recorded]:
         """Rewrite the callers' files, in the worker process if there is one, else here."""
         if self._worker is None:
-            return [await _yielding(record_in_file(self.vault, job)) for job in jobs]
+            return [await _yielding(self.vault.count_calls(job)) for job in jobs]
         paths = [job.relpath for job in jobs]
         before = {path: state.digest if (state := self.index.files.get(path)) else None for path in paths}
         self.vault.claim(paths)
@@ -379,7 +378,7 @@ class Memory:
         # its calls again would count them twice); the others are rewritten here.
         now = self.vault.digest_of(job.relpath)
         if now is None or now == before:
-            return record_in_file(self.vault, job)
+            return self.vault.count_calls(job)
         loaded = self.vault.load(job.relpath)
         if loaded is None or not isinstance(loaded.record, Caller):
             return Recorded(job.relpath, error=loaded.error if loaded else "the file is gone")
@@ -611,81 +610,8 @@ class Memory:
         return change
 
 
-class CallsToRecord(msgspec.Struct, frozen=True, array_like=True):
-    """One caller's answered calls, to be counted in their file (in the worker process, or here)."""
-
-    relpath: str
-    key: str
-    calls: int
-    today: str
-    phone: str | None  # the number to keep in the file (STORE_PHONE_NUMBERS), else None
-    create: bool  # a new caller: create the file; else it must still be there
-
-
-class Recorded(msgspec.Struct, frozen=True, array_like=True):
-    """What counting one caller's calls did: the file's new digest, stat and record, or an error."""
-
-    relpath: str
-    digest: str | None = None  # None: nothing was written
-    stat: int = 0
-    record: Caller | None = None
-    error: str | None = None
-    gone: bool = False  # the caller's file was moved or removed since the index saw it
-
-
-class _FileGone(Exception):
-    pass
-
-
 _jobs_encoder = msgspec.msgpack.Encoder()
-_jobs_decoder = msgspec.msgpack.Decoder(list[CallsToRecord])
 _results_decoder = msgspec.msgpack.Decoder(list[Recorded])
-
-
-def record_in_file(vault_: Vault, job: CallsToRecord) -> Recorded:
-    """Count a caller's calls in their file (created if new): call_count, first_call, last_call.
-
-    The file is parsed once; the new record is derived from that parse, since only these keys change.
-    """
-    derived: list[tuple[str, Caller]] = []
-
-    def change(text: str | None) -> str:
-        if text is None:
-            if not job.create:
-                raise _FileGone
-            text = vault.new_caller_text(job.key, phone=job.phone)
-        current = _parse_or_refuse(text)
-        today = dt.date.fromisoformat(job.today)
-        props: dict[str, object] = {"call_count": current.call_count + job.calls, "last_call": today}
-        if current.phone_hash != job.key:
-            # A caller imported with the predecessor's plain SHA-256 gets the keyed hash (SPEC §7).
-            props = {"phone_hash": job.key, **props}
-        if not current.first_call:
-            props["first_call"] = today
-        if job.phone is not None:
-            props["phone"] = job.phone
-        text = vault.set_properties(text, props)
-        fields = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in props.items() if k != "phone"}
-        derived.append((text, msgspec.structs.replace(current, **fields)))
-        return text
-
-    try:
-        result = vault_.update(job.relpath, change)
-    except _FileGone:
-        return Recorded(job.relpath, gone=True)
-    except (WriteError, vault.VaultFileError) as exc:
-        return Recorded(job.relpath, error=str(exc))
-    if result is None:
-        return Recorded(job.relpath)
-    text, sha = result
-    record = derived[-1][1] if derived[-1][0] == text else vault.parse_caller(text)
-    return Recorded(job.relpath, sha, vault_.stat(job.relpath) or 0, record)
-
-
-def record_batch(root: str, jobs: bytes) -> bytes:
-    """`record_in_file` for each of a batch of jobs (the worker process's side); msgpack in and out."""
-    vault_ = Vault(Path(root))
-    return _jobs_encoder.encode([record_in_file(vault_, job) for job in _jobs_decoder.decode(jobs)])
 
 
 def _loaded(result: Recorded) -> Loaded:

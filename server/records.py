@@ -58,6 +58,9 @@ class DailyNote(msgspec.Struct, frozen=True, gc=False):
     body: str
 
 
+_NO_EXTRA: dict[str, Scalar] = {}
+
+
 def share_strings(caller: Caller) -> Caller:
     """Make a new record's dates, times and names the interpreter's shared copies; returns it.
 
@@ -66,6 +69,8 @@ def share_strings(caller: Caller) -> Caller:
     it sets fields of a frozen Struct in place.
     """
     force = msgspec.structs.force_setattr
+    if not caller.extra:
+        force(caller, "extra", _NO_EXTRA)  # an empty dict each is 64 bytes; records are never mutated
     for field in ("name", "first_call", "last_call"):
         force(caller, field, sys.intern(getattr(caller, field)))
     if caller.aliases:

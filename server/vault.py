@@ -696,7 +696,91 @@ class Vault:
         """Where a new caller's file goes: `callers/<first 12 hex digits>.md`."""
         return f"{CALLERS}/{short(phone_hash)}.md"
 
+    def count_calls(self, job: CallsToRecord) -> Recorded:
+        """Count a caller's answered calls in their file (created if new): call_count, first/last_call.
+
+        The one write described as data rather than as a function, so that the worker process can
+        make it. The file is parsed once; the new record is derived from that parse, since only
+        these keys change.
+        """
+        derived: list[tuple[str, Caller]] = []
+
+        def change(text: str | None) -> str:
+            if text is None:
+                if not job.create:
+                    raise _FileGone
+                text = new_caller_text(job.key, phone=job.phone)
+            try:
+                current = parse_caller(text)
+            except VaultFileError as exc:
+                raise VaultFileError(f"the caller's file {exc}; fix it first") from None
+            today = dt.date.fromisoformat(job.today)
+            props: dict[str, object] = {"call_count": current.call_count + job.calls, "last_call": today}
+            if current.phone_hash != job.key:
+                # A caller imported with the predecessor's plain SHA-256 gets the keyed hash (SPEC §7).
+                props = {"phone_hash": job.key, **props}
+            if not current.first_call:
+                props["first_call"] = today
+            if job.phone is not None:
+                props["phone"] = job.phone
+            text = set_properties(text, props)
+            fields = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in props.items() if k != "phone"}
+            derived.append((text, msgspec.structs.replace(current, **fields)))
+            return text
+
+        try:
+            result = self.update(job.relpath, change)
+        except _FileGone:
+            return Recorded(job.relpath, gone=True)
+        except VaultFileError as exc:
+            return Recorded(job.relpath, error=str(exc))
+        if result is None:
+            return Recorded(job.relpath)
+        text, sha = result
+        record = derived[-1][1] if derived[-1][0] == text else parse_caller(text)
+        return Recorded(job.relpath, sha, self.stat(job.relpath) or 0, record)
+
     @staticmethod
     def note_path(date: str) -> str:
         """The daily note file of a date (`notes/YYYY-MM-DD.md`, Obsidian's default)."""
         return f"{NOTES}/{date}.md"
+
+
+# ---------------------------------------------------------------------------------------------
+# Recorded calls, as data: the worker process's side of `Vault.count_calls`
+
+
+class CallsToRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One caller's answered calls, to be counted in their file (in the worker process, or in process)."""
+
+    relpath: str
+    key: str
+    calls: int
+    today: str
+    phone: str | None  # the number to keep in the file (STORE_PHONE_NUMBERS), else None
+    create: bool  # a new caller: create the file; else it must still be there
+
+
+class Recorded(msgspec.Struct, frozen=True, array_like=True):
+    """What counting one caller's calls did: the file's new digest, stat and record, or an error."""
+
+    relpath: str
+    digest: str | None = None  # None: nothing was written
+    stat: int = 0
+    record: Caller | None = None
+    error: str | None = None
+    gone: bool = False  # the caller's file was moved or removed since the index saw it
+
+
+class _FileGone(Exception):
+    pass
+
+
+_jobs_decoder = msgspec.msgpack.Decoder(list[CallsToRecord])
+_results_encoder = msgspec.msgpack.Encoder()
+
+
+def count_calls_batch(root: str, jobs: bytes) -> bytes:
+    """`Vault.count_calls` for a batch of jobs in the vault at `root`; msgpack in and out (the worker's op)."""
+    vault = Vault(Path(root))
+    return _results_encoder.encode([vault.count_calls(job) for job in _jobs_decoder.decode(jobs)])

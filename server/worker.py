@@ -8,8 +8,9 @@ A child process, started once next to the server, does both; the server sends it
 awaits the answer without blocking.
 
 The protocol is one request at a time over the child's stdin and stdout, each message a 4-byte
-length and a msgpack body. The child holds no state worth keeping: if it dies, `WorkerGone` tells
-the caller to do the work in process, and the next request starts a new child.
+length and a msgpack body; `server.worker_child` is the other end. The child holds no state worth
+keeping: if it dies, `WorkerGone` tells the caller to do the work in process, and the next request
+starts a new child.
 """
 
 from __future__ import annotations
@@ -17,22 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import struct
-import subprocess
 import sys
 import time
 from typing import Any
 
 import msgspec
 
+from server.worker_child import LENGTH, Ran
+
 log = logging.getLogger("memory_bridge.worker")
 
-_LENGTH = struct.Struct(">I")
 _RESTART_PAUSE_SECONDS = 1.0
 _STOP_SECONDS = 10.0
-_NICENESS = 19
 
 
 class WorkerGone(RuntimeError):
@@ -41,14 +38,6 @@ class WorkerGone(RuntimeError):
 
 class WorkerError(RuntimeError):
     """The request failed inside the worker process; the message has the exception it raised."""
-
-
-class Ran(msgspec.Struct, array_like=True):
-    """What a command run by the worker did."""
-
-    returncode: int
-    stdout: bytes
-    stderr: bytes
 
 
 class Worker:
@@ -76,7 +65,7 @@ class Worker:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.worker",
+            "server.worker_child",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             # Its own process group: a Ctrl+C meant for the server must not stop a commit half-way;
@@ -109,9 +98,9 @@ class Worker:
             assert proc is not None and proc.stdin is not None and proc.stdout is not None
             body = self._encoder.encode((op, args))
             try:
-                proc.stdin.write(_LENGTH.pack(len(body)) + body)
+                proc.stdin.write(LENGTH.pack(len(body)) + body)
                 await proc.stdin.drain()
-                (size,) = _LENGTH.unpack(await proc.stdout.readexactly(_LENGTH.size))
+                (size,) = LENGTH.unpack(await proc.stdout.readexactly(LENGTH.size))
                 status, payload = msgspec.msgpack.decode(await proc.stdout.readexactly(size))
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 self._failed_at = time.monotonic()
@@ -132,47 +121,3 @@ class Worker:
     async def run(self, argv: list[str], env: dict[str, str]) -> Ran:
         """Run a command in the child and wait for it (the git writer's commands)."""
         return msgspec.msgpack.decode(await self.call("run", argv, env), type=Ran)
-
-
-# -- the child -------------------------------------------------------------------------------------
-
-
-def _run(argv: list[str], env: dict[str, str]) -> bytes:
-    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
-    return msgspec.msgpack.encode(Ran(proc.returncode, proc.stdout, proc.stderr))
-
-
-def _record_calls(root: str, jobs: bytes) -> bytes:
-    from server.memory import record_batch  # only the child that records calls pays for these imports
-
-    return record_batch(root, jobs)
-
-
-OPS = {"run": _run, "record_calls": _record_calls}
-
-
-def serve(stdin: Any, stdout: Any) -> None:
-    """The child's loop: answer requests until stdin closes."""
-    while header := stdin.read(_LENGTH.size):
-        (size,) = _LENGTH.unpack(header)
-        op, args = msgspec.msgpack.decode(stdin.read(size))
-        try:
-            reply: tuple[str, Any] = ("ok", OPS[op](*args))
-        except Exception as exc:  # reported to the server, which decides what it means
-            reply = ("error", f"{type(exc).__name__}: {exc}")
-        body = msgspec.msgpack.encode(reply)
-        stdout.write(_LENGTH.pack(len(body)) + body)
-        stdout.flush()
-
-
-def main() -> None:
-    """Entry point of `python -m server.worker` (started by `Worker.start`, never by hand)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Background work: when the machine is busy, the server answering calls gets the CPU first
-    # (git, started from here, inherits this).
-    os.nice(_NICENESS)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
-
-
-if __name__ == "__main__":
-    main()

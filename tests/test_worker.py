@@ -58,7 +58,7 @@ async def test_a_worker_killed_mid_request_is_reported_then_replaced(monkeypatch
 def test_the_child_exits_when_the_server_goes_away() -> None:
     # No server left to answer to (its end of the pipe closed, as when it is killed): the child exits.
     child = subprocess.Popen(
-        [sys.executable, "-m", "server.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=os.getcwd()
+        [sys.executable, "-m", "server.worker_child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=os.getcwd()
     )
     assert child.stdin is not None
     child.stdin.close()

@@ -1,0 +1,69 @@
+"""The worker process itself: answers the server's requests, one at a time, until its stdin closes.
+
+Apart from `server.worker` (the server's side) so that the child imports only what its requests
+need: no event loop, no web framework; the vault code only once it records calls.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+from typing import Any, BinaryIO
+
+import msgspec
+
+LENGTH = struct.Struct(">I")  # each message: its length, then a msgpack body
+# Background work: when the machine is busy, the server answering calls gets the CPU first (git,
+# started from here, inherits this).
+NICENESS = 19
+
+
+class Ran(msgspec.Struct, array_like=True):
+    """What a command run by the worker did."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def _run(argv: list[str], env: dict[str, str]) -> bytes:
+    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+    return msgspec.msgpack.encode(Ran(proc.returncode, proc.stdout, proc.stderr))
+
+
+def _record_calls(root: str, jobs: bytes) -> bytes:
+    from server.vault import count_calls_batch  # imported on the first recorded call, not at start
+
+    return count_calls_batch(root, jobs)
+
+
+OPS = {"run": _run, "record_calls": _record_calls}
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """Answer requests until stdin closes: ("ok", result) or ("error", "Type: message")."""
+    while header := stdin.read(LENGTH.size):
+        (size,) = LENGTH.unpack(header)
+        op, args = msgspec.msgpack.decode(stdin.read(size))
+        try:
+            reply: tuple[str, Any] = ("ok", OPS[op](*args))
+        except Exception as exc:  # reported to the server, which decides what it means
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        body = msgspec.msgpack.encode(reply)
+        stdout.write(LENGTH.pack(len(body)) + body)
+        stdout.flush()
+
+
+def main() -> None:
+    """Entry point of `python -m server.worker_child` (started by `server.worker.Worker`, never by hand)."""
+    # A Ctrl+C meant for the server must not stop a commit half-way: the server closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(NICENESS)
+    serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()
