@@ -4,7 +4,10 @@ wrk only runs flat out, and wrk2 (which has a fixed-rate mode) is not packaged i
 is the fixed-rate client. It is *open-loop*: request i is due at `start + i / rate` whatever
 happened to earlier requests, and its latency is measured from that scheduled time to the last
 byte of the answer. A slow answer therefore also charges the requests queued behind it
-(no coordinated omission). The latency from the actual send is reported too.
+(no coordinated omission). The latency from the actual send is reported too, and the
+*server-side* latency of SPEC §10: from the actual send to the moment the kernel received the
+answer's last segment on the client's socket (a software receive timestamp, SO_TIMESTAMPNS), so
+that it excludes how late this client process itself woke up to read the answer.
 
 Mechanics: one thread, a pool of keep-alive connections (one request in flight on each), and
 `select()` with microsecond timeouts (epoll's are whole milliseconds) after lowering the timer
@@ -26,12 +29,16 @@ import math
 import random
 import select
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _PR_SET_TIMERSLACK = 29
+# Linux's SO_TIMESTAMPNS (also the ancillary message's type); the socket module does not name it.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -61,6 +68,8 @@ class _Conn:
     buf: bytearray = field(default_factory=bytearray)
     due: float = 0.0
     sent: float = 0.0
+    sent_ns: int = 0  # the same moment on the kernel's clock (CLOCK_REALTIME), to compare with `received_ns`
+    received_ns: int = 0  # when the kernel received the latest segment (0: no timestamp)
     index: int = 0
     expect: int = -1  # total bytes of the answer once its head is in
 
@@ -87,6 +96,8 @@ def _connect(host: str, port: int, connections: int) -> list[_Conn]:
     for _ in range(connections):
         sock = socket.create_connection((host, port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         sock.setblocking(False)
         conns.append(_Conn(sock))
     return conns
@@ -94,7 +105,11 @@ def _connect(host: str, port: int, connections: int) -> list[_Conn]:
 
 def _receive(conn: _Conn) -> bool:
     """Read what the socket has; True once the whole answer is in `conn.buf`."""
-    chunk = conn.sock.recv(262_144)
+    chunk, ancillary, _, _ = conn.sock.recvmsg(262_144, socket.CMSG_SPACE(_TIMESPEC.size))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack(data[: _TIMESPEC.size])
+            conn.received_ns = seconds * 1_000_000_000 + nanoseconds
     if not chunk:
         raise RuntimeError("the server closed a connection")
     conn.buf += chunk
@@ -126,6 +141,7 @@ def run(
     scheduled = done = 0
     from_due: list[float] = []
     from_send: list[float] = []
+    server_side: list[float] = []
     statuses: collections.Counter[int] = collections.Counter()
     max_backlog = 0
     max_late = 0.0
@@ -140,6 +156,8 @@ def run(
             conn = idle.popleft()
             conn.due, conn.index, conn.expect = due, index, -1
             conn.buf.clear()
+            conn.received_ns = 0
+            conn.sent_ns = time.time_ns()
             conn.sent = time.perf_counter()
             max_late = max(max_late, conn.sent - due) if index >= first_measured else max_late
             conn.sock.sendall(requests[index % len(requests)])
@@ -158,6 +176,8 @@ def run(
             if conn.index >= first_measured:
                 from_due.append((finished - conn.due) * 1000)
                 from_send.append((finished - conn.sent) * 1000)
+                if conn.received_ns:
+                    server_side.append((conn.received_ns - conn.sent_ns) / 1e6)
     elapsed = time.perf_counter() - start
     for conn in conns:
         conn.sock.close()
@@ -169,6 +189,7 @@ def run(
         "statuses": {str(k): v for k, v in statuses.items()},
         "latency_ms": summarize(from_due),
         "service_ms": summarize(from_send),
+        "server_side_ms": summarize(server_side) if server_side else None,
         "max_send_lateness_ms": max_late * 1000,
         "max_backlog": max_backlog,
     }

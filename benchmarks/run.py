@@ -449,6 +449,7 @@ def _latency_line(name: str, result: dict[str, Any]) -> None:
     lat = result["latency_ms"]
     log(
         f"  {name}: p50 {lat['p50']:.2f} / p90 {lat['p90']:.2f} / p99 {lat['p99']:.2f} / max {lat['max']:.1f} ms "
+        f"(server-side p99 {(result.get('server_side_ms') or {}).get('p99', float('nan')):.2f} ms) "
         f"at {result['achieved_rate']:.0f} req/s, statuses {result['statuses']}"
     )
 
@@ -462,6 +463,11 @@ def _median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "latency_ms": {k: statistics.median(r["latency_ms"][k] for r in runs) for k in runs[0]["latency_ms"]},
         "service_ms": {k: statistics.median(r["service_ms"][k] for r in runs) for k in runs[0]["service_ms"]},
+        "server_side_ms": (
+            {k: statistics.median(r["server_side_ms"][k] for r in runs) for k in runs[0]["server_side_ms"]}
+            if all(r.get("server_side_ms") for r in runs)
+            else None
+        ),
         "achieved_rate": statistics.median(r["achieved_rate"] for r in runs),
         "max_send_lateness_ms": max(r["max_send_lateness_ms"] for r in runs),
         "statuses": statuses,
