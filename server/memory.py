@@ -368,7 +368,7 @@ class Memory:
                 results = [await _yielding(self._recount(job, before[job.relpath])) for job in jobs]
             for result in results:
                 if result.digest is not None:
-                    self.vault.note_own_write(result.relpath, result.digest)
+                    self.vault.note_own_write(result.relpath, result.digest, result.stat)
             return results
         finally:
             self.vault.release(paths)

@@ -409,6 +409,8 @@ class Vault:
         self.root = root.resolve()
         # relpath -> digest of the bytes this process last wrote there (its own writes).
         self._written: dict[str, str] = {}
+        # relpath -> stat signature of a file the worker process wrote for this one (see note_own_write).
+        self._written_stat: dict[str, int] = {}
         # Files the worker process is rewriting for this one right now: whatever is on disk there
         # is in flux until the write path takes the worker's answer.
         self._claimed: set[str] = set()
@@ -572,10 +574,21 @@ class Vault:
     def forget_own_write(self, relpath: str) -> None:
         """Stop recognising the bytes this process last wrote to `relpath` as its own."""
         self._written.pop(relpath, None)
+        self._written_stat.pop(relpath, None)
 
-    def note_own_write(self, relpath: str, sha: str) -> None:
-        """Recognise these bytes at `relpath` as this process's own (the worker wrote them for it)."""
+    def note_own_write(self, relpath: str, sha: str, stat: int) -> None:
+        """Recognise these bytes at `relpath`, and the file with this stat signature, as this process's own.
+
+        The worker process wrote them for this one, by renaming a new file into place, and took the
+        stat right after: a later change of the file, by anyone, has another inode or timestamp.
+        """
         self._written[relpath] = sha
+        self._written_stat[relpath] = stat
+
+    def is_own_file(self, relpath: str) -> bool:
+        """Whether the file is, by its stat signature alone, the one the worker last wrote for this process."""
+        known = self._written_stat.get(relpath)
+        return known is not None and known == self.stat(relpath)
 
     def claim(self, relpaths: list[str]) -> None:
         """Mark files the worker process is about to rewrite; `is_claimed` until `release`."""
@@ -602,6 +615,7 @@ class Vault:
         data = text.encode("utf-8")
         sha = digest(data)
         self._written[relpath] = sha
+        self._written_stat.pop(relpath, None)
         tmp = self._temp(path, data)
         try:
             os.replace(tmp, path)
@@ -644,6 +658,7 @@ class Vault:
                 data = bom + updated.encode("utf-8")
                 tmp = self._temp(path, data)
                 self._written[relpath] = digest(data)
+                self._written_stat.pop(relpath, None)
                 try:
                     if seen is None:
                         try:
@@ -689,7 +704,7 @@ class Vault:
 
     def delete(self, relpath: str) -> None:
         """Remove a file from the vault."""
-        self._written.pop(relpath, None)
+        self.forget_own_write(relpath)
         self.path(relpath).unlink(missing_ok=True)
 
     def new_caller_path(self, phone_hash: str) -> str:

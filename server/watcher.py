@@ -67,6 +67,8 @@ class Watcher:
             return "ignored"
         if own_pending and self.vault.is_claimed(relpath):
             return "busy"
+        if own_pending and self.vault.is_own_file(relpath):
+            return "own"  # the worker's write for this process, which indexes it: no need to read it
         seq = self.vault.next_seq()
         state = self.index.files.get(relpath)
 

@@ -124,3 +124,34 @@ async def test_a_call_whose_file_was_just_moved_is_counted_where_it_went(tmp_pat
     moved = vault.parse_caller((root / "callers" / "vip" / "maria.md").read_text(encoding="utf-8"))
     assert moved.call_count == 4
     assert sorted(p.name for p in (root / "callers").rglob("*.md")) == ["maria.md"]
+
+
+@pytest.mark.anyio
+async def test_a_hand_edit_right_after_a_recorded_call_is_seen(tmp_path: Path) -> None:
+    # The watcher takes the worker's own writes by their stat alone; a person's save a moment later,
+    # even of exactly as many bytes and in place, is still read.
+    root = tmp_path / "vault"
+    open_service(make_settings(root))
+    (root / "callers" / "maria.md").write_text(caller_md(MARIA), encoding="utf-8")
+    service = open_service(make_settings(root))
+    await service.start()
+    memory = service.memory
+    key = key_for(MARIA)
+    try:
+        memory.note_call(memory.identify(MARIA))
+        await memory.record_calls()
+        path = root / "callers" / "maria.md"
+        text = path.read_text(encoding="utf-8")
+        assert "Has a dog named Rex" in text
+        with open(path, "r+", encoding="utf-8") as fh:  # in place: same inode, same size
+            fh.write(text.replace("Has a dog named Rex", "Has a cat named Rex"))
+        for _ in range(300):
+            record = memory.index.caller(key)
+            if record is not None and "Has a cat named Rex" in record.facts:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await service.stop()
+    record = memory.index.caller(key)
+    assert record is not None and "Has a cat named Rex" in record.facts and record.call_count == 4
+    assert "hand edit: callers/maria.md edited" in git(root, "log", "-1", "--format=%B")
