@@ -3,7 +3,8 @@
 One writer task per vault drains a queue of commit requests. Requests that arrive while a commit is
 running are committed together in the next one (one commit per source, each change listed), which is
 what lets many concurrent writers be acknowledged quickly without one `git commit` each.
-The identity comes from settings, never from the machine's git configuration.
+The identity comes from settings, never from the machine's git configuration. In the server, the
+commands are started by the worker process (`server.worker`), so the server itself never forks.
 """
 
 from __future__ import annotations

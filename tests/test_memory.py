@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from server import vault
-from server.service import open_service
+from server.service import Service, open_service
 from server.worker import WorkerGone
 from tests.conftest import MARIA, OTHER, git, make_settings
 from tests.live_helpers import caller_md, key_for
@@ -58,13 +58,19 @@ async def test_recorded_calls_index_what_the_files_say(tmp_path: Path, server: b
     assert message.startswith("4 changes\n") and "(2 calls)" in message and message.endswith("\n\nSource: webhook")
 
 
-@pytest.mark.anyio
-async def test_a_worker_dying_mid_batch_counts_each_call_once(tmp_path: Path) -> None:
+async def started_with_maria(tmp_path: Path) -> tuple[Path, Service]:
+    """A vault with Maria's file, and the service on it started as the server starts it (worker, watcher)."""
     root = tmp_path / "vault"
     open_service(make_settings(root))
     (root / "callers" / "maria.md").write_text(caller_md(MARIA), encoding="utf-8")
     service = open_service(make_settings(root))
     await service.start()
+    return root, service
+
+
+@pytest.mark.anyio
+async def test_a_worker_dying_mid_batch_counts_each_call_once(tmp_path: Path) -> None:
+    root, service = await started_with_maria(tmp_path)
     worker = service.worker
     assert worker is not None
     real_call = worker.call
@@ -99,11 +105,7 @@ async def test_a_worker_dying_mid_batch_counts_each_call_once(tmp_path: Path) ->
 
 @pytest.mark.anyio
 async def test_a_call_whose_file_was_just_moved_is_counted_where_it_went(tmp_path: Path) -> None:
-    root = tmp_path / "vault"
-    open_service(make_settings(root))
-    (root / "callers" / "maria.md").write_text(caller_md(MARIA), encoding="utf-8")
-    service = open_service(make_settings(root))
-    await service.start()
+    root, service = await started_with_maria(tmp_path)
     memory = service.memory
     try:
         memory.note_call(memory.identify(MARIA))
@@ -130,11 +132,7 @@ async def test_a_call_whose_file_was_just_moved_is_counted_where_it_went(tmp_pat
 async def test_a_hand_edit_right_after_a_recorded_call_is_seen(tmp_path: Path) -> None:
     # The watcher takes the worker's own writes by their stat alone; a person's save a moment later,
     # even of exactly as many bytes and in place, is still read.
-    root = tmp_path / "vault"
-    open_service(make_settings(root))
-    (root / "callers" / "maria.md").write_text(caller_md(MARIA), encoding="utf-8")
-    service = open_service(make_settings(root))
-    await service.start()
+    root, service = await started_with_maria(tmp_path)
     memory = service.memory
     key = key_for(MARIA)
     try:
