@@ -46,9 +46,9 @@ _PROTECTED_KEYS = {
 }
 _RECENT_CALLS = 10_000
 # Callers recorded per commit by the call recorder, at most one batch per interval while calls keep
-# coming; and files between two yields to the event loop.
+# coming (and back to back once they stop); and files between two yields to the event loop.
 RECORD_BATCH = 50
-RECORD_INTERVAL = 0.8
+RECORD_INTERVAL = 1.6
 # A recorded call whose file was just moved or removed by hand is tried again after this long.
 _GONE_RETRY_SECONDS = 1.0
 _SLICE = 5
@@ -90,6 +90,7 @@ class Memory:
         # Calls whose caller's file was moved or removed as they were recorded, to be tried again.
         self._moved: dict[str, tuple[Identity, int]] = {}
         self._recording = 0  # calls in the batch being written and committed now
+        self._noted = 0  # calls noted since start, to tell whether calls keep coming
         self._stopping = asyncio.Event()
         self._recorder_task: asyncio.Task[None] | None = None
         # Files written but not yet committed, with the future their commit resolves.
@@ -289,6 +290,7 @@ class Memory:
         if who.key is None or who.caller_id.e164 is None:
             return
         self.remember_call_sid(call_sid, who.key)
+        self._noted += 1
         pending = self._pending_calls.get(who.key)
         self._pending_calls[who.key] = (who, (pending[1] if pending else 0) + 1)
         self._calls_waiting.set()
@@ -389,17 +391,18 @@ class Memory:
         while not self._stopping.is_set():
             await self._calls_waiting.wait()
             self._calls_waiting.clear()
-            started = loop.time()
+            started, noted = loop.time(), self._noted
             try:
                 await self.record_calls(limit=RECORD_BATCH)
             except Exception:  # a failed batch is logged; the recorder must keep running
                 log.exception("could not record calls")
             if self._pending_calls:
-                # Calls came in meanwhile: the next batch waits, so that under a flood of calls each
-                # caller is recorded (and their answer composed anew) at most this often.
                 self._calls_waiting.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), RECORD_INTERVAL - (loop.time() - started))
+                if self._noted != noted:
+                    # Calls keep coming: answering them comes first, so the next batch waits and each
+                    # caller is recorded (and their answer composed anew) at most this often.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), RECORD_INTERVAL - (loop.time() - started))
 
     async def start(self, worker: Worker | None = None) -> None:
         """Start the call recorder; with a `worker`, calls are recorded in that process."""
