@@ -6,6 +6,8 @@ need: no event loop, no web framework; the vault code only once it records calls
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import struct
@@ -19,6 +21,7 @@ LENGTH = struct.Struct(">I")  # each message: its length, then a msgpack body
 # Background work: when the machine is busy, the server answering calls gets the CPU first (git,
 # started from here, inherits this).
 NICENESS = 19
+_PR_SET_PDEATHSIG = 1
 
 
 class Ran(msgspec.Struct, array_like=True):
@@ -61,6 +64,11 @@ def main() -> None:
     """Entry point of `python -m server.worker_child` (started by `server.worker.Worker`, never by hand)."""
     # A Ctrl+C meant for the server must not stop a commit half-way: the server closes our stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # But a server that is killed outright takes its worker with it (no orphan keeps writing).
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:
+        return  # the server died before we could ask to follow it
     os.nice(NICENESS)
     serve(sys.stdin.buffer, sys.stdout.buffer)
 

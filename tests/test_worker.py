@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,3 +64,40 @@ def test_the_child_exits_when_the_server_goes_away() -> None:
     assert child.stdin is not None
     child.stdin.close()
     assert child.wait(timeout=10) == 0
+
+
+def test_the_child_dies_with_a_killed_server() -> None:
+    # A server killed outright while its worker is busy (here: a 30 s command) takes the worker with it.
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time, msgspec\n"
+            "from server.worker_child import LENGTH\n"
+            "child = subprocess.Popen([sys.executable, '-m', 'server.worker_child'], stdin=subprocess.PIPE)\n"
+            "body = msgspec.msgpack.encode(('run', (['sleep', '30'], {'PATH': '/usr/bin:/bin'})))\n"
+            "child.stdin.write(LENGTH.pack(len(body)) + body)\n"
+            "child.stdin.flush()\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        cwd=os.getcwd(),
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    time.sleep(0.3)  # the child has set itself up
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}") and "Z" not in _state(child):
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{child}") or "Z" in _state(child), "the worker outlived its server"
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
