@@ -48,7 +48,7 @@ _RECENT_CALLS = 10_000
 # Callers recorded per commit by the call recorder, at most one batch per interval while calls keep
 # coming (and back to back once they stop); and files between two yields to the event loop.
 RECORD_BATCH = 50
-RECORD_INTERVAL = 1.6
+RECORD_INTERVAL = 3.2
 # A recorded call whose file was just moved or removed by hand is tried again after this long.
 _GONE_RETRY_SECONDS = 1.0
 _SLICE = 5
