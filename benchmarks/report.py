@@ -565,7 +565,8 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
             "",
             "What bounds each missed or nearly missed target, what a first start without the derived cache costs, "
             "and what would lift them. The numbers are this run's; the explanations "
-            "come from profiles of the service (py-spy on the live server, cProfile in process) and should be "
+            "come from profiles of the service (cProfile in process; on the live server, an event-loop lag probe "
+            "and perf sched) and should be "
             "re-checked when the code they name changes.",
             "",
             *notes_lines,
