@@ -85,9 +85,8 @@ def _service(state: State) -> Service:
     return state.service  # type: ignore[no-any-return]
 
 
-def _bearer(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    value = request.headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
@@ -95,16 +94,17 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def require_webhook_secret(
-    request: ASGIConnection[Any, Any, Any, Any], settings: Settings, *, open_if_unset: bool
-) -> None:
-    """`WEBHOOK_SECRET` as a Bearer token or `X-Webhook-Secret`; 403 when unset unless `open_if_unset`."""
+def has_webhook_secret(authorization: str | None, x_webhook_secret: str | None, secret: str) -> bool:
+    """Whether a request's headers carry `secret` as a Bearer token or as `X-Webhook-Secret`."""
+    return _same(_bearer(authorization), secret) or _same(x_webhook_secret, secret)
+
+
+def require_webhook_secret(request: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> None:
+    """`WEBHOOK_SECRET` as a Bearer token or `X-Webhook-Secret`; 403 when it is not configured."""
     secret = settings.webhook_secret
     if secret is None:
-        if open_if_unset:
-            return
         raise PermissionDeniedException("this endpoint is disabled: set WEBHOOK_SECRET to enable it")
-    if not (_same(_bearer(request), secret) or _same(request.headers.get("x-webhook-secret"), secret)):
+    if not has_webhook_secret(request.headers.get("authorization"), request.headers.get("x-webhook-secret"), secret):
         raise NotAuthorizedException("missing or wrong webhook secret")
 
 
@@ -112,14 +112,14 @@ def require_admin(request: ASGIConnection[Any, Any, Any, Any], settings: Setting
     """`ADMIN_API_KEY` as a Bearer token; 403 when it is not configured."""
     if settings.admin_api_key is None:
         raise PermissionDeniedException("the API is disabled: set ADMIN_API_KEY to enable it")
-    if not _same(_bearer(request), settings.admin_api_key):
+    if not _same(_bearer(request.headers.get("authorization")), settings.admin_api_key):
         raise NotAuthorizedException("missing or wrong API key")
 
 
 # Guards are async: Litestar runs a sync guard in a worker thread, a thread hop on every request.
 async def webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard for the agent's tools: `WEBHOOK_SECRET` required."""
-    require_webhook_secret(connection, connection.app.state.service.settings, open_if_unset=False)
+    require_webhook_secret(connection, connection.app.state.service.settings)
 
 
 async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -200,6 +200,11 @@ def _defaults(service: Service, now: dt.datetime) -> bytes:
 NOT_COMMITTED = "saved in the vault, but git failed to commit it (see /health); retry later"
 
 
+def _error(status: int, detail: str) -> bytes:
+    """The body of every error answer: `{"status_code": ..., "detail": ...}`."""
+    return _encoder.encode({"status_code": status, "detail": detail})
+
+
 def _json(content: Any, status: int = 200) -> Response[bytes]:
     return Response(_encoder.encode(content), status_code=status, media_type="application/json")
 
@@ -212,15 +217,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-def _webhook_auth_fails(scope: Scope, secret: str | None) -> bool:
-    """Whether a request lacks `WEBHOOK_SECRET` (as a Bearer token or `X-Webhook-Secret`) when one is set."""
-    if secret is None:
-        return False
-    scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
-    bearer = token.strip() if scheme.lower() == "bearer" else None
-    return not (_same(bearer or None, secret) or _same(_header(scope, b"x-webhook-secret"), secret))
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
@@ -249,10 +245,6 @@ async def _send(send: Send, status: int, content: bytes, extra: tuple[tuple[byte
     await send({"type": "http.response.body", "body": content})
 
 
-def _error(status: int, detail: str) -> bytes:
-    return _encoder.encode({"status_code": status, "detail": detail})
-
-
 @asgi("/webhook/personalize", copy_scope=False)
 async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
     """ElevenLabs' conversation-initiation webhook: who is calling and what the agent should know.
@@ -267,7 +259,10 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
         return
     state = scope["app"].state
     service: Service = state.service
-    if _webhook_auth_fails(scope, service.settings.webhook_secret):
+    secret = service.settings.webhook_secret  # unset: open, for a trial on loopback (config refuses otherwise)
+    if secret is not None and not has_webhook_secret(
+        _header(scope, b"authorization"), _header(scope, b"x-webhook-secret"), secret
+    ):
         await _send(send, 401, _error(401, "missing or wrong webhook secret"))
         return
     body = await _read_body(scope, receive, WEBHOOK_BODY_LIMIT)
@@ -507,17 +502,21 @@ def caller_json(record: Caller, path: str | None) -> dict[str, Any]:
 # -- the app ---------------------------------------------------------------------------------------
 
 
+def _error_response(status: int, detail: str) -> Response[bytes]:
+    return Response(_error(status, detail), status_code=status, media_type="application/json")
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     if isinstance(exc, HTTPException):
-        return _json({"status_code": exc.status_code, "detail": exc.detail}, exc.status_code)
+        return _error_response(exc.status_code, exc.detail)
     log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
-    return _json({"status_code": 500, "detail": "internal error; see the server log"}, 500)
+    return _error_response(500, "internal error; see the server log")
 
 
 def _too_deep(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     # msgspec refuses JSON nested past its recursion limit, in our decoding and in Litestar's alike;
     # that is bad input, not our failure.
-    return _json({"status_code": 400, "detail": "the request body is nested too deeply"}, 400)
+    return _error_response(400, "the request body is nested too deeply")
 
 
 def create_app(settings: Settings) -> Litestar:

@@ -92,8 +92,8 @@ class GitWriter:
         # Files a person changed whose hand-edit commit is still waiting for its quiet period.
         self.hand_edits: set[str] = set()
         self._worker: Worker | None = None
-        # The tree of the last commit this writer made (or looked up), to see when there is nothing to commit.
-        self._trees: dict[str, str] = {}
+        # (commit, its tree) of the last commit this writer made or looked up: to see when there is nothing to commit.
+        self._last_tree: tuple[str, str] | None = None
         # Identity and config from us alone: no global or system git config can change behaviour.
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
@@ -367,7 +367,7 @@ class GitWriter:
         # Moves HEAD's branch only if it is still `parent` (a person's commit meanwhile fails this one).
         subject = text.split("\n", 1)[0]
         await self._run("update-ref", "-m", f"commit: {subject}", "HEAD", sha, *(parent,) if parent else ())
-        self._trees = {sha: tree}
+        self._last_tree = (sha, tree)
         return sha
 
     async def _head(self) -> str | None:
@@ -378,9 +378,9 @@ class GitWriter:
         return out.strip() or None if code == 0 else None
 
     async def _tree_of(self, commit: str) -> str:
-        if commit not in self._trees:
-            self._trees = {commit: (await self._run("rev-parse", f"{commit}^{{tree}}"))[1].strip()}
-        return self._trees[commit]
+        if self._last_tree is None or self._last_tree[0] != commit:
+            self._last_tree = (commit, (await self._run("rev-parse", f"{commit}^{{tree}}"))[1].strip())
+        return self._last_tree[1]
 
     async def _housekeeping(self) -> None:
         # git's own threshold decides whether there is anything to do; the gc detaches and works on

@@ -118,11 +118,7 @@ def test_auth_compares_in_constant_time(monkeypatch, tmp_path: Path) -> None:
             self.headers = headers
 
     app_module.require_admin(FakeRequest({"authorization": f"Bearer {ADMIN_KEY}"}), settings)  # type: ignore[arg-type]
-    app_module.require_webhook_secret(
-        FakeRequest({"x-webhook-secret": WEBHOOK_SECRET}),
-        settings,
-        open_if_unset=False,  # type: ignore[arg-type]
-    )
+    app_module.require_webhook_secret(FakeRequest({"x-webhook-secret": WEBHOOK_SECRET}), settings)  # type: ignore[arg-type]
     stamp = int(time.time())
     mac = hmac.new(ELEVENLABS_SECRET.encode(), f"{stamp}.{{}}".encode(), hashlib.sha256).hexdigest()
     assert elevenlabs.verify_signature(f"t={stamp},v0={mac}", b"{}", ELEVENLABS_SECRET)
