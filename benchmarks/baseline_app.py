@@ -6,8 +6,8 @@ plus uvicorn on this machine. `GET /health` answers `{"status":"ok"}` for the re
 
 To be sure it runs under *the same server flags* as the service, it is started through the
 service's own `serve` command with `server.app.create_app` swapped for this app, so whatever
-uvicorn options `server/cli.py` passes (one worker, no access log, loop/http auto = uvloop +
-httptools, ...) the baseline gets too.
+uvicorn options `server/cli.py` passes (one worker, no access log, asyncio's loop, httptools,
+...) the baseline gets too.
 
 Run: `BENCH_BASELINE_BODY=answer.json PORT=8001 python -m benchmarks.baseline_app` (plus the env
 the service's settings need; the vault is never opened).

@@ -64,7 +64,7 @@ class Config:
     large: int = 100_000
     startup_repeats: int = 3
     throughput_seconds: float = 8
-    throughput_rounds: int = 2  # each round is one service run and one baseline run
+    throughput_rounds: int = 3  # each round is one service run and one baseline run
     throughput_connections: int = 32
     warmup_seconds: float = 2
     rate: float = 500

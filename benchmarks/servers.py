@@ -1,7 +1,7 @@
 """Starting, probing and stopping the servers under test, each in its own process.
 
 The service runs exactly as in production: `python -m server.cli --env-file /dev/null serve`
-(uvicorn, one worker, no access log, loop/http "auto" = uvloop + httptools). The baseline runs
+(uvicorn, one worker, no access log, asyncio's loop and httptools). The baseline runs
 through the same command (see `benchmarks.baseline_app`).
 """
 

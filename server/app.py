@@ -169,11 +169,23 @@ class AnswerCache:
     def __init__(self, size: int = 10_000) -> None:
         self._size = size
         self._entries: OrderedDict[str, tuple[object, object, object, str, bytes]] = OrderedDict()
+        never = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self._minute: tuple[dt.datetime, dt.datetime, str] = (never, never, "")
+
+    def _today(self, now: dt.datetime, tz: dt.tzinfo) -> str:
+        # Converting to the business time zone costs more than the rest of a cache hit; a date can
+        # only change on a minute boundary (every zone's offset is whole minutes), so once a minute.
+        start, end, today = self._minute
+        if not start <= now < end:
+            start = now.replace(second=0, microsecond=0)
+            today = now.astimezone(tz).date().isoformat()
+            self._minute = (start, start + dt.timedelta(minutes=1), today)
+        return today
 
     def get(self, service: Service, caller: Caller | None, now: dt.datetime) -> bytes:
         """The answer for `caller` at `now`, composed only if an input changed since the last time."""
         index = service.memory.index
-        soul, today = index.soul, now.astimezone(service.settings.tz).date().isoformat()
+        soul, today = index.soul, self._today(now, service.settings.tz)
         note = index.notes.get(today)
         key = caller.phone_hash if caller is not None else ""
         entry = self._entries.get(key)
@@ -212,16 +224,22 @@ def _json(content: Any, status: int = 200) -> Response[bytes]:
 # -- ElevenLabs ------------------------------------------------------------------------------------
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+_PERSONALIZE_HEADERS = (b"authorization", b"x-webhook-secret", b"content-length")
+
+
+def _headers(scope: Scope, names: tuple[bytes, ...]) -> list[str | None]:
+    """The first value of each of `names` (lower-case) in the request's headers, in one pass."""
+    found: list[str | None] = [None] * len(names)
     for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+        if key in names:
+            at = names.index(key)
+            if found[at] is None:
+                found[at] = value.decode("latin-1")
+    return found
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes | None:
     """The whole request body, or None as soon as it is known to exceed `limit` bytes."""
-    length = _header(scope, b"content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
         return None
     chunks: list[bytes] = []
@@ -259,13 +277,12 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
         return
     state = scope["app"].state
     service: Service = state.service
+    authorization, x_webhook_secret, length = _headers(scope, _PERSONALIZE_HEADERS)
     secret = service.settings.webhook_secret  # unset: open, for a trial on loopback (config refuses otherwise)
-    if secret is not None and not has_webhook_secret(
-        _header(scope, b"authorization"), _header(scope, b"x-webhook-secret"), secret
-    ):
+    if secret is not None and not has_webhook_secret(authorization, x_webhook_secret, secret):
         await _send(send, 401, _error(401, "missing or wrong webhook secret"))
         return
-    body = await _read_body(scope, receive, WEBHOOK_BODY_LIMIT)
+    body = await _read_body(receive, length, WEBHOOK_BODY_LIMIT)
     if body is None:
         await _send(send, 413, _error(413, "Request Entity Too Large"), ((b"connection", b"close"),))
         return

@@ -60,8 +60,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         workers=1,
-        # asyncio's loop, not uvloop: every git command is a child process, and uvloop forks the
-        # whole server to start one (milliseconds with a big index), stalling every call meanwhile.
+        # asyncio's loop, not uvloop: the worker process is started from here, and so is git while
+        # the worker is down; uvloop forks the whole server to start a child (milliseconds with a
+        # big index), stalling every call meanwhile, where asyncio's loop uses vfork.
         loop="asyncio",
         http="httptools",
         log_config=None,

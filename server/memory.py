@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import logging
 from collections import OrderedDict
@@ -68,6 +69,11 @@ class Identity:
         self.legacy = legacy
 
 
+def _short_text(value: object) -> bool:
+    # What may be a cache key: no phone number is longer, and junk must not fill the cache.
+    return isinstance(value, str) and len(value) <= 64
+
+
 class WriteError(Exception):
     """A write that cannot be done as asked; the message is safe to show to the client."""
 
@@ -97,11 +103,18 @@ class Memory:
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         # The worker process that rewrites files for recorded calls (the server's); None: in process.
         self._worker: Worker | None = None
+        # The same callers call again: their identity is worth remembering, like phone's parses.
+        self._identities = functools.lru_cache(maxsize=65_536)(self._identify)
 
     # -- identity (pure lookups; the call path) -----------------------------------------------
 
     def identify(self, caller_id: object, called_number: object = None) -> Identity:
         """Resolve the other party of a call; outbound calls (our own number as caller) use `called_number`."""
+        if _short_text(caller_id) and (called_number is None or _short_text(called_number)):
+            return self._identities(caller_id, called_number)
+        return self._identify(caller_id, called_number)
+
+    def _identify(self, caller_id: object, called_number: object) -> Identity:
         region = self.settings.default_region or phone.region_of(called_number)
         parsed = phone.classify(caller_id, region)
         if parsed.e164 is not None and parsed.e164 in self.settings.agent_numbers:

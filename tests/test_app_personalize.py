@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
-from tests.conftest import AGENT_NUMBER, MARIA, OTHER, WEBHOOK_SECRET, LiveServer, fixture_json, git
+from server.app import AnswerCache
+from server.service import open_service
+from tests.conftest import AGENT_NUMBER, MARIA, OTHER, WEBHOOK_SECRET, LiveServer, fixture_json, git, make_settings
 from tests.live_helpers import (
     assert_valid_answer,
     caller_md,
@@ -398,3 +401,26 @@ def test_every_answered_call_is_recorded_when_the_server_stops_mid_batch(server:
     for number in numbers:
         assert frontmatter(files / f"{key_for(number)[:12]}.md")["call_count"] == 1
     assert git(server.vault, "status", "--porcelain") == "", "every recorded call is committed before exit"
+
+
+def test_a_reused_answer_turns_to_the_next_days_note_at_local_midnight(tmp_path: Path) -> None:
+    # The answer cache remembers the business day for a minute at a time: the minute that starts
+    # the day in the business time zone (08:00 UTC in Los Angeles in November) must see the new note.
+    root = tmp_path / "vault"
+    open_service(make_settings(root))  # creates the vault
+    (root / "notes" / "2026-11-24.md").write_text("- MONDAY-NOTE\n", encoding="utf-8")
+    (root / "notes" / "2026-11-25.md").write_text("- TUESDAY-NOTE\n", encoding="utf-8")
+    service = open_service(make_settings(root, TIMEZONE="America/Los_Angeles"))
+    answers = AnswerCache()
+
+    def note_at(moment: str) -> str:
+        content = answers.get(service, None, dt.datetime.fromisoformat(moment))
+        return str(msgspec.json.decode(content)["dynamic_variables"]["daily_notes"])
+
+    assert "MONDAY-NOTE" in note_at("2026-11-25T07:59:00+00:00")
+    assert "MONDAY-NOTE" in note_at("2026-11-25T07:59:59.999999+00:00")
+    assert "TUESDAY-NOTE" in note_at("2026-11-25T08:00:00+00:00")
+    assert "TUESDAY-NOTE" in note_at("2026-11-25T08:00:30+00:00")
+    assert "MONDAY-NOTE" in note_at("2026-11-25T07:00:00+00:00"), "a clock set back is followed too"
+    same = dt.datetime(2026, 11, 25, 9, 0, 1, tzinfo=dt.UTC)
+    assert answers.get(service, None, same) is answers.get(service, None, same + dt.timedelta(seconds=30))

@@ -153,3 +153,19 @@ async def test_a_hand_edit_right_after_a_recorded_call_is_seen(tmp_path: Path) -
     record = memory.index.caller(key)
     assert record is not None and "Has a cat named Rex" in record.facts and record.call_count == 4
     assert "hand edit: callers/maria.md edited" in git(root, "log", "-1", "--format=%B")
+
+
+def test_identities_are_remembered_but_junk_is_not(tmp_path: Path) -> None:
+    memory = open_service(make_settings(tmp_path / "vault", AGENT_NUMBERS="+14155550100")).memory
+    inbound = memory.identify(MARIA, "+14155550100")
+    assert inbound.key == key_for(MARIA) and memory.identify(MARIA, "+14155550100") is inbound
+    # Our own number calling out: the called party is the caller, remembered per pair.
+    outbound = memory.identify("+14155550100", MARIA)
+    assert outbound.key == key_for(MARIA) and outbound is not inbound
+    assert memory.identify("anonymous").key is None
+    remembered = memory._identities.cache_info().currsize
+    for n in range(100):
+        junk = f"{n:03d}" + "9" * 70  # longer than any phone number
+        assert memory.identify(junk).caller_id.kind == "unparseable"
+        assert memory.identify(MARIA, junk).key == key_for(MARIA)
+    assert memory._identities.cache_info().currsize == remembered, "junk caller IDs must not fill the cache"
