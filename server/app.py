@@ -163,10 +163,11 @@ class AnswerCache:
 
     compose() is pure, and its inputs are immutable records that the index replaces on every edit,
     so an answer stays valid while the caller record, the soul and today's note are the same objects
-    and the day is the same. Bounded: least recently used answers go first.
+    and the day is the same. Bounded, least recently used first: an answer (a few kB) is reused only
+    until the caller's call is recorded, seconds later, so only recent callers' answers are worth it.
     """
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int = 4_096) -> None:
         self._size = size
         self._entries: OrderedDict[str, tuple[object, object, object, str, bytes]] = OrderedDict()
         never = dt.datetime.min.replace(tzinfo=dt.UTC)

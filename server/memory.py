@@ -103,8 +103,9 @@ class Memory:
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         # The worker process that rewrites files for recorded calls (the server's); None: in process.
         self._worker: Worker | None = None
-        # The same callers call again: their identity is worth remembering, like phone's parses.
-        self._identities = functools.lru_cache(maxsize=65_536)(self._identify)
+        # Callers who call again soon skip parsing and hashing. Kept small: a flood of calls comes
+        # from a few thousand callers at most, and every entry is memory held for good.
+        self._identities = functools.lru_cache(maxsize=4_096)(self._identify)
 
     # -- identity (pure lookups; the call path) -----------------------------------------------
 

@@ -39,6 +39,7 @@ class CallerId(msgspec.Struct, frozen=True):
 
 
 WITHHELD = CallerId("withheld")
+_RECENT = 4_096
 
 
 def classify(raw: object, default_region: str | None = None) -> CallerId:
@@ -53,8 +54,10 @@ def classify(raw: object, default_region: str | None = None) -> CallerId:
     return _classify(raw, default_region)
 
 
-# Callers call again and the agent's own numbers repeat: parsing is worth remembering.
-@functools.lru_cache(maxsize=65_536)
+# Callers call again and the agent's own numbers repeat: parsing is worth remembering. The caches
+# here are bounded to recent callers: every entry is memory held for good (about 0.8 kB a caller
+# across the three of them).
+@functools.lru_cache(maxsize=_RECENT)
 def _classify(raw: str, default_region: str | None) -> CallerId:
     text = raw.strip()
     lowered = text.lower()
@@ -97,13 +100,13 @@ def _region_of(number: str) -> str | None:
 
 
 # Remembered like `_classify`: the same callers call again, and this is on every call's path.
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=_RECENT)
 def caller_key(e164: str, key: bytes) -> str:
     """The caller's identity in the vault: HMAC-SHA256 of the E.164 number, as 64 hex digits."""
     return hmac.digest(key, e164.encode(), "sha256").hex()
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=_RECENT)
 def legacy_key(e164: str) -> str:
     """The predecessor's plain SHA-256 key, kept only to recognise imported callers (SPEC §7)."""
     return hashlib.sha256(e164.encode()).hexdigest()
