@@ -70,8 +70,8 @@ class Identity:
 
 
 def _short_text(value: object) -> bool:
-    # What may be a cache key: no phone number is longer, and junk must not fill the cache.
-    return isinstance(value, str) and len(value) <= 64
+    # What may be a cache key: junk must not fill the cache.
+    return isinstance(value, str) and len(value) <= phone.MAX_CHARS
 
 
 class WriteError(Exception):

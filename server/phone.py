@@ -39,6 +39,8 @@ class CallerId(msgspec.Struct, frozen=True):
 
 
 WITHHELD = CallerId("withheld")
+# No phone number is longer, in any format; longer caller IDs are junk and are never remembered.
+MAX_CHARS = 64
 _RECENT = 4_096
 
 
@@ -49,7 +51,7 @@ def classify(raw: object, default_region: str | None = None) -> CallerId:
     """
     if not isinstance(raw, str):
         return WITHHELD
-    if len(raw) > 64:  # no phone number is this long; keeps junk out of the cache below
+    if len(raw) > MAX_CHARS:  # keeps junk out of the cache below
         return CallerId("unparseable")
     return _classify(raw, default_region)
 
@@ -86,7 +88,7 @@ def _classify(raw: str, default_region: str | None) -> CallerId:
 
 def region_of(number: object) -> str | None:
     """The region of an E.164 number (e.g. our own Twilio number), used for national caller IDs."""
-    if not isinstance(number, str) or not number.strip().startswith("+") or len(number) > 64:
+    if not isinstance(number, str) or not number.strip().startswith("+") or len(number) > MAX_CHARS:
         return None
     return _region_of(number)
 
