@@ -173,20 +173,20 @@ class AnswerCache:
         never = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._minute: tuple[dt.datetime, dt.datetime, str] = (never, never, "")
 
-    def _today(self, now: dt.datetime, tz: dt.tzinfo) -> str:
+    def _today(self, service: Service, now: dt.datetime) -> str:
         # Converting to the business time zone costs more than the rest of a cache hit; a date can
         # only change on a minute boundary (every zone's offset is whole minutes), so once a minute.
         start, end, today = self._minute
         if not start <= now < end:
             start = now.replace(second=0, microsecond=0)
-            today = now.astimezone(tz).date().isoformat()
+            today = service.memory.today(now)
             self._minute = (start, start + dt.timedelta(minutes=1), today)
         return today
 
     def get(self, service: Service, caller: Caller | None, now: dt.datetime) -> bytes:
         """The answer for `caller` at `now`, composed only if an input changed since the last time."""
         index = service.memory.index
-        soul, today = index.soul, self._today(now, service.settings.tz)
+        soul, today = index.soul, self._today(service, now)
         note = index.notes.get(today)
         key = caller.phone_hash if caller is not None else ""
         entry = self._entries.get(key)
@@ -230,13 +230,11 @@ _PERSONALIZE_HEADERS = (b"authorization", b"x-webhook-secret", b"content-length"
 
 def _headers(scope: Scope, names: tuple[bytes, ...]) -> list[str | None]:
     """The first value of each of `names` (lower-case) in the request's headers, in one pass."""
-    found: list[str | None] = [None] * len(names)
+    found: dict[bytes, str] = {}
     for key, value in scope["headers"]:
-        if key in names:
-            at = names.index(key)
-            if found[at] is None:
-                found[at] = value.decode("latin-1")
-    return found
+        if key in names and key not in found:
+            found[key] = value.decode("latin-1")
+    return [found.get(name) for name in names]
 
 
 async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes | None:

@@ -289,10 +289,6 @@ class GitWriter:
         await self._queue.put(_Job(paths, [lines] if isinstance(lines, str) else lines, source, done))
         return await done
 
-    async def commit_hand_edit(self, relpath: str, what: str = "edited") -> None:
-        """Commit a person's change to one file with `Source: hand-edit` (nothing if already committed)."""
-        await self.commit_hand_edits({relpath: what})
-
     async def commit_hand_edits(self, edits: dict[str, str]) -> None:
         """Commit people's changes to files (path -> "edited" or "removed") in one `Source: hand-edit` commit."""
         self.hand_edits.difference_update(edits)

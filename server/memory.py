@@ -237,7 +237,7 @@ class Memory:
         for n, relpath in enumerate(paths, 1):
             if relpath in self.git.hand_edits or self._edited_behind_our_back(relpath):
                 # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
-                await self.git.commit_hand_edit(relpath)
+                await self.git.commit_hand_edits({relpath: "edited"})
             if n % _SLICE == 0:
                 await asyncio.sleep(0)
         # git commits whole files: a second write to a file whose first write is not committed yet

@@ -39,28 +39,20 @@ class CallerId(msgspec.Struct, frozen=True):
 
 
 WITHHELD = CallerId("withheld")
-# No phone number is longer, in any format; longer caller IDs are junk and are never remembered.
+# No phone number is longer, in any format: a longer caller ID is junk, and never parsed.
 MAX_CHARS = 64
-_RECENT = 4_096
 
 
 def classify(raw: object, default_region: str | None = None) -> CallerId:
     """Classify a caller ID and normalise it to E.164 when it is a real phone number.
 
-    `default_region` is used for national formats such as `(415) 555-0123`.
+    `default_region` is used for national formats such as `(415) 555-0123`. Not cached here: the
+    call path remembers whole identities (`Memory.identify`).
     """
     if not isinstance(raw, str):
         return WITHHELD
-    if len(raw) > MAX_CHARS:  # keeps junk out of the cache below
+    if len(raw) > MAX_CHARS:
         return CallerId("unparseable")
-    return _classify(raw, default_region)
-
-
-# Callers call again and the agent's own numbers repeat: parsing is worth remembering. The caches
-# here are bounded to recent callers: every entry is memory held for good (about 0.8 kB a caller
-# across the three of them).
-@functools.lru_cache(maxsize=_RECENT)
-def _classify(raw: str, default_region: str | None) -> CallerId:
     text = raw.strip()
     lowered = text.lower()
     if not text or lowered in {"null", "none"}:
@@ -101,14 +93,11 @@ def _region_of(number: str) -> str | None:
         return None
 
 
-# Remembered like `_classify`: the same callers call again, and this is on every call's path.
-@functools.lru_cache(maxsize=_RECENT)
 def caller_key(e164: str, key: bytes) -> str:
     """The caller's identity in the vault: HMAC-SHA256 of the E.164 number, as 64 hex digits."""
     return hmac.digest(key, e164.encode(), "sha256").hex()
 
 
-@functools.lru_cache(maxsize=_RECENT)
 def legacy_key(e164: str) -> str:
     """The predecessor's plain SHA-256 key, kept only to recognise imported callers (SPEC §7)."""
     return hashlib.sha256(e164.encode()).hexdigest()
