@@ -21,6 +21,7 @@ import msgspec
 from litestar import Litestar, Request, Response, Router, asgi, delete, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -31,7 +32,7 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 from server import phone
 from server.compose import BUILTINS, compose, defaults
@@ -258,8 +259,10 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes 
 
 async def _send(send: Send, status: int, content: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
+    start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
+    await send(start)
+    body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": content, "more_body": False}
+    await send(body)
 
 
 @asgi("/webhook/personalize", copy_scope=False)
@@ -271,6 +274,10 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
     `called_number`, `call_sid`, `conversation_id`, unknown keys ignored) is read by hand, so that no
     body, however wrong, can fail the call: always 200, but for a wrong secret or an oversized body.
     """
+    if scope["type"] != ScopeType.HTTP:
+        # A websocket to this path: refused before it is accepted, as ASGI has it.
+        await send({"type": "websocket.close", "code": 1003, "reason": "personalize is an HTTP webhook"})
+        return
     if scope["method"] != "POST":
         await _send(send, 405, _error(405, "Method Not Allowed"), ((b"allow", b"POST"),))
         return

@@ -1,78 +1,146 @@
-"""Settings: read once at start-up from the environment (and an optional `.env`), then passed down.
+"""Settings: one table of every variable, read once at start-up from the environment (and `.env`).
 
-Every variable of SPEC §9 lives here and nowhere else reads the environment. A bad value raises
-`ConfigError` naming the variable, so start-up stops with a message a person can act on.
+Each variable is declared once, as a field of `Settings`: its name (the field's, upper-cased), type,
+default and the line that documents it. `load_settings` converts the strings with `msgspec.convert`;
+`.env.example` is rendered from the same table (`python -m server.config > .env.example`), and the
+tests and the benchmark take the list of names from it. Nothing else reads the environment. A bad
+value raises `ConfigError` naming the variable, so start-up stops with a message a person can act on.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import phonenumbers
 from dotenv import dotenv_values
-
-# Every environment variable the settings are read from: SPEC §9 and three tuning knobs.
-VARIABLES = (
-    "VAULT_DIR",
-    "HOST",
-    "PORT",
-    "WEBHOOK_SECRET",
-    "ELEVENLABS_WEBHOOK_SECRET",
-    "ADMIN_API_KEY",
-    "PHONE_HASH_KEY",
-    "DEFAULT_REGION",
-    "AGENT_NUMBERS",
-    "TIMEZONE",
-    "PROMPT_MAX_CHARS",
-    "OVERRIDE_PROMPT",
-    "OVERRIDE_FIRST_MESSAGE",
-    "STORE_PHONE_NUMBERS",
-    "GIT_AUTHOR_NAME",
-    "GIT_AUTHOR_EMAIL",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "HAND_EDIT_QUIET_SECONDS",
-    "RECONCILE_SECONDS",
-    "PERSONALIZE_DEADLINE_MS",
-)
 
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot use; the message names the variable."""
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the service is configured with. Built by `load_settings`."""
+def _doc(text: str, ge: float | None = None, le: float | None = None) -> msgspec.Meta:
+    return msgspec.Meta(description=text, ge=ge, le=le)
 
-    vault_dir: Path = Path("vault")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    webhook_secret: str | None = None
-    elevenlabs_webhook_secret: str | None = None
-    admin_api_key: str | None = None
-    phone_hash_key: str | None = None
-    default_region: str | None = None
-    agent_numbers: tuple[str, ...] = ()
-    timezone: str = "UTC"
-    prompt_max_chars: int = 12_000
-    override_prompt: bool = True
-    override_first_message: bool = True
-    store_phone_numbers: bool = False
-    git_author_name: str = "memory-bridge"
-    git_author_email: str = "memory-bridge@localhost"
-    log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
-    # Not in SPEC §9 but worth a knob: how long a hand-edited file must stay quiet before it is
-    # committed, how often the reconcile scan runs, and the personalize deadline.
-    hand_edit_quiet_seconds: float = 3.0
-    reconcile_seconds: float = 60.0
-    personalize_deadline_ms: float = 500.0
+
+# A secret shorter than this is a typo or a placeholder, not a secret.
+_SECRET = msgspec.Meta(min_length=8)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service is configured with: the one table of variables. Built by `load_settings`."""
+
+    vault_dir: Annotated[Path, _doc("Where the vault lives (created on first start, with its own git repository).")] = (
+        Path("vault")
+    )
+    host: Annotated[
+        str,
+        _doc(
+            "Where the service listens. Keep 127.0.0.1 behind a reverse proxy (TLS) on the same machine; "
+            "any other address is refused unless WEBHOOK_SECRET is set."
+        ),
+    ] = "127.0.0.1"
+    port: Annotated[int, _doc("The port to listen on.", ge=0, le=65535)] = 8000
+    webhook_secret: Annotated[
+        Annotated[str, _SECRET] | None,
+        _doc(
+            "Shared secret ElevenLabs sends to the personalize webhook and the remember tool, as "
+            '"Authorization: Bearer <secret>" or "X-Webhook-Secret: <secret>". Unset: the personalize webhook '
+            "is open (loopback only) and the remember tool answers 403."
+        ),
+    ] = None
+    elevenlabs_webhook_secret: Annotated[
+        Annotated[str, _SECRET] | None,
+        _doc("The HMAC secret ElevenLabs shows for your post-call webhook. Unset: post-call answers 403."),
+    ] = None
+    admin_api_key: Annotated[
+        Annotated[str, _SECRET] | None,
+        _doc("Bearer key for the /api routes and /health's details. Unset: the API answers 403."),
+    ] = None
+    phone_hash_key: Annotated[
+        Annotated[str, _SECRET] | None,
+        _doc(
+            "Key for HMAC-SHA256 caller keys. Keep it secret, outside the vault, and backed up: without it no "
+            "caller can be recognised. Unset: a key is created in the vault's .git folder (never committed). "
+            'Make one with: python3 -c "import secrets; print(secrets.token_hex(32))"'
+        ),
+    ] = None
+    default_region: Annotated[
+        str | None,
+        _doc("Region for numbers in national format, e.g. US or GB. Unset: the region of the called number."),
+    ] = None
+    agent_numbers: Annotated[
+        tuple[str, ...],
+        _doc(
+            "The agent's own numbers, comma-separated. A call whose caller_id is one of them is outbound, and "
+            "the other party (called_number) is the caller whose memory is used."
+        ),
+    ] = ()
+    timezone: Annotated[
+        str, _doc('The business time zone: decides which daily note is "today". IANA name, default UTC.')
+    ] = "UTC"
+    prompt_max_chars: Annotated[
+        int,
+        _doc(
+            "Upper bound of the composed system prompt, in characters. The soul is always kept whole; caller "
+            "memory and today's notes are trimmed, oldest first.",
+            ge=500,
+            le=1_000_000,
+        ),
+    ] = 12_000
+    override_prompt: Annotated[
+        bool,
+        _doc(
+            "Send the system prompt override. Turn it off if the agent's Security tab does not allow it: an "
+            "override the agent has not enabled fails the call."
+        ),
+    ] = True
+    override_first_message: Annotated[bool, _doc("Send the first message override (see OVERRIDE_PROMPT).")] = True
+    store_phone_numbers: Annotated[
+        bool,
+        _doc("Also keep the caller's E.164 number in their file (for businesses that must call back). Off by default."),
+    ] = False
+    git_author_name: Annotated[
+        str, _doc("Author of the vault's commits. The machine's own git identity is never used.")
+    ] = "memory-bridge"
+    git_author_email: Annotated[str, _doc("E-mail address of that author.")] = "memory-bridge@localhost"
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _doc("DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    ] = "INFO"
+    log_format: Annotated[Literal["text", "json"], _doc("text, or json (one object per line).")] = "text"
+    # Not in SPEC §9 but worth a knob.
+    hand_edit_quiet_seconds: Annotated[
+        float,
+        _doc("Tuning: seconds a hand-edited file must stay unchanged before it is committed.", ge=0.0, le=3600.0),
+    ] = 3.0
+    reconcile_seconds: Annotated[
+        float, _doc("Tuning: seconds between reconcile scans of the whole vault.", ge=0.1, le=86_400.0)
+    ] = 60.0
+    personalize_deadline_ms: Annotated[
+        float,
+        _doc(
+            "Tuning: the personalize webhook's internal deadline in milliseconds, past which it answers with the "
+            "defaults.",
+            ge=1.0,
+            le=10_000.0,
+        ),
+    ] = 500.0
+
+    def __post_init__(self) -> None:
+        # Checks a type cannot express; a ValueError here becomes a ValidationError of `convert`.
+        if self.default_region is not None and self.default_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("DEFAULT_REGION must be a two-letter region code such as US or GB")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("TIMEZONE must be an IANA time zone such as Europe/London") from None
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
@@ -85,6 +153,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return is_loopback_host(self.host)
 
 
+_FIELDS = msgspec.structs.fields(Settings)
+# Every environment variable the settings are read from, in the table's order.
+VARIABLES = tuple(field.name.upper() for field in _FIELDS)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+# How a raw string is tidied before conversion, for the variables whose spelling people vary.
+_TIDY = {
+    "DEFAULT_REGION": str.upper,
+    "LOG_LEVEL": str.upper,
+    "LOG_FORMAT": str.lower,
+}
+
+
 def is_loopback_host(host: str) -> bool:
     """True for `localhost` and any address in 127.0.0.0/8 or ::1."""
     if host == "localhost":
@@ -95,136 +177,82 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, not {raw!r}")
-
-
-def _int(name: str, raw: str, low: int, high: int) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+def _raw_value(field: msgspec.structs.FieldInfo, raw: str) -> object:
+    """A variable's string as `convert` should see it: booleans spelt out, lists split."""
+    value = _TIDY.get(field.name.upper(), str)(raw.strip())
+    if getattr(field.type, "__origin__", field.type) is bool:
+        lowered = value.lower()
+        return True if lowered in _TRUE else False if lowered in _FALSE else value
+    if field.name == "agent_numbers":
+        return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
 
-def _float(name: str, raw: str, low: float, high: float) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
-    return value
+def _path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError
 
 
-def _secret(name: str, raw: str) -> str | None:
-    value = raw.strip()
-    if not value:
-        return None
-    if len(value) < 8:
-        raise ConfigError(f"{name} is too short to be a secret (use at least 8 characters)")
-    return value
+# msgspec's words for a bad value, in a person's words.
+_WORDING = (
+    ("Expected `str` of length >= 8", "too short to be a secret (use at least 8 characters)"),
+    ("Expected", "expected"),
+    ("`str`", "text"),
+    ("`int`", "a whole number"),
+    ("`float`", "a number"),
+    ("`bool`", "true or false"),
+    ("Invalid enum value", "not one of the choices:"),
+)
 
 
-def _region(raw: str) -> str | None:
-    value = raw.strip().upper()
-    if not value:
-        return None
-    if value not in phonenumbers.SUPPORTED_REGIONS:
-        raise ConfigError(f"DEFAULT_REGION must be a two-letter region code such as US or GB, not {raw!r}")
-    return value
+def _problem(error: msgspec.ValidationError) -> str:
+    """A conversion error as a person reads it: the variable's name first, never a secret's value."""
+    text = str(error)
+    found = re.search(r" - at `\$\.(\w+)`$", text)
+    if found is None:  # raised by Settings.__post_init__, which names the variable itself
+        return text.removesuffix(" - at `$`")
+    text = text[: found.start()]
+    for msgspec_words, ours in _WORDING:
+        text = text.replace(msgspec_words, ours)
+    return f"{found.group(1).upper()}: {text}"
 
 
-def _agent_numbers(raw: str, region: str | None) -> tuple[str, ...]:
-    numbers = []
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
+def _e164(numbers: tuple[str, ...], region: str | None) -> tuple[str, ...]:
+    e164 = []
+    for number in numbers:
         try:
-            parsed = phonenumbers.parse(part, region)
+            parsed = phonenumbers.parse(number, region)
         except phonenumbers.NumberParseException:
             raise ConfigError("AGENT_NUMBERS holds an entry that is not a phone number") from None
-        numbers.append(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
-    return tuple(numbers)
-
-
-def _timezone(raw: str) -> str:
-    value = raw.strip() or "UTC"
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"TIMEZONE must be an IANA time zone such as Europe/London, not {raw!r}") from None
-    return value
+        e164.append(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return tuple(e164)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
     """Build the settings from `environ` (default: the process environment) over an optional `.env` file.
 
-    Real environment variables win over the file, as with most twelve-factor tools.
+    Real environment variables win over the file, as with most twelve-factor tools; an empty value
+    means the default.
     """
     values: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ if environ is None else environ)
-
-    def get(name: str) -> str | None:
-        raw = values.get(name)
-        return None if raw is None else raw
-
-    kwargs: dict[str, object] = {}
-    if (raw := get("VAULT_DIR")) and raw.strip():
-        kwargs["vault_dir"] = Path(raw.strip()).expanduser()
-    if (raw := get("HOST")) and raw.strip():
-        kwargs["host"] = raw.strip()
-    if (raw := get("PORT")) is not None and raw.strip():
-        kwargs["port"] = _int("PORT", raw, 0, 65535)
-    for name in ("WEBHOOK_SECRET", "ELEVENLABS_WEBHOOK_SECRET", "ADMIN_API_KEY", "PHONE_HASH_KEY"):
-        if (raw := get(name)) is not None:
-            kwargs[name.lower()] = _secret(name, raw)
-    region = _region(get("DEFAULT_REGION") or "")
-    kwargs["default_region"] = region
-    if raw := get("AGENT_NUMBERS"):
-        kwargs["agent_numbers"] = _agent_numbers(raw, region)
-    if (raw := get("TIMEZONE")) is not None:
-        kwargs["timezone"] = _timezone(raw)
-    if (raw := get("PROMPT_MAX_CHARS")) is not None and raw.strip():
-        kwargs["prompt_max_chars"] = _int("PROMPT_MAX_CHARS", raw, 500, 1_000_000)
-    for name in ("OVERRIDE_PROMPT", "OVERRIDE_FIRST_MESSAGE", "STORE_PHONE_NUMBERS"):
-        if (raw := get(name)) is not None and raw.strip():
-            kwargs[name.lower()] = _bool(name, raw)
-    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL"):
-        if (raw := get(name)) is not None and raw.strip():
-            kwargs[name.lower()] = raw.strip()
-    if (raw := get("LOG_LEVEL")) is not None and raw.strip():
-        level = raw.strip().upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {raw!r}")
-        kwargs["log_level"] = level
-    if (raw := get("LOG_FORMAT")) is not None and raw.strip():
-        fmt = raw.strip().lower()
-        if fmt not in {"text", "json"}:
-            raise ConfigError(f"LOG_FORMAT must be text or json, not {raw!r}")
-        kwargs["log_format"] = fmt
-    if (raw := get("HAND_EDIT_QUIET_SECONDS")) is not None and raw.strip():
-        kwargs["hand_edit_quiet_seconds"] = _float("HAND_EDIT_QUIET_SECONDS", raw, 0.0, 3600.0)
-    if (raw := get("RECONCILE_SECONDS")) is not None and raw.strip():
-        kwargs["reconcile_seconds"] = _float("RECONCILE_SECONDS", raw, 0.1, 86_400.0)
-    if (raw := get("PERSONALIZE_DEADLINE_MS")) is not None and raw.strip():
-        kwargs["personalize_deadline_ms"] = _float("PERSONALIZE_DEADLINE_MS", raw, 1.0, 10_000.0)
-
-    settings = Settings(**kwargs)  # type: ignore[arg-type]
+    given = {
+        field.name: _raw_value(field, raw)
+        for field in _FIELDS
+        if (raw := values.get(field.name.upper())) is not None and raw.strip()
+    }
+    try:
+        settings = msgspec.convert(given, Settings, strict=False, dec_hook=_path)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_problem(exc)) from None
+    settings = msgspec.structs.replace(
+        settings,
+        vault_dir=settings.vault_dir.expanduser(),
+        agent_numbers=_e164(settings.agent_numbers, settings.default_region),
+    )
     check_listen_address(settings)
     return settings
 
@@ -236,3 +264,41 @@ def check_listen_address(settings: Settings) -> None:
             f"HOST is {settings.host}, which other machines can reach, but WEBHOOK_SECRET is not set: "
             "set WEBHOOK_SECRET (and send it from ElevenLabs) or bind to 127.0.0.1"
         )
+
+
+def _example_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"./{value}" if isinstance(value, Path) else str(value)
+
+
+def env_example() -> str:
+    """`.env.example`, rendered from the table: each variable's doc line and its default."""
+    out = [
+        "# memory-bridge settings. Copy to .env and fill in; real environment variables win over this file.",
+        "# A bad value stops start-up with a message naming the variable. Rendered from server/config.py.",
+    ]
+    for field in _FIELDS:
+        doc = next(m.description for m in getattr(field.type, "__metadata__", ()) if isinstance(m, msgspec.Meta))
+        out += ["", *_wrap(doc or ""), f"{field.name.upper()}={_example_value(field.default)}"]
+    return "\n".join(out) + "\n"
+
+
+def _wrap(text: str, width: int = 100) -> list[str]:
+    lines, line = [], "#"
+    for word in text.split():
+        if len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = "#"
+        line += " " + word
+    return [*lines, line]
+
+
+if __name__ == "__main__":
+    print(env_example(), end="")

@@ -246,7 +246,8 @@ class GitWriter:
     def _split(self, paths: list[str]) -> tuple[list[str], list[str]]:
         """`paths` (without repeats) as (those on disk, those gone)."""
         root = str(self.root)
-        present, gone = [], []
+        present: list[str] = []
+        gone: list[str] = []
         for path in dict.fromkeys(paths):
             (present if os.path.lexists(os.path.join(root, path)) else gone).append(path)
         return present, gone

@@ -18,9 +18,9 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import frontmatter
 import msgspec
 import yaml
+from frontmatter.default_handlers import YAMLHandler
 
 from server.phone import is_caller_key, short
 from server.records import Caller, CallLine, DailyNote, Scalar, Soul
@@ -57,7 +57,7 @@ _FENCE = re.compile(r"^(---|\.\.\.)\s*$")
 # YAML anchors and aliases never appear in Obsidian properties; refusing them defuses alias bombs.
 _YAML_ALIAS = re.compile(r"(?:^|[\s\[{,:-])[&*][^\s,\[\]{}]+", re.MULTILINE)
 
-_YAML = frontmatter.YAMLHandler()
+_YAML = YAMLHandler()
 _STARTER_SOUL = Path(__file__).with_name("templates") / "soul.md"
 _VAULT_GITIGNORE = """\
 # Obsidian's per-device state: every click would otherwise become a commit.
@@ -298,7 +298,7 @@ def yaml_scalar(value: object) -> str:
         return f'"{text}"'  # an empty string, or a hash YAML could read as a number
     if text.splitlines() != [text]:  # any line break: \n, \r, and also \x85, \u2028 and the like
         text = " ".join(text.split())
-    rendered = yaml.safe_dump(text, allow_unicode=True, width=1_000_000, default_flow_style=True)
+    rendered: str = yaml.safe_dump(text, allow_unicode=True, width=1_000_000, default_flow_style=True)
     # A plain scalar is followed by the document-end line "..."; drop that line, not a value's own "...".
     return rendered.removesuffix("\n").removesuffix("\n...").rstrip("\n")
 
@@ -534,7 +534,7 @@ class Vault:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            return Loaded(relpath, kind, "", (), error=f"cannot be read: {exc.strerror}")
+            return Loaded(relpath, kind, "", 0, error=f"cannot be read: {exc.strerror}")
         stat = signature(st)
         if not os.path.isfile(path) or os.path.islink(path):
             return Loaded(relpath, kind, "", stat, error="is a link or not a regular file; not followed")
@@ -697,10 +697,10 @@ class Vault:
         if record is not None:
             return Loaded(relpath, kind_of(relpath), sha, stat, record=record)
         try:
-            record = parse(relpath, text.encode("utf-8"))
+            parsed = parse(relpath, text.encode("utf-8"))
         except VaultFileError as exc:
             return Loaded(relpath, kind_of(relpath), sha, stat, error=str(exc))
-        return Loaded(relpath, kind_of(relpath), sha, stat, record=record)
+        return Loaded(relpath, kind_of(relpath), sha, stat, record=parsed)
 
     def delete(self, relpath: str) -> None:
         """Remove a file from the vault."""

@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import msgspec
@@ -43,7 +44,7 @@ def _record_calls(root: str, jobs: bytes) -> bytes:
     return count_calls_batch(root, jobs)
 
 
-OPS = {"run": _run, "record_calls": _record_calls}
+OPS: dict[str, Callable[..., bytes]] = {"run": _run, "record_calls": _record_calls}
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:

@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from litestar.exceptions import WebSocketDisconnect
+from litestar.testing import TestClient
 
-from server.app import AnswerCache
+from server.app import AnswerCache, create_app
 from server.service import open_service
 from tests.conftest import AGENT_NUMBER, MARIA, OTHER, WEBHOOK_SECRET, LiveServer, fixture_json, git, make_settings
 from tests.live_helpers import (
@@ -295,6 +297,16 @@ def test_the_bare_route_speaks_http_like_the_others(server: LiveServer) -> None:
     assert chunked.status_code == 200 and chunked.json()["dynamic_variables"]["caller_known"] is False
     too_big = server.client.post("/webhook/personalize", content=chunks(70_000), headers=headers)
     assert too_big.status_code == 413 and too_big.json()["detail"]
+
+
+def test_a_websocket_to_the_route_is_refused_cleanly(tmp_path: Path) -> None:
+    # Over uvicorn any refusal reads as 403; in process, the close says whether it was ours or a crash.
+    with TestClient(create_app(make_settings(tmp_path / "vault"))) as client:
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/webhook/personalize"):
+            pass
+        assert (refused.value.code, refused.value.detail) == (1003, "personalize is an HTTP webhook")
+        auth = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
+        assert client.post("/webhook/personalize", json={"caller_id": MARIA}, headers=auth).status_code == 200
 
 
 @pytest.mark.parametrize(

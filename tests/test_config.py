@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import VARIABLES, ConfigError, Settings, is_loopback_host, load_settings
+from server.config import VARIABLES, ConfigError, Settings, env_example, is_loopback_host, load_settings
 
 
 def load(env_file: Path | None = None, **env: str) -> Settings:
@@ -218,7 +218,18 @@ def test_settings_are_frozen() -> None:
         s.port = 1  # type: ignore[misc]
 
 
-def test_every_variable_is_documented_in_env_example() -> None:
+def test_env_example_is_rendered_from_the_table() -> None:
     example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    assert example == env_example(), "run: python -m server.config > .env.example"
     documented = {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")}
     assert documented == set(VARIABLES)
+    assert "VAULT_DIR" in VARIABLES and "PERSONALIZE_DEADLINE_MS" in VARIABLES
+
+
+def test_a_bad_value_reads_as_a_sentence_without_the_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(PORT="70000")
+    assert str(info.value) == "PORT: expected a whole number <= 65535"
+    with pytest.raises(ConfigError) as info:
+        load(WEBHOOK_SECRET="short")
+    assert str(info.value) == "WEBHOOK_SECRET: too short to be a secret (use at least 8 characters)"
