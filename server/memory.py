@@ -375,6 +375,7 @@ class Memory:
                 [line for line, _, _ in written],
                 "webhook",
                 _ready([(result.relpath, _loaded(result), seq) for _, result, seq in written]),
+                {r.relpath: Exact(r.base, r.data) for _, r, _ in written if r.data is not None},
             )
 
     def _hold(self, calls: dict[str, tuple[Identity, int]]) -> None:

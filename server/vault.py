@@ -816,7 +816,7 @@ class Vault:
             return text
 
         try:
-            result = self.update(job.relpath, change)
+            result = self.update_from(job.relpath, change)
         except _FileGone:
             return Recorded(job.relpath, gone=True)
         except VaultFileError as exc:
@@ -825,9 +825,10 @@ class Vault:
             return Recorded(job.relpath, error=str(exc), disk_error=True)
         if result is None:
             return Recorded(job.relpath)
-        text, sha = result
+        text = result.text
         record = derived[-1][1] if derived[-1][0] == text else parse_caller(text)
-        return Recorded(job.relpath, sha, self.stat(job.relpath) or 0, record)
+        stat = self.stat(job.relpath) or 0
+        return Recorded(job.relpath, result.digest, stat, record, base=result.base, data=result.data)
 
     @staticmethod
     def note_path(date: str) -> str:
@@ -869,6 +870,8 @@ class Recorded(msgspec.Struct, frozen=True, array_like=True):
     error: str | None = None
     gone: bool = False  # the caller's file was moved or removed since the index saw it
     disk_error: bool = False  # the disk refused the write (`error` says how): the calls wait to be tried again
+    base: bytes | None = None  # the bytes the change was made on (None: none, or not known)
+    data: bytes | None = None  # the bytes written, to commit exactly this change (None: not known)
 
 
 class _FileGone(Exception):
