@@ -49,6 +49,7 @@ from server.gitwriter import GitError
 from server.memory import Identity, WriteError
 from server.records import Caller
 from server.service import Service, open_service
+from server.vault import DiskError
 
 log = logging.getLogger("memory_bridge.http")
 
@@ -212,6 +213,8 @@ def _defaults(service: Service, now: dt.datetime) -> bytes:
 
 # A write that reached the vault but not git is not acknowledged: the client should retry.
 NOT_COMMITTED = "saved in the vault, but git failed to commit it (see /health); retry later"
+# A write the disk refused: nothing was saved.
+NOT_SAVED = "not saved: the vault's disk refused the write (see /health); retry later"
 
 
 def _error(status: int, detail: str) -> bytes:
@@ -371,6 +374,8 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     except WriteError as exc:
         # The caller's file is broken by hand; ElevenLabs retries later, perhaps after it is fixed.
         raise ServiceUnavailableException(f"cannot record the call yet: {exc}") from None
+    except DiskError:
+        raise ServiceUnavailableException(NOT_SAVED) from None
     return _json({"status": "saved" if changed else "duplicate", "caller": phone.short(key)})
 
 
@@ -388,6 +393,8 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
         await service.memory.add_fact(who.key, fact, "tool", e164=who.caller_id.e164, legacy=who.legacy)
     except WriteError as exc:
         return ToolAnswer("not_saved", f"I couldn't save that: {exc}.")
+    except DiskError:
+        return ToolAnswer("not_saved", "I couldn't save that just now because of a problem on our side. Sorry.")
     except GitError:
         pass  # saved in the vault; the commit follows with the next write
     return ToolAnswer("saved", "Got it, I've made a note of that.")
@@ -403,7 +410,9 @@ def health(state: State) -> dict[str, Any]:
     index, git, watcher = service.memory.index, service.memory.git.status, service.watcher
     errors = index.errors()
     watcher_alive = watcher.alive
+    disk_error = service.memory.vault.disk_error
     degraded = bool(errors) or not watcher_alive or git.last_error is not None or not service.memory.git.alive
+    degraded = degraded or disk_error is not None
     return {
         "status": "degraded" if degraded else "ok",
         "callers": index.caller_count,
@@ -414,6 +423,7 @@ def health(state: State) -> dict[str, Any]:
         "last_commit": git.last_commit,
         "last_commit_at": git.last_commit_at,
         "git_error": git.last_error,
+        "disk_error": disk_error,
         "git_lock_recoveries": git.lock_recoveries,
         "pending_writes": git.pending,
         "pending_calls": service.memory.pending_calls,
@@ -446,6 +456,8 @@ async def api_add_fact(caller: str, data: FactBody, state: State) -> dict[str, A
         path = await service.memory.add_fact(key, data.fact, "api", e164=e164, legacy=legacy)
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
+    except DiskError:
+        raise ServiceUnavailableException(NOT_SAVED) from None
     except GitError:
         raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "saved", "phone_hash": key, "file": path}
@@ -460,6 +472,8 @@ async def api_add_note(data: NoteBody, state: State) -> dict[str, Any]:
         path = await service.memory.add_note(data.note, "api", date=data.date, key=key)
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
+    except DiskError:
+        raise ServiceUnavailableException(NOT_SAVED) from None
     except GitError:
         raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "saved", "file": path}
@@ -493,6 +507,8 @@ async def api_forget(caller: str, state: State) -> dict[str, Any]:
     key = _known(service, caller)
     try:
         await service.memory.forget(key, "api")
+    except DiskError:
+        raise ServiceUnavailableException(NOT_SAVED) from None
     except GitError:
         raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "forgotten", "phone_hash": key}

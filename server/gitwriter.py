@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import secrets
 import subprocess
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +57,7 @@ _CONFIG = (
 # without a commit, in the background, at the worker's low priority.
 _HOUSEKEEPING_IDLE_SECONDS = 30.0
 _GC_AUTO = 6700  # git's own default threshold of loose objects
+_KNOWN_BLOBS = 4_096
 
 
 class GitError(RuntimeError):
@@ -66,6 +70,26 @@ class _Job:
     lines: list[str]
     source: str
     done: asyncio.Future[str | None]
+    exact: dict[str, Exact] | None = None
+
+
+@dataclass(frozen=True)
+class Exact:
+    """One file's change as the service made it: the bytes it was made on and the bytes written.
+
+    Committed as these bytes, not as whatever the file holds by the time git looks: a person may
+    delete or edit the file in between, and that is their own change, with its own commit.
+    """
+
+    base: bytes | None  # None: the file did not exist
+    data: bytes | None  # None: the change removed the file
+
+
+def blob_id(data: bytes | None) -> str | None:
+    """git's object id of a blob holding `data` (None for no file)."""
+    if data is None:
+        return None
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 @dataclass
@@ -94,6 +118,8 @@ class GitWriter:
         self._worker: Worker | None = None
         # (commit, its tree) of the last commit this writer made or looked up: to see when there is nothing to commit.
         self._last_tree: tuple[str, str] | None = None
+        # path -> blob this writer last committed there from exact bytes (saves asking git); recent paths only.
+        self._blobs: OrderedDict[str, str | None] = OrderedDict()
         # Identity and config from us alone: no global or system git config can change behaviour.
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
@@ -275,9 +301,13 @@ class GitWriter:
         """Whether the writer task is running."""
         return self._task is not None and not self._task.done()
 
-    async def commit(self, paths: list[str], lines: str | list[str], source: str) -> str | None:
+    async def commit(
+        self, paths: list[str], lines: str | list[str], source: str, exact: dict[str, Exact] | None = None
+    ) -> str | None:
         """Commit the changes to `paths`, each described by a line; returns once they are in git.
 
+        Paths in `exact` are committed as exactly the change described there (after a `hand-edit`
+        commit of its base, if that differs from git's version); the others as they are on disk.
         Returns the commit id, or None if there was nothing to commit. Raises GitError on failure;
         the file change itself stays on disk and is committed with the next write that succeeds.
         """
@@ -287,7 +317,7 @@ class GitWriter:
             raise RuntimeError("the git writer is not running")
         done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.status.pending += 1
-        await self._queue.put(_Job(paths, [lines] if isinstance(lines, str) else lines, source, done))
+        await self._queue.put(_Job(paths, [lines] if isinstance(lines, str) else lines, source, done, exact))
         return await done
 
     async def commit_hand_edits(self, edits: dict[str, str]) -> None:
@@ -323,8 +353,14 @@ class GitWriter:
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
         paths = [p for job in jobs for p in job.paths] + list(self._failed)
         lines = [*(line for job in jobs for line in job.lines), *self._retry_lines()]
+        exact = {path: change for job in jobs for path, change in (job.exact or {}).items()}
         try:
-            present, gone = self._split(paths)
+            if exact:
+                await self._bases_first(exact)
+                await self._stage_exact({path: change.data for path, change in exact.items()})
+            present, gone = self._split([path for path in paths if path not in exact])
+            for path in (*present, *gone):
+                self._blobs.pop(path, None)  # staged from disk: this writer no longer knows its blob
             if present:
                 await self._run("add", "-A", "--", *present)
             if gone:
@@ -333,7 +369,10 @@ class GitWriter:
             self._note_commit(sha, lines)
             self.status.last_error = None
             self._failed.clear()
+            self._know_blobs({path: blob_id(change.data) for path, change in exact.items()})
         except Exception as exc:  # any failure must reach the waiting writers, never stall them
+            for path in exact:
+                self._blobs.pop(path, None)
             self.status.last_error = str(exc)
             for job in jobs:
                 for path in job.paths:
@@ -348,6 +387,65 @@ class GitWriter:
             if not job.done.done():
                 job.done.set_result(sha)
         self.status.pending -= len(jobs)
+
+    async def _bases_first(self, exact: dict[str, Exact]) -> None:
+        """Commit, as a person's change, any base that is not what git has: a hand edit made just before ours."""
+        unknown = [path for path in exact if path not in self._blobs]
+        committed = {path: self._blobs[path] for path in exact if path in self._blobs}
+        if unknown:
+            out = (await self._run("ls-files", "-s", "-z", "--", *unknown))[1]
+            committed.update(dict.fromkeys(unknown))
+            for entry in filter(None, out.split("\0")):
+                meta, _, path = entry.partition("\t")
+                committed[path] = meta.split()[1]
+        behind = {path: change.base for path, change in exact.items() if blob_id(change.base) != committed[path]}
+        if not behind:
+            return
+        lines = [f"hand edit: {path} {'edited' if base is not None else 'removed'}" for path, base in behind.items()]
+        await self._stage_exact(behind)
+        sha = await self._commit_index(message(lines, "hand-edit"))
+        self._note_commit(sha, lines)
+        log.info("committed %d hand edit(s) made just before the service's own change", len(behind))
+
+    async def _stage_exact(self, contents: dict[str, bytes | None]) -> None:
+        """Put these bytes (None: no file) in git's index for these paths, whatever the files hold now."""
+        removed = [path for path, data in contents.items() if data is None]
+        wanted = {path: data for path, data in contents.items() if data is not None}
+        if removed:
+            await self._run("update-index", "--force-remove", "--", *removed)
+        if not wanted:
+            return
+        copies = await asyncio.to_thread(self._copies, list(wanted.values()))
+        try:
+            blobs = (await self._run("hash-object", "-w", "--no-filters", "--", *copies))[1].split()
+        finally:
+            await asyncio.to_thread(_unlink, copies)
+        if len(blobs) != len(wanted):
+            raise GitError("git hash-object did not name every blob")
+        entries = [f"100644,{blob},{path}" for path, blob in zip(wanted, blobs, strict=True)]
+        await self._run("update-index", "--add", *(arg for entry in entries for arg in ("--cacheinfo", entry)))
+
+    def _copies(self, contents: list[bytes]) -> list[str]:
+        # git reads blobs from files: private copies in .git/, which no person edits.
+        folder = self.root / ".git" / "memory-bridge" / "stage"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths: list[str] = []
+        try:
+            for data in contents:
+                path = folder / f"{secrets.token_hex(8)}.blob"
+                paths.append(str(path))
+                path.write_bytes(data)
+        except OSError:
+            _unlink(paths)
+            raise
+        return paths
+
+    def _know_blobs(self, blobs: dict[str, str | None]) -> None:
+        for path, blob in blobs.items():
+            self._blobs[path] = blob
+            self._blobs.move_to_end(path)
+        while len(self._blobs) > _KNOWN_BLOBS:
+            self._blobs.popitem(last=False)
 
     async def _commit_index(self, text: str) -> str | None:
         """Commit what is staged; returns the new commit, or None when the tree is HEAD's already.
@@ -395,6 +493,12 @@ class GitWriter:
             return
         self.status.last_commit = sha
         self.status.last_commit_at = time.time()
+
+
+def _unlink(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _subcommand(args: tuple[str, ...]) -> str:

@@ -21,7 +21,7 @@ import msgspec
 
 from server import phone, vault
 from server.config import Settings
-from server.gitwriter import GitWriter
+from server.gitwriter import Exact, GitWriter
 from server.index import Index
 from server.phone import CallerId
 from server.records import Caller
@@ -93,7 +93,8 @@ class Memory:
         # Calls answered but not yet recorded: caller key -> (who, how many calls).
         self._pending_calls: dict[str, tuple[Identity, int]] = {}
         self._calls_waiting = asyncio.Event()
-        # Calls whose caller's file was moved or removed as they were recorded, to be tried again.
+        # Calls whose caller's file was moved or removed as they were recorded, or whose write the
+        # disk refused, to be tried again.
         self._moved: dict[str, tuple[Identity, int]] = {}
         self._recording = 0  # calls in the batch being written and committed now
         self._noted = 0  # calls noted since start, to tell whether calls keep coming
@@ -203,18 +204,20 @@ class Memory:
         """
         async with self._writing([relpath for relpath, _ in changes]):
             written: list[tuple[str, str, str, int]] = []
-            refused: list[WriteError] = []
+            exact: dict[str, Exact] = {}
+            refused: list[WriteError | vault.DiskError] = []
             async with self._edit_lock:
                 for n, (relpath, change) in enumerate(changes, 1):
                     try:
                         # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
-                        result = await asyncio.to_thread(self.vault.update, relpath, change)
-                    except WriteError as exc:
+                        result = await asyncio.to_thread(self.vault.update_from, relpath, change)
+                    except (WriteError, vault.DiskError) as exc:
                         refused.append(exc)  # one refused file never holds back the rest of a batch
                         log.warning("%s: %s", relpath, exc)
                         continue
                     if result is not None:
-                        written.append((relpath, *result, self.vault.next_seq()))
+                        written.append((relpath, result.text, result.digest, self.vault.next_seq()))
+                        exact[relpath] = Exact(result.base, result.data)
                     if progress is not None:
                         progress(n, len(changes))
                     if len(changes) > 1:
@@ -226,7 +229,7 @@ class Memory:
                     for relpath, text, sha, seq in written
                 ]
 
-            await self._commit_and_index([relpath for relpath, *_ in written], lines, source, entries)
+            await self._commit_and_index([relpath for relpath, *_ in written], lines, source, entries, exact)
             if refused and len(changes) == 1:
                 raise refused[0]
             return [relpath for relpath, *_ in written]
@@ -260,12 +263,16 @@ class Memory:
         lines: list[str],
         source: str,
         entries: Callable[[], Awaitable[list[tuple[str, Loaded, int]]]],
+        exact: dict[str, Exact] | None = None,
     ) -> None:
-        """Commit written files, then put what was written (`entries()`, after the commit) in the index."""
+        """Commit written files, then put what was written (`entries()`, after the commit) in the index.
+
+        Files in `exact` are committed as exactly the change written (see `GitWriter.commit`).
+        """
         if not paths:
             return
         try:
-            await self.git.commit(paths, lines, source)
+            await self.git.commit(paths, lines, source, exact)
         finally:
             for n, (relpath, loaded, seq) in enumerate(await entries(), 1):
                 self.index.apply(relpath, loaded, seq)
@@ -340,16 +347,26 @@ class Memory:
         if not jobs:
             return
         async with self._writing([job.relpath for job in jobs]):
-            results = await self._count_calls(jobs)
+            try:
+                results = await self._count_calls(jobs)
+            except BaseException:
+                self._hold(batch)  # nothing says which files were written: keep every call, try again later
+                raise
             seqs = [self.vault.next_seq() for _ in results]
             written = []
+            if self._worker is not None and any(result.digest is not None or result.disk_error for result in results):
+                # The worker process wrote (or failed to write) the files: its disk's word is the latest.
+                self.vault.note_disk(next((r.error for r in results if r.disk_error), None))
             for job, result, seq in zip(jobs, results, seqs, strict=True):
-                if result.error is not None:
+                if result.disk_error:
+                    # The disk refused the write: the calls wait, and are counted once it takes writes again.
+                    log.warning("%s: cannot record the call yet: %s", result.relpath, result.error)
+                    self._hold({job.key: batch[job.key]})
+                elif result.error is not None:
                     log.warning("%s: cannot record the call: %s", result.relpath, result.error)
                 elif result.gone:
                     # Moved or removed by hand just now: counted once the watcher has seen where it went.
-                    self._moved[job.key] = batch[job.key]
-                    asyncio.get_running_loop().call_later(_GONE_RETRY_SECONDS, self._requeue_moved)
+                    self._hold({job.key: batch[job.key]})
                 elif result.digest is not None:
                     line = f"call from {phone.short(job.key)}" + (f" ({job.calls} calls)" if job.calls > 1 else "")
                     written.append((line, result, seq))
@@ -358,7 +375,15 @@ class Memory:
                 [line for line, _, _ in written],
                 "webhook",
                 _ready([(result.relpath, _loaded(result), seq) for _, result, seq in written]),
+                {r.relpath: Exact(r.base, r.data) for _, r, _ in written if r.data is not None},
             )
+
+    def _hold(self, calls: dict[str, tuple[Identity, int]]) -> None:
+        """Keep calls that could not be recorded now, to be queued again shortly."""
+        for key, (who, count) in calls.items():
+            held = self._moved.get(key)
+            self._moved[key] = (who, count + (held[1] if held else 0))
+        asyncio.get_running_loop().call_later(_GONE_RETRY_SECONDS, self._requeue_moved)
 
     def _requeue_moved(self) -> None:
         moved, self._moved = self._moved, {}
@@ -538,10 +563,11 @@ class Memory:
             return False
         async with self._writing([relpath]):
             async with self._edit_lock:
-                self.vault.delete(relpath)
+                base = self.vault.delete(relpath)
                 seq = self.vault.next_seq()
             try:
-                await self.git.commit([relpath], f"forget caller {phone.short(key)}", source)
+                exact = {relpath: Exact(base, None)}
+                await self.git.commit([relpath], f"forget caller {phone.short(key)}", source, exact)
             finally:
                 self.index.apply(relpath, None, seq)
         return True

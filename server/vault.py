@@ -77,6 +77,15 @@ class VaultFileError(ValueError):
     """A vault file that cannot be used as it is; the message says why, for `/health` and the log."""
 
 
+class DiskError(OSError):
+    """The vault's disk refused a write (full, read-only, failing); the message names no file or caller."""
+
+
+def disk_error(exc: OSError) -> DiskError:
+    """The `DiskError` for an OSError from the disk: what failed, in words safe for `/health` and logs."""
+    return DiskError(f"cannot write to the vault: {exc.strerror or type(exc).__name__}")
+
+
 class Loaded(msgspec.Struct, frozen=True):
     """The result of reading one vault file: a record, or an error, and the bytes' digest and stat."""
 
@@ -415,6 +424,8 @@ class Vault:
         # is in flux until the write path takes the worker's answer.
         self._claimed: set[str] = set()
         self._seq = 0
+        # What the disk said when the last write failed; None once a write succeeds (shown on /health).
+        self.disk_error: str | None = None
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -608,28 +619,49 @@ class Vault:
 
     # -- writing -------------------------------------------------------------------------------
 
+    def note_disk(self, error: str | None) -> None:
+        """Record the outcome of a write made elsewhere (the worker process): its disk error, or None."""
+        self.disk_error = error
+
     def write_text(self, relpath: str, text: str) -> str:
-        """Atomically replace (or create) a file; returns the digest of what was written."""
+        """Atomically replace (or create) a file; returns the digest of what was written.
+
+        Raises DiskError when the disk refuses the write; no temporary file is left behind.
+        """
         path = self.path(relpath)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = text.encode("utf-8")
         sha = digest(data)
-        self._written[relpath] = sha
-        self._written_stat.pop(relpath, None)
-        tmp = self._temp(path, data)
         try:
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._written[relpath] = sha
+            self._written_stat.pop(relpath, None)
+            tmp = self._temp(path, data)
+            try:
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        self.disk_error = None
         return sha
+
+    def _failed(self, exc: OSError) -> DiskError:
+        error = disk_error(exc)
+        self.disk_error = str(error)
+        return error
 
     @staticmethod
     def _temp(path: Path, data: bytes) -> Path:
         # No fsync: the rename is atomic against a crashed process, which is the failure that
         # matters here; git does not fsync its objects by default either.
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.mb.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+        except OSError:
+            # A full or failing disk: the file may exist, empty or half-written; it must not stay.
+            tmp.unlink(missing_ok=True)
+            raise
         return tmp
 
     def update(self, relpath: str, change: Callable[[str | None], str | None]) -> tuple[str, str] | None:
@@ -641,6 +673,27 @@ class Vault:
         top of it, so a hand edit is never overwritten.
         """
         path = self.path(relpath)
+        try:
+            result = self._update(path, relpath, change)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        if result is None:
+            return None
+        self.disk_error = None
+        return result.text, result.digest
+
+    def update_from(self, relpath: str, change: Callable[[str | None], str | None]) -> Updated | None:
+        """`update`, also telling which bytes the change was made on (for a commit of exactly this change)."""
+        path = self.path(relpath)
+        try:
+            result = self._update(path, relpath, change)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        if result is not None:
+            self.disk_error = None
+        return result
+
+    def _update(self, path: Path, relpath: str, change: Callable[[str | None], str | None]) -> Updated | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(20):
             try:
@@ -666,7 +719,10 @@ class Vault:
                         except FileExistsError:
                             continue
                     else:
-                        now = os.lstat(path)
+                        try:
+                            now = os.lstat(path)
+                        except FileNotFoundError:
+                            continue  # removed by a person since we read it: start again from "missing"
                         if (now.st_ino, now.st_size, now.st_mtime_ns) != (seen.st_ino, seen.st_size, seen.st_mtime_ns):
                             continue
                         os.replace(tmp, path)
@@ -677,9 +733,13 @@ class Vault:
                     if (late.st_size, late.st_mtime_ns) != (seen.st_size, seen.st_mtime_ns):
                         # Written to the version we replaced, mid-swap: put it back and redo ours on top.
                         fh.seek(0)
-                        os.replace(self._temp(path, fh.read()), path)
+                        back = self._temp(path, fh.read())
+                        try:
+                            os.replace(back, path)
+                        finally:
+                            back.unlink(missing_ok=True)
                         continue
-                return updated, self._written[relpath]
+                return Updated(updated, self._written[relpath], raw if fh else None, data)
             finally:
                 if fh:
                     fh.close()
@@ -702,10 +762,22 @@ class Vault:
             return Loaded(relpath, kind_of(relpath), sha, stat, error=str(exc))
         return Loaded(relpath, kind_of(relpath), sha, stat, record=parsed)
 
-    def delete(self, relpath: str) -> None:
-        """Remove a file from the vault."""
+    def delete(self, relpath: str) -> bytes | None:
+        """Remove a file from the vault; returns the bytes it held (None: it was not there).
+
+        Raises DiskError when the disk refuses.
+        """
         self.forget_own_write(relpath)
-        self.path(relpath).unlink(missing_ok=True)
+        path = self.path(relpath)
+        try:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return None
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        return data
 
     def new_caller_path(self, phone_hash: str) -> str:
         """Where a new caller's file goes: `callers/<first 12 hex digits>.md`."""
@@ -744,16 +816,19 @@ class Vault:
             return text
 
         try:
-            result = self.update(job.relpath, change)
+            result = self.update_from(job.relpath, change)
         except _FileGone:
             return Recorded(job.relpath, gone=True)
         except VaultFileError as exc:
             return Recorded(job.relpath, error=str(exc))
+        except DiskError as exc:
+            return Recorded(job.relpath, error=str(exc), disk_error=True)
         if result is None:
             return Recorded(job.relpath)
-        text, sha = result
+        text = result.text
         record = derived[-1][1] if derived[-1][0] == text else parse_caller(text)
-        return Recorded(job.relpath, sha, self.stat(job.relpath) or 0, record)
+        stat = self.stat(job.relpath) or 0
+        return Recorded(job.relpath, result.digest, stat, record, base=result.base, data=result.data)
 
     @staticmethod
     def note_path(date: str) -> str:
@@ -776,6 +851,15 @@ class CallsToRecord(msgspec.Struct, frozen=True, array_like=True):
     create: bool  # a new caller: create the file; else it must still be there
 
 
+class Updated(msgspec.Struct, frozen=True):
+    """One change written to a file: the new text and its digest, and the bytes before and after."""
+
+    text: str
+    digest: str
+    base: bytes | None  # the file's bytes the change was made on; None: it did not exist
+    data: bytes  # the bytes written
+
+
 class Recorded(msgspec.Struct, frozen=True, array_like=True):
     """What counting one caller's calls did: the file's new digest, stat and record, or an error."""
 
@@ -785,6 +869,9 @@ class Recorded(msgspec.Struct, frozen=True, array_like=True):
     record: Caller | None = None
     error: str | None = None
     gone: bool = False  # the caller's file was moved or removed since the index saw it
+    disk_error: bool = False  # the disk refused the write (`error` says how): the calls wait to be tried again
+    base: bytes | None = None  # the bytes the change was made on (None: none, or not known)
+    data: bytes | None = None  # the bytes written, to commit exactly this change (None: not known)
 
 
 class _FileGone(Exception):
