@@ -58,7 +58,7 @@ def neutralise(text: str) -> str:
 
 def bounded(text: str, limit: int) -> str:
     """Caller-derived `text` neutralised and cut to at most `limit` characters, ending in "…" when cut."""
-    head = text[: limit * 4]  # neutralising never lengthens text: a huge value is cut before it is scanned
+    head = text[: limit * 4]  # a huge value is cut before it is scanned; 4x the bound is more than it shows
     flat = neutralise(head)
     if len(flat) <= limit and len(head) == len(text):
         return flat
