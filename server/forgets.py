@@ -40,7 +40,7 @@ class Forgets:
             except ValueError:
                 continue  # a torn last line after a crash: the forget was not acknowledged
 
-    def add(self, keys: Iterable[str], when: float) -> None:
+    def add(self, keys: list[str], when: float) -> None:
         """Record that the callers with these keys were forgotten at `when`, durably, before it is acknowledged."""
         lines = [f"{key} {when:.3f}\n" for key in keys if is_caller_key(key)]
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,18 @@ def test_api_writes_are_normalised_refused_with_400_when_they_cannot_be_stored_a
     assert server.client.get("/health").json()["errors"] == {}
 
 
+def test_the_tool_saves_a_fact_normalised_and_says_so_when_nothing_is_left(server: LiveServer) -> None:
+    body = fixture_json("tool_remember_request.json")
+    saved = call_tool(server, {**body, "fact": "Allergic\x00 to\u2028penicillin\u202e"}).json()
+    assert saved == {"status": "saved", "message": "Got it, I've made a note of that."}
+    head = vault_head(server.vault)
+    empty = call_tool(server, {**body, "fact": HOSTILE}).json()
+    assert empty == {"status": "not_saved", "message": "I didn't catch what to remember. Could you say it again?"}
+    assert vault_head(server.vault) == head
+    assert "\n- Allergic to penicillin\n" in (server.vault / MARIA_FILE).read_text(encoding="utf-8")
+    no_control_bytes(server.vault)
+
+
 def test_a_huge_hostile_summary_is_trimmed_says_so_and_never_pushes_older_calls_out_of_the_prompt(
     server: LiveServer,
 ) -> None:
