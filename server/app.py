@@ -45,7 +45,7 @@ from server.elevenlabs import (
     verify_signature,
 )
 from server.gitwriter import GitError
-from server.memory import Identity, WriteError
+from server.memory import FileFull, Identity, WriteError
 from server.records import Caller
 from server.service import Service, open_service
 
@@ -375,10 +375,15 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
     if who.key is None:
         return ToolAnswer("not_saved", "I can't save that on this call, because your number is withheld.")
     fact = data.fact or ""
-    if not text.one_line(fact):  # nothing but spaces and control characters
+    problem = text.check(fact, text.MAX_FACT_CHARS).problem
+    if problem is text.Problem.EMPTY:  # nothing but spaces and control characters
         return ToolAnswer("not_saved", "I didn't catch what to remember. Could you say it again?")
+    if problem is text.Problem.TOO_LONG:
+        return ToolAnswer("not_saved", "That's too long for me to save. Could you say it in one short sentence?")
     try:
         await service.memory.add_fact(who.key, fact, "tool", e164=who.caller_id.e164, legacy=who.legacy)
+    except FileFull:
+        return ToolAnswer("not_saved", "I couldn't save that: there's no room left in my notes for you.")
     except WriteError as exc:
         return ToolAnswer("not_saved", f"I couldn't save that: {exc}.")
     except GitError:

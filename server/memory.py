@@ -83,6 +83,10 @@ class WriteError(Exception):
     """A write that cannot be done as asked; the message is safe to show to the client."""
 
 
+class FileFull(WriteError):
+    """A write refused because the file would grow past what the service writes (below the loader's limit)."""
+
+
 class CallWritten(enum.Enum):
     """What `write_back` did with a finished call."""
 
@@ -714,7 +718,7 @@ def _within_limit(relpath: str, change: Change) -> Change:
         updated = change(current)
         if updated is not None and not text.fits(updated, vault.MAX_WRITE_BYTES):
             what = "the caller's file" if vault.kind_of(relpath) == "caller" else f"the file {relpath}"
-            raise WriteError(f"{what} is full ({vault.MAX_WRITE_BYTES:,} bytes); move older entries out of it first")
+            raise FileFull(f"{what} is full ({vault.MAX_WRITE_BYTES:,} bytes); move older entries out of it first")
         return updated
 
     return bounded

@@ -82,6 +82,9 @@ def test_the_tool_saves_a_fact_normalised_and_says_so_when_nothing_is_left(serve
     head = vault_head(server.vault)
     empty = call_tool(server, {**body, "fact": HOSTILE}).json()
     assert empty == {"status": "not_saved", "message": "I didn't catch what to remember. Could you say it again?"}
+    long = call_tool(server, {**body, "fact": "x" * 501}).json()
+    too_long = "That's too long for me to save. Could you say it in one short sentence?"
+    assert long == {"status": "not_saved", "message": too_long}
     assert vault_head(server.vault) == head
     assert "\n- Allergic to penicillin\n" in (server.vault / MARIA_FILE).read_text(encoding="utf-8")
     no_control_bytes(server.vault)
@@ -138,7 +141,7 @@ def test_a_write_that_would_make_a_file_bigger_than_the_loader_reads_is_refused_
     response = server.admin("POST", "/api/notes", json={"note": "n" * 2000, "date": "2026-11-25"})
     assert response.status_code == 400 and "notes/2026-11-25.md is full" in detail(response)
     tool = call_tool(server, {**fixture_json("tool_remember_request.json"), "fact": "f" * 400}).json()
-    assert tool["status"] == "not_saved" and "full" in tool["message"]
+    assert tool == {"status": "not_saved", "message": "I couldn't save that: there's no room left in my notes for you."}
     summary = payload()
     summary["data"]["analysis"]["transcript_summary"] = "s" * 3000
     response = deliver(server, encode(summary))
