@@ -34,7 +34,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
-from server import phone
+from server import phone, text
 from server.compose import BUILTINS, compose, defaults
 from server.config import Settings
 from server.elevenlabs import (
@@ -46,7 +46,7 @@ from server.elevenlabs import (
     verify_signature,
 )
 from server.gitwriter import GitError
-from server.memory import Identity, WriteError
+from server.memory import FileFull, Identity, WriteError
 from server.records import Caller
 from server.service import Service, open_service
 from server.vault import DiskError
@@ -349,9 +349,9 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
         return _json({"status": "ignored", "reason": "no usable caller number"})
     started = data.metadata.start_time_unix_secs if data.metadata else None
     try:
-        when = dt.datetime.fromtimestamp(started, dt.UTC) if started else dt.datetime.now(dt.UTC)
+        when = dt.datetime.fromtimestamp(started, dt.UTC) if started else None
     except (ValueError, OverflowError, OSError):  # a start time no calendar holds
-        when = dt.datetime.now(dt.UTC)
+        when = None
     analysis = data.analysis
     fills = {
         name: str(result.value)
@@ -359,7 +359,7 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
         if isinstance(result.value, str | int | float) and not isinstance(result.value, bool)
     }
     try:
-        changed = await memory.write_back(
+        outcome = await memory.write_back(
             key,
             data.conversation_id,
             (analysis.transcript_summary if analysis else None) or "",
@@ -376,7 +376,7 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
         raise ServiceUnavailableException(f"cannot record the call yet: {exc}") from None
     except DiskError:
         raise ServiceUnavailableException(NOT_SAVED) from None
-    return _json({"status": "saved" if changed else "duplicate", "caller": phone.short(key)})
+    return _json({"status": outcome.value, "caller": phone.short(key)})
 
 
 @post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
@@ -386,11 +386,16 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
     who = service.memory.identify(data.caller_id, data.called_number)
     if who.key is None:
         return ToolAnswer("not_saved", "I can't save that on this call, because your number is withheld.")
-    fact = (data.fact or "").strip()
-    if not fact:
+    fact = data.fact or ""
+    problem = text.check(fact, text.MAX_FACT_CHARS).problem
+    if problem is text.Problem.EMPTY:  # nothing but spaces and control characters
         return ToolAnswer("not_saved", "I didn't catch what to remember. Could you say it again?")
+    if problem is text.Problem.TOO_LONG:
+        return ToolAnswer("not_saved", "That's too long for me to save. Could you say it in one short sentence?")
     try:
         await service.memory.add_fact(who.key, fact, "tool", e164=who.caller_id.e164, legacy=who.legacy)
+    except FileFull:
+        return ToolAnswer("not_saved", "I couldn't save that: there's no room left in my notes for you.")
     except WriteError as exc:
         return ToolAnswer("not_saved", f"I couldn't save that: {exc}.")
     except DiskError:

@@ -28,6 +28,12 @@ BUILTINS = (
     "daily_notes",
 )
 FENCE = "~~~"
+# Bounds on one piece of caller-derived text, whoever wrote it (a hand edit has no other bound): one
+# huge summary, fact or note must not push every other line out of the prompt, and a dynamic
+# variable must stay a short value.
+MAX_ITEM_CHARS = 1_000
+MAX_VARIABLE_CHARS = 500
+ELLIPSIS = "…"
 _BRACES = re.compile(r"(?<=\{)(?=\{)|(?<=\})(?=\})")
 
 MEMORY_HEADER = (
@@ -48,6 +54,23 @@ def neutralise(text: str) -> str:
     flat = " ".join(str(text).split())
     flat = _BRACES.sub(" ", flat)
     return flat.replace(FENCE, "~ ~ ~")
+
+
+def bounded(text: str, limit: int) -> str:
+    """Caller-derived `text` neutralised and cut to at most `limit` characters, ending in "…" when cut."""
+    head = text[: limit * 4]  # a huge value is cut before it is scanned; 4x the bound is more than it shows
+    flat = neutralise(head)
+    if len(flat) <= limit and len(head) == len(text):
+        return flat
+    return flat[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+
+
+def _item(text: str) -> str:
+    return bounded(text, MAX_ITEM_CHARS)
+
+
+def _variable(text: str) -> str:
+    return bounded(text, MAX_VARIABLE_CHARS)
 
 
 def _scalar(value: object) -> Scalar:
@@ -73,7 +96,7 @@ def memory_lines(caller: Caller | None, budget: int) -> tuple[list[str], int]:
     """The caller's memory as data lines, within `budget` characters (facts, then calls, then notes)."""
     if caller is None:
         return _fit([NEW_CALLER], budget)
-    head = [f"- Name: {neutralise(caller.name) or 'not known yet'}"]
+    head = [f"- Name: {_variable(caller.name) or 'not known yet'}"]
     if caller.call_count:
         head.append(
             f"- Calls so far: {caller.call_count} (first {neutralise(caller.first_call) or '?'}, "
@@ -82,22 +105,22 @@ def memory_lines(caller: Caller | None, budget: int) -> tuple[list[str], int]:
     while head and sum(len(line) + 1 for line in head) > budget:  # the name line is the last to go
         head.pop()
     budget -= sum(len(line) + 1 for line in head)
-    facts, budget = _fit([f"- Fact: {neutralise(f)}" for f in caller.facts], budget)
+    facts, budget = _fit([f"- Fact: {_item(f)}" for f in caller.facts], budget)
     calls, budget = _fit([_call_line(c) for c in caller.calls], budget)
-    notes, budget = _fit([f"- Note: {neutralise(n.lstrip('-*+ '))}" for n in caller.notes], budget)
+    notes, budget = _fit([f"- Note: {_item(n.lstrip('-*+ '))}" for n in caller.notes], budget)
     return head + facts + calls + notes, budget
 
 
 def _call_line(call: CallLine) -> str:
-    when = neutralise(" ".join(filter(None, (call.date, call.time))))
-    return f"- Call {when}: {neutralise(call.summary)}" if when else f"- Call: {neutralise(call.summary)}"
+    when = _variable(" ".join(filter(None, (call.date, call.time))))
+    return f"- Call {when}: {_item(call.summary)}" if when else f"- Call: {_item(call.summary)}"
 
 
 def note_lines(note: DailyNote | None, budget: int) -> list[str]:
     """Today's note as data lines, newest (last) lines kept first when they do not all fit."""
     if note is None:
         return []
-    lines = [f"- {neutralise(line.lstrip('-*+ '))}" for line in note.body.splitlines() if line.strip()]
+    lines = [f"- {_item(line.lstrip('-*+ '))}" for line in note.body.splitlines() if line.strip()]
     kept, _ = _fit(lines, budget)
     return kept
 
@@ -131,17 +154,18 @@ def compose(
     variables: dict[str, Scalar] = {k: _scalar(v) for k, v in soul.variables.items()}
     if caller is not None:
         for key in variables.keys() & caller.extra.keys():
-            variables[key] = _scalar(caller.extra[key])
+            value = caller.extra[key]
+            variables[key] = _variable(value) if isinstance(value, str) else _scalar(value)
     last = caller.calls[-1] if caller and caller.calls else None
     variables.update(
         {
-            "caller_name": neutralise(caller.name)
+            "caller_name": _variable(caller.name)
             if caller and caller.name
             else _scalar(soul.variables.get("caller_name")),
             "caller_known": caller is not None,
             "call_count": caller.call_count if caller else 0,
-            "last_call_date": neutralise(caller.last_call or (last.date if last else "")) if caller else "",
-            "last_call_summary": neutralise(last.summary) if last else "",
+            "last_call_date": _variable(caller.last_call or (last.date if last else "")) if caller else "",
+            "last_call_summary": _variable(last.summary) if last else "",
             "caller_memory": "\n".join(memory),
             "daily_notes": "\n".join(daily),
         }

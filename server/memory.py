@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import functools
 import itertools
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import msgspec
 
-from server import phone, vault
+from server import phone, text, vault
 from server.config import Settings
+from server.forgets import Forgets
 from server.gitwriter import Exact, GitWriter
 from server.index import Index
 from server.phone import CallerId
@@ -31,8 +34,8 @@ from server.worker import Worker, WorkerError, WorkerGone
 
 log = logging.getLogger("memory_bridge.memory")
 
-MAX_FACT_CHARS = 500
-MAX_NOTE_CHARS = 2_000
+MAX_FACT_CHARS = text.MAX_FACT_CHARS
+MAX_NOTE_CHARS = text.MAX_NOTE_CHARS
 # Frontmatter keys a call's data-collection results may never fill: identity, counters, call set-up.
 _PROTECTED_KEYS = {
     "phone_hash",
@@ -46,6 +49,8 @@ _PROTECTED_KEYS = {
     "aliases",
 }
 _RECENT_CALLS = 10_000
+# A conversation id at the very end of a call line, as write_back writes it.
+_TRAILING_ID = re.compile(r"\(([A-Za-z0-9_\-]{1,200})\)$")
 # Callers recorded per commit by the call recorder, at most one batch per interval while calls keep
 # coming (and back to back once they stop); and files between two yields to the event loop.
 RECORD_BATCH = 50
@@ -78,6 +83,28 @@ class WriteError(Exception):
     """A write that cannot be done as asked; the message is safe to show to the client."""
 
 
+class FileFull(WriteError):
+    """A write refused because the file would grow past what the service writes (below the loader's limit)."""
+
+
+class CallWritten(enum.Enum):
+    """What `write_back` did with a finished call."""
+
+    SAVED = "saved"
+    DUPLICATE = "duplicate"  # this conversation is already recorded: a retried delivery
+    FORGOTTEN = "forgotten"  # the caller was forgotten after this call: nothing is written
+
+
+def _checked(value: str, limit: int, what: str) -> str:
+    """`value` as it may enter the vault, or a WriteError saying why it may not."""
+    checked = text.check(value, limit)
+    if checked.problem is text.Problem.EMPTY:
+        raise WriteError(f"the {what} is empty")
+    if checked.problem is text.Problem.TOO_LONG:
+        raise WriteError(f"the {what} is longer than {limit} characters")
+    return checked.text
+
+
 class Memory:
     """The service's state (settings, vault, index, git writer) and the operations on it."""
 
@@ -107,6 +134,7 @@ class Memory:
         # Callers who call again soon skip parsing and hashing. Kept small: a flood of calls comes
         # from a few thousand callers at most, and every entry is memory held for good.
         self._identities = functools.lru_cache(maxsize=4_096)(self._identify)
+        self.forgets = Forgets(vault_.root)
 
     # -- identity (pure lookups; the call path) -----------------------------------------------
 
@@ -210,7 +238,9 @@ class Memory:
                 for n, (relpath, change) in enumerate(changes, 1):
                     try:
                         # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
-                        result = await asyncio.to_thread(self.vault.update_from, relpath, change)
+                        result = await asyncio.to_thread(
+                            self.vault.update_from, relpath, _within_limit(relpath, change)
+                        )
                     except (WriteError, vault.DiskError) as exc:
                         refused.append(exc)  # one refused file never holds back the rest of a batch
                         log.warning("%s: %s", relpath, exc)
@@ -466,29 +496,21 @@ class Memory:
         self, key: str, fact: str, source: str, *, e164: str | None = None, legacy: str | None = None
     ) -> str:
         """Append a fact to a caller's `## Facts`, creating the caller if needed; returns the file."""
-        text = vault.one_line(fact)
-        if not text:
-            raise WriteError("the fact is empty")
-        if len(text) > MAX_FACT_CHARS:
-            raise WriteError(f"the fact is longer than {MAX_FACT_CHARS} characters")
+        item = _checked(fact, MAX_FACT_CHARS, "fact")
         relpath, in_file = self._caller_file(key, legacy)
 
         def change(current: str | None) -> str:
             base = current if current is not None else self._new_caller(key, e164)
             if current is not None and e164 is not None:
                 base = self._upgrade(base, key, in_file)
-            return vault.append_to_section(base, "Facts", f"- {text}")
+            return vault.append_to_section(base, "Facts", f"- {item}")
 
         await self._write(relpath, change, f"fact for {phone.short(key)}", source)
         return relpath
 
     async def add_note(self, text: str, source: str, *, date: str | None = None, key: str | None = None) -> str:
         """Append to a daily note (`notes/DATE.md`) or, with `key`, to that caller's `## Notes`."""
-        body = vault.one_line(text)
-        if not body:
-            raise WriteError("the note is empty")
-        if len(body) > MAX_NOTE_CHARS:
-            raise WriteError(f"the note is longer than {MAX_NOTE_CHARS} characters")
+        body = _checked(text, MAX_NOTE_CHARS, "note")
         day = date or self.today()
         try:
             # Python 3.11 also reads "20261125" and "2026-W48-3"; a note file must be named YYYY-MM-DD.
@@ -523,21 +545,34 @@ class Memory:
         key: str,
         conversation_id: str,
         summary: str,
-        when: dt.datetime,
+        started: dt.datetime | None,
         fills: dict[str, str],
         *,
         e164: str | None = None,
         legacy: str | None = None,
-    ) -> bool:
-        """Record a finished call: a `## Calls` line and empty keys filled. Idempotent per conversation."""
+    ) -> CallWritten:
+        """Record a finished call: a `## Calls` line and empty keys filled. Idempotent per conversation.
+
+        `started` is when the call began (None: not known). A summary too long for the vault is
+        trimmed and says so, never refused. A call of a caller forgotten after it began writes nothing.
+        """
         relpath, in_file = self._caller_file(key, legacy)
-        local = when.astimezone(self.settings.tz)
-        line = f"- {local:%Y-%m-%d %H:%M} · {vault.one_line(summary) or 'Call without a summary.'} ({conversation_id})"
+        local = (started or dt.datetime.now(dt.UTC)).astimezone(self.settings.tz)
+        summary = text.trim(summary, text.MAX_SUMMARY_CHARS) or "Call without a summary."
+        line = f"- {local:%Y-%m-%d %H:%M} · {summary} ({conversation_id})"
         declared = set(self.index.soul.variables)
+        began = started.timestamp() if started is not None else None
+        outcome = CallWritten.SAVED
 
         def change(current: str | None) -> str | None:
+            nonlocal outcome
+            # Checked under the edit lock, which a forget holds while it removes the file.
+            if self.forgets.before_forget((key, legacy), began):
+                outcome = CallWritten.FORGOTTEN
+                return None
             base = current if current is not None else self._new_caller(key, e164)
-            if f"({conversation_id})" in base:
+            if current is not None and conversation_id in recorded_conversations(_parse_or_refuse(current)):
+                outcome = CallWritten.DUPLICATE
                 return None
             if current is not None and e164 is not None:
                 base = self._upgrade(base, key, in_file)
@@ -546,7 +581,7 @@ class Memory:
             props: dict[str, object] = {}
             for name, value in fills.items():
                 field = "name" if name == "caller_name" else name
-                value = vault.one_line(value)[:200]
+                value = text.clip(value, text.MAX_NAME_CHARS)
                 allowed = field == "name" or field in declared or (field in meta and field not in _PROTECTED_KEYS)
                 if value and allowed and not meta.get(field):
                     props[field] = value
@@ -554,15 +589,27 @@ class Memory:
                         props["aliases"] = [value]
             return vault.set_properties(base, props) if props else base
 
-        return await self._write(relpath, change, f"call summary for {phone.short(key)} ({conversation_id})", "webhook")
+        if await self._write(relpath, change, f"call summary for {phone.short(key)} ({conversation_id})", "webhook"):
+            return CallWritten.SAVED
+        return CallWritten.FORGOTTEN if outcome is CallWritten.FORGOTTEN else CallWritten.DUPLICATE
 
     async def forget(self, key: str, source: str) -> bool:
-        """Remove a caller's file, in a commit. Returns False if the caller is unknown."""
+        """Remove a caller's file, in a commit. Returns False if the caller is unknown.
+
+        The forget is recorded first (outside the vault's history), so that a late post-call event
+        for a conversation before it, or a call answered before it, does not bring the caller back.
+        """
         relpath = self.index.caller_path(key)
         if relpath is None:
             return False
         async with self._writing([relpath]):
             async with self._edit_lock:
+                record = self.index.caller(key)
+                keys = {key, record.phone_hash} if record is not None else {key}
+                await asyncio.to_thread(self.forgets.add, sorted(keys), dt.datetime.now(dt.UTC).timestamp())
+                for forgotten in keys:
+                    self._pending_calls.pop(forgotten, None)
+                    self._moved.pop(forgotten, None)
                 base = self.vault.delete(relpath)
                 seq = self.vault.next_seq()
             try:
@@ -584,13 +631,13 @@ class Memory:
         caller_notes: dict[str, list[SeedNote]] = {}
         daily: dict[str, list[str]] = {}
         for note in seed.notes:
-            text = vault.one_line(note.note)
-            if not text:
+            body = text.trim(note.note, MAX_NOTE_CHARS)  # the predecessor's data is kept, trimmed if need be
+            if not body:
                 continue
             if note.phone_hash:
                 caller_notes.setdefault(note.phone_hash.lower(), []).append(note)
             else:
-                daily.setdefault(self._date_of(note.timestamp), []).append(text)
+                daily.setdefault(self._date_of(note.timestamp), []).append(body)
         changes: list[tuple[str, Change]] = []
         lines: list[str] = []
         for key in seed.caller_hashes():
@@ -616,9 +663,11 @@ class Memory:
         return self.today(when)
 
     def _seed_caller(self, key: str, session: SeedSession, facts: list[str], notes: list[SeedNote]) -> Change:
-        name = vault.one_line(session.caller_name or "")
+        name = text.clip(session.caller_name or "", text.MAX_NAME_CHARS)
         first = self._date_of(session.first_seen)
         last = self._date_of(session.last_seen or session.first_seen)
+        kept_facts = [text.trim(fact, MAX_FACT_CHARS) for fact in facts]
+        note_lines = [f"- {self._date_of(note.timestamp)}: {text.trim(note.note, MAX_NOTE_CHARS)}" for note in notes]
 
         def change(current: str | None) -> str | None:
             text = current if current is not None else vault.new_caller_text(key, name=name, calls=(first, last))
@@ -640,12 +689,11 @@ class Memory:
             if props:
                 text = vault.set_properties(text, props)
             known = set(existing.facts)
-            for fact in (vault.one_line(f) for f in facts):
+            for fact in kept_facts:
                 if fact and fact not in known:
                     text = vault.append_to_section(text, "Facts", f"- {fact}")
                     known.add(fact)
-            for note in notes:
-                line = f"- {self._date_of(note.timestamp)}: {vault.one_line(note.note)}"
+            for line in note_lines:
                 if line not in text:
                     text = vault.append_to_section(text, "Notes", line)
             return text
@@ -675,6 +723,33 @@ async def _yielding(value: _T) -> _T:
     # One file's worth of work between two turns of the event loop: calls come first.
     await asyncio.sleep(0)
     return value
+
+
+def recorded_conversations(caller: Caller) -> set[str]:
+    """The conversation ids at the end of the caller's `## Calls` lines, where the service writes them.
+
+    Only there: the same id in a fact, a note or inside a summary is text, not a recorded call.
+    """
+    ids: set[str] = set()
+    for call in caller.calls:
+        if call.conversation_id:
+            ids.add(call.conversation_id)
+        elif call.date and (match := _TRAILING_ID.search(call.summary)):
+            ids.add(match.group(1))  # an id the parser does not know as ElevenLabs' (no `conv_`)
+    return ids
+
+
+def _within_limit(relpath: str, change: Change) -> Change:
+    """Refuse a change that would make a file bigger than the service writes (room below the loader's limit)."""
+
+    def bounded(current: str | None) -> str | None:
+        updated = change(current)
+        if updated is not None and not text.fits(updated, vault.MAX_WRITE_BYTES):
+            what = "the caller's file" if vault.kind_of(relpath) == "caller" else f"the file {relpath}"
+            raise FileFull(f"{what} is full ({vault.MAX_WRITE_BYTES:,} bytes); move older entries out of it first")
+        return updated
+
+    return bounded
 
 
 def _intact(change: Change) -> Change:

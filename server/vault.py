@@ -22,6 +22,7 @@ import msgspec
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
+from server import text as text_rules
 from server.phone import is_caller_key, short
 from server.records import Caller, CallLine, DailyNote, Scalar, Soul
 
@@ -32,6 +33,9 @@ KEY_FILE = "memory-bridge/phone-hash-key"  # inside .git/: local, never tracked,
 
 # A file bigger than this is refused rather than parsed: a caller file is a few kilobytes.
 MAX_FILE_BYTES = 1_000_000
+# The service writes no file bigger than this: the rest is room for the few bytes recording a call
+# adds to the frontmatter, so nothing it writes ever crosses the loader's limit.
+MAX_WRITE_BYTES = MAX_FILE_BYTES - 50_000
 
 _BUILTIN_KEYS = {
     "phone_hash",
@@ -388,8 +392,8 @@ def append_to_section(text: str, section: str, line: str) -> str:
 
 
 def one_line(text: str) -> str:
-    """Collapse whitespace so a value can never add lines (or headings) to a file."""
-    return " ".join(str(text).split())
+    """Text as it may enter the vault: one line, no control characters (see `server.text`)."""
+    return text_rules.one_line(text)
 
 
 def new_caller_text(

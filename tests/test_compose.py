@@ -7,7 +7,18 @@ import datetime as dt
 import msgspec
 import pytest
 
-from server.compose import BUILTINS, FENCE, MEMORY_HEADER, NOTES_HEADER, compose, defaults, neutralise
+from server.compose import (
+    BUILTINS,
+    FENCE,
+    MAX_ITEM_CHARS,
+    MAX_VARIABLE_CHARS,
+    MEMORY_HEADER,
+    NOTES_HEADER,
+    bounded,
+    compose,
+    defaults,
+    neutralise,
+)
 from server.config import Settings
 from server.elevenlabs import Personalization
 from server.records import Caller, CallLine, DailyNote, Soul
@@ -521,3 +532,75 @@ def test_greetings() -> None:
     own = msgspec.structs.replace(MARIA, first_message="Hola  {{caller_name}},\n ¿qué tal?")
     assert greeting(own) == "Hola {{caller_name}}, ¿qué tal?"
     assert greeting(msgspec.structs.replace(unnamed, first_message="Hey")) == "Hey"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds on one piece of caller-derived text
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, "short"),
+        ("x" * 10, 10, "x" * 10),
+        ("x" * 11, 10, "x" * 9 + "…"),
+        ("word " * 5, 10, "word word…"),
+        ("{{a}}" * 3, 10, "{ {a} }{…"),
+        ("a\n\n" * 3, 10, "a a a"),
+        (" " * 100 + "tail", 10, "…"),  # cut before it is scanned: it says so
+        ("y" * 10_000_000, 10, "y" * 9 + "…"),
+    ],
+)
+def test_bounded(text: str, limit: int, expected: str) -> None:
+    assert bounded(text, limit) == expected
+
+
+HUGE = "Talked at length. " * 6_000  # 108,000 characters, as a hand edit or an old version could leave
+
+
+def test_one_huge_summary_fact_or_note_cannot_push_the_others_out_of_the_prompt() -> None:
+    caller = msgspec.structs.replace(
+        MARIA,
+        facts=(*MARIA.facts, HUGE),
+        calls=(*MARIA.calls, CallLine("2026-11-24", HUGE, "conv_3", "10:00")),
+        notes=(*MARIA.notes, HUGE),
+    )
+    answer = compose(caller, SOUL, {TODAY: DailyNote(TODAY, f"- {HUGE}\n- Parking is free")}, NOW, settings())
+    memory = answer.dynamic_variables["caller_memory"]
+    assert isinstance(memory, str)
+    lines = memory.split("\n")
+    shown = f"{HUGE[: MAX_ITEM_CHARS - 1].rstrip()}…"
+    assert lines == [
+        "- Name: Maria Lopez",
+        "- Calls so far: 3 (first 2026-11-01, last 2026-11-20)",
+        "- Fact: Prefers morning appointments",
+        "- Fact: Has a dog named Rex",
+        f"- Fact: {shown}",
+        "- Call 2026-11-10 09:15: Booked a cleaning.",
+        "- Call 2026-11-20 14:02: Asked to move her dentist appointment to Friday.",
+        f"- Call 2026-11-24 10:00: {shown}",
+        "- Note: Free text a person wrote.",
+        "- Note: 2026-11-21: prefers email",
+        f"- Note: {shown}",
+    ]
+    assert answer.dynamic_variables["daily_notes"] == f"- {shown}\n- Parking is free"
+    assert len(prompt_of(answer)) <= settings().prompt_max_chars
+
+
+def test_caller_derived_variables_are_bounded() -> None:
+    caller = msgspec.structs.replace(
+        MARIA,
+        name="N" * 5_000,
+        last_call="",
+        calls=(CallLine("2026-11-24" + "9" * 5_000, HUGE, "conv_3"),),
+        extra={"business_name": "B" * 5_000, "seats": 7},
+    )
+    variables = compose(caller, SOUL, {}, NOW, settings()).dynamic_variables
+    assert variables["caller_name"] == "N" * (MAX_VARIABLE_CHARS - 1) + "…"
+    assert variables["last_call_summary"] == f"{HUGE[: MAX_VARIABLE_CHARS - 1].rstrip()}…"
+    assert variables["last_call_date"] == "2026-11-24" + "9" * (MAX_VARIABLE_CHARS - 11) + "…"
+    assert variables["business_name"] == "B" * (MAX_VARIABLE_CHARS - 1) + "…"
+    assert variables["seats"] == 7
+    # The soul's own defaults are the operator's, not the caller's: kept whole.
+    long_soul = Soul(body="s", variables={"business_name": "O" * 5_000})
+    assert compose(MARIA, long_soul, {}, NOW, settings()).dynamic_variables["business_name"] == "O" * 5_000
