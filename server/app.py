@@ -42,7 +42,7 @@ from server.elevenlabs import (
     PostCallEvent,
     ToolAnswer,
     ToolRemember,
-    verify_signature,
+    parse_signature,
 )
 from server.gitwriter import GitError
 from server.memory import Identity, WriteError
@@ -306,6 +306,11 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
         service.memory.note_call(who, call_sid)  # recorded in the background, after the answer
 
 
+# Sent with a refusal that leaves the body unread, so that the server does not read it to keep the
+# connection alive.
+_CLOSE = {"connection": "close"}
+
+
 @post("/webhook/post-call", status_code=200, request_max_body_size=POST_CALL_BODY_LIMIT)
 async def post_call(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """ElevenLabs' post-call webhook: verify the signature, then write the call back."""
@@ -313,8 +318,12 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     secret = service.settings.elevenlabs_webhook_secret
     if secret is None:
         raise PermissionDeniedException("post-call webhooks are disabled: set ELEVENLABS_WEBHOOK_SECRET")
+    # Refused before the body is read: an unsigned request must not cost up to 8 MB of memory.
+    signature = parse_signature(request.headers.get("elevenlabs-signature"))
+    if signature is None:
+        raise NotAuthorizedException("missing, malformed or stale ElevenLabs-Signature", headers=_CLOSE)
     body = await request.body()
-    if not verify_signature(request.headers.get("elevenlabs-signature"), body, secret):
+    if not signature.matches(body, secret):
         raise NotAuthorizedException("missing, stale or wrong ElevenLabs-Signature")
     event: PostCallEvent = _decode(body, PostCallEvent)
     if event.type != "post_call_transcription" or event.data is None:
