@@ -398,10 +398,23 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
 # -- health ----------------------------------------------------------------------------------------
 
 
+# What a monitor needs, shown to anyone: no file name, caller name, error text or commit.
+PUBLIC_HEALTH = ("status", "callers", "files_with_errors", "pending_writes", "pending_calls")
+
+
 @get("/health", sync_to_thread=False)
-def health(state: State) -> dict[str, Any]:
-    """Liveness and the figures a person checks first."""
+def health(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """Liveness and the figures a person checks first; the details only with the admin key."""
     service = _service(state)
+    report = _health_report(service)
+    admin_key = service.settings.admin_api_key
+    if admin_key is not None and _same(_bearer(request.headers.get("authorization")), admin_key):
+        return report
+    return {name: report[name] for name in PUBLIC_HEALTH}
+
+
+def _health_report(service: Service) -> dict[str, Any]:
+    """Everything `/health` knows, for the admin."""
     index, git, watcher = service.memory.index, service.memory.git.status, service.watcher
     errors = index.errors()
     watcher_alive = watcher.alive
