@@ -54,9 +54,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from server.app import create_app
-    from server.serving import uvicorn_config
+    from server.serving import uvicorn_options
 
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
     return 0
 
 

@@ -1,6 +1,6 @@
 """How uvicorn serves the app: its flags and the connection limits that keep a flood from starving calls.
 
-`memory-bridge serve` runs with `uvicorn_config`, and so do the tests and the benchmark (they start the
+`memory-bridge serve` runs with `uvicorn_options`, and so do the tests and the benchmark (they start the
 server through `serve`), so all of them run under the same limits.
 
 uvicorn closes a keep-alive connection after `timeout_keep_alive`, but with httptools it has no limit
@@ -152,25 +152,24 @@ class _HeadSweeper:
             self.running = False
 
 
-def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
-    """The uvicorn configuration `serve` runs with: one worker and the connection limits above."""
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        workers=1,
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The options `serve` passes to `uvicorn.run`: one worker and the connection limits above."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": 1,
         # asyncio's loop, not uvloop: the worker process is started from here, and so is git while
         # the worker is down; uvloop forks the whole server to start a child (milliseconds with a
         # big index), stalling every call meanwhile, where asyncio's loop uses vfork.
-        loop="asyncio",
-        http=GuardedHttpToolsProtocol,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-        proxy_headers=True,
-        server_header=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        h11_max_incomplete_event_size=HEAD_MAX_BYTES,
-        limit_concurrency=connection_limit(raise_fd_limit()),
-        backlog=BACKLOG,
-    )
+        "loop": "asyncio",
+        "http": GuardedHttpToolsProtocol,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 20,
+        "proxy_headers": True,
+        "server_header": False,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "h11_max_incomplete_event_size": HEAD_MAX_BYTES,
+        "limit_concurrency": connection_limit(raise_fd_limit()),
+        "backlog": BACKLOG,
+    }
