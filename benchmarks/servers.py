@@ -83,8 +83,8 @@ class Server:
             conn.close()
 
     def health(self) -> dict[str, Any]:
-        """The service's `/health` document."""
-        return self.get_json("/health")  # type: ignore[no-any-return]
+        """The service's whole `/health` document (its details need the admin key)."""
+        return self.get_json("/health", {"Authorization": f"Bearer {ADMIN_KEY}"})  # type: ignore[no-any-return]
 
     def wait_ready(self, timeout: float) -> float:
         """Poll `GET /health` every 5 ms until it answers 200; seconds from spawn to ready."""

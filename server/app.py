@@ -43,7 +43,7 @@ from server.elevenlabs import (
     PostCallEvent,
     ToolAnswer,
     ToolRemember,
-    verify_signature,
+    parse_signature,
 )
 from server.gitwriter import GitError
 from server.memory import FileFull, Identity, WriteError
@@ -316,6 +316,11 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
         service.memory.note_call(who, call_sid)  # recorded in the background, after the answer
 
 
+# Sent with a refusal that leaves the body unread, so that the server does not read it to keep the
+# connection alive.
+_CLOSE = {"connection": "close"}
+
+
 @post("/webhook/post-call", status_code=200, request_max_body_size=POST_CALL_BODY_LIMIT)
 async def post_call(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """ElevenLabs' post-call webhook: verify the signature, then write the call back."""
@@ -323,8 +328,12 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     secret = service.settings.elevenlabs_webhook_secret
     if secret is None:
         raise PermissionDeniedException("post-call webhooks are disabled: set ELEVENLABS_WEBHOOK_SECRET")
+    # Refused before the body is read: an unsigned request must not cost up to 8 MB of memory.
+    signature = parse_signature(request.headers.get("elevenlabs-signature"))
+    if signature is None:
+        raise NotAuthorizedException("missing, malformed or stale ElevenLabs-Signature", headers=_CLOSE)
     body = await request.body()
-    if not verify_signature(request.headers.get("elevenlabs-signature"), body, secret):
+    if not signature.matches(body, secret):
         raise NotAuthorizedException("missing, stale or wrong ElevenLabs-Signature")
     event: PostCallEvent = _decode(body, PostCallEvent)
     if event.type != "post_call_transcription" or event.data is None:
@@ -408,10 +417,23 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
 # -- health ----------------------------------------------------------------------------------------
 
 
+# What a monitor needs, shown to anyone: no file name, caller name, error text or commit.
+PUBLIC_HEALTH = ("status", "callers", "files_with_errors", "pending_writes", "pending_calls")
+
+
 @get("/health", sync_to_thread=False)
-def health(state: State) -> dict[str, Any]:
-    """Liveness and the figures a person checks first."""
+def health(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """Liveness and the figures a person checks first; the details only with the admin key."""
     service = _service(state)
+    report = _health_report(service)
+    admin_key = service.settings.admin_api_key
+    if admin_key is not None and _same(_bearer(request.headers.get("authorization")), admin_key):
+        return report
+    return {name: report[name] for name in PUBLIC_HEALTH}
+
+
+def _health_report(service: Service) -> dict[str, Any]:
+    """Everything `/health` knows, for the admin."""
     index, git, watcher = service.memory.index, service.memory.git.status, service.watcher
     errors = index.errors()
     watcher_alive = watcher.alive

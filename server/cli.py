@@ -50,27 +50,13 @@ def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> 
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the service under uvicorn, one worker."""
+    """Run the service under uvicorn, one worker, with the connection limits of `server.serving`."""
     import uvicorn
 
     from server.app import create_app
+    from server.serving import uvicorn_options
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        # asyncio's loop, not uvloop: the worker process is started from here, and so is git while
-        # the worker is down; uvloop forks the whole server to start a child (milliseconds with a
-        # big index), stalling every call meanwhile, where asyncio's loop uses vfork.
-        loop="asyncio",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-        proxy_headers=True,
-        server_header=False,
-    )
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
     return 0
 
 

@@ -112,22 +112,58 @@ class PostCallEvent(msgspec.Struct, kw_only=True):
 
 
 SIGNATURE_TOLERANCE_SECONDS = 30 * 60
+# `t=<10 digits>,v0=<64 hex>` is 80 characters; anything much longer is not a signature, and no
+# piece of the header is worked on before its length is known to be small.
+SIGNATURE_HEADER_MAX_CHARS = 256
+_STAMP_MAX_DIGITS = 12  # unix seconds until the year 33658
+_MAC_HEX_DIGITS = 64  # hex of an HMAC-SHA256
+_ASCII_DIGITS = frozenset("0123456789")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+class Signature(msgspec.Struct, frozen=True):
+    """A well-formed, timely `ElevenLabs-Signature` header: its timestamp as sent and its MAC."""
+
+    stamp: str
+    mac: str
+
+    def matches(self, body: bytes, secret: str) -> bool:
+        """Whether the MAC is `hmac_sha256(secret, "<t>.<body>")`, compared in constant time."""
+        expected = hmac.new(secret.encode(), self.stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, self.mac)
+
+
+def parse_signature(header: str | None, now: float | None = None) -> Signature | None:
+    """The header's timestamp and MAC, or None if it cannot belong to a valid request.
+
+    Checked before the body is read: missing, too long, not `t=<digits>,v0=<64 hex>`, or a timestamp
+    more than 30 minutes from now. Bounded work, whatever the header holds; never raises.
+    """
+    if not header or len(header) > SIGNATURE_HEADER_MAX_CHARS:
+        return None
+    stamp = mac = None
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == "t":
+            stamp = value
+        elif sep and name == "v0":
+            mac = value
+    # str.isdigit() accepts '²' and other scripts' digits, and int() of a long string is costly
+    # or refused: ASCII digits only, a dozen at most.
+    if stamp is None or not 0 < len(stamp) <= _STAMP_MAX_DIGITS or not _ASCII_DIGITS.issuperset(stamp):
+        return None
+    if mac is None or len(mac) != _MAC_HEX_DIGITS or not _HEX_DIGITS.issuperset(mac):
+        return None
+    current = time.time() if now is None else now
+    if abs(int(stamp) - current) > SIGNATURE_TOLERANCE_SECONDS:
+        return None
+    return Signature(stamp, mac)
 
 
 def verify_signature(header: str | None, body: bytes, secret: str, now: float | None = None) -> bool:
     """Check `ElevenLabs-Signature: t=<unix>,v0=<hex hmac_sha256(secret, "<t>.<body>")>`.
 
-    Compares in constant time over the raw bytes; refuses timestamps older than 30 minutes.
+    Compares in constant time over the raw bytes; refuses timestamps more than 30 minutes away.
     """
-    if not header:
-        return False
-    parts = dict(part.strip().split("=", 1) for part in header.split(",") if "=" in part)
-    stamp, given = parts.get("t", ""), parts.get("v0")
-    # isdigit() alone accepts '²' and other non-ASCII digits; the MAC must be ASCII to be compared.
-    if not (stamp.isascii() and stamp.isdigit()) or given is None or not given.isascii():
-        return False
-    current = time.time() if now is None else now
-    if int(stamp) < current - SIGNATURE_TOLERANCE_SECONDS or int(stamp) > current + SIGNATURE_TOLERANCE_SECONDS:
-        return False
-    expected = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given)
+    signature = parse_signature(header, now)
+    return signature is not None and signature.matches(body, secret)

@@ -6,10 +6,16 @@ import hashlib
 import hmac
 import json
 import logging
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server import app as app_module
 from server import elevenlabs, logs
@@ -151,3 +157,128 @@ def test_phone_hash_key_never_lands_in_the_vault_or_its_history(
     assert key not in git(server.vault, "log", "-p", "--all")
     assert "phone-hash-key" not in git(server.vault, "ls-files")
     assert key not in server.logs()
+
+
+# -- every written form of a number is redacted -----------------------------------------------------
+
+
+def _example_numbers() -> list[phonenumbers.PhoneNumber]:
+    """phonenumbers' example numbers of every region and every number type it knows."""
+    found = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (
+            phonenumbers.PhoneNumberType.FIXED_LINE,
+            phonenumbers.PhoneNumberType.MOBILE,
+            phonenumbers.PhoneNumberType.TOLL_FREE,
+            phonenumbers.PhoneNumberType.VOIP,
+        ):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None:
+                found.append(number)
+    return found
+
+
+EXAMPLES = _example_numbers()
+FORMATS = (
+    phonenumbers.PhoneNumberFormat.E164,
+    phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+    phonenumbers.PhoneNumberFormat.NATIONAL,
+    phonenumbers.PhoneNumberFormat.RFC3966,
+)
+# Separators phonenumbers reads between digit groups, single and repeated.
+SEPARATORS = (" ", "  ", "-", ".", "/", " - ", "\u00a0", "\u2013", "\u2011", "\t", ") ", " (", "~", "\u3000")
+# What a log line puts around a number.
+CONTEXTS = (
+    "{}",
+    "caller {} said hello",
+    "POST /api/memory/{} answered 404",
+    "ValueError: bad number '{}'",
+    "{{'caller_id': '{}', 'call_sid': 'CA1'}}",
+    "tel:{};ext=12",
+    "sip:{}@sip.example.com",
+    "2026-11-25 14:02 number={}, took 0.4 ms",
+)
+
+
+@st.composite
+def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    """A real number written as people and programs write it: (the text, its digits as dialled).
+
+    Every format phonenumbers produces, its digit groups joined by random separators, with or without
+    the plus, percent-encoded in a URL or wrapped in brackets.
+    """
+    number = draw(st.sampled_from(EXAMPLES))
+    fmt = draw(st.sampled_from(FORMATS))
+    text = phonenumbers.format_number(number, fmt).removeprefix("tel:")
+    plus = text.startswith("+")
+    groups = re.findall(r"\d+", text)
+    if draw(st.booleans()):  # regroup with random separators, as a person might type it
+        text = groups[0]
+        for group in groups[1:]:
+            text += draw(st.sampled_from(SEPARATORS)) + group
+        if plus:
+            text = draw(st.sampled_from(("+", "+", "%2B", "00", "+ "))) + text
+    elif plus and draw(st.booleans()):
+        text = text.removeprefix("+")
+    if fmt == phonenumbers.PhoneNumberFormat.NATIONAL and draw(st.booleans()):
+        text = f"({text})"
+    return text, "".join(groups)
+
+
+@settings(max_examples=1500, deadline=None, database=None)
+@given(written=written_numbers(), context=st.sampled_from(CONTEXTS))
+def test_every_written_form_of_a_number_is_redacted(written: tuple[str, str], context: str) -> None:
+    text, digits = written
+    if len(digits) < logs.MIN_PHONE_DIGITS:
+        return  # a few territories' national numbers: shorter than any number with its country code
+    redacted = logs.redact(context.format(text))
+    assert "[phone]" in redacted, redacted
+    # Not one digit of the number is left: the only digits are the log line's own.
+    assert re.findall(r"\d", redacted) == re.findall(r"\d", context), (context.format(text), redacted)
+
+
+def test_redaction_covers_hand_written_formats_and_leaves_dates_and_hashes() -> None:
+    for text in (
+        "+1 (415) 555-0177",
+        "+44 20  7946 0958",
+        "(415) 555-0177",
+        "415.555.0177",
+        "+1-415-555-0177",
+        "1 415 555 0177",
+        "0044 20 7946 0958",
+        "/api/callers/%2B14155550177",
+        "/api/callers/415%20555%200177",
+        "+14155550177abc",
+        "\uff0b\uff11\uff14\uff11\uff15\uff15\uff15\uff15\uff10\uff11\uff17\uff17",  # full-width digits
+    ):
+        assert not re.search(r"\d{3}", logs.redact(f"caller {text} failed").replace("[phone]", "")), text
+    for text in (
+        "caller 5f1c9a0e1234 on 2026-11-25",
+        "at 2026-11-20 14:02 in 0.52 s",
+        "127.0.0.1:8000",
+        "commit 1234567abc",
+    ):
+        assert logs.redact(text) == text
+
+
+def test_uncaught_exceptions_reach_stderr_only_redacted(tmp_path: Path) -> None:
+    """An exception nobody catches, in the main thread or another, is logged redacted, not printed raw."""
+    script = (
+        "import threading\n"
+        "from server import logs\n"
+        "from tests.conftest import make_settings\n"
+        "from pathlib import Path\n"
+        f"logs.configure(make_settings(Path({str(tmp_path / 'v')!r})))\n"
+        "def fail():\n"
+        "    raise ValueError('thread saw +1 (415) 555-0177')\n"
+        "thread = threading.Thread(target=fail)\n"
+        "thread.start()\n"
+        "thread.join()\n"
+        "raise RuntimeError('main saw +44 20  7946 0958')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent
+    )
+    assert result.returncode == 1
+    assert "thread saw [phone]" in result.stderr and "main saw [phone]" in result.stderr, result.stderr
+    assert "555-0177" not in result.stderr and "7946 0958" not in result.stderr

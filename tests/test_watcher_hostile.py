@@ -66,11 +66,11 @@ def test_hostile_files_are_reported_and_never_break_other_callers(server: LiveSe
     expected = {*hostile, "callers/huge.md", "callers/link.md"}
 
     def reported() -> dict[str, str] | None:
-        errors = server.client.get("/health").json()["errors"]
+        errors = server.admin("GET", "/health").json()["errors"]
         return errors if expected <= set(errors) else None
 
     errors = server.wait_for(reported, timeout=5)
-    assert errors, server.client.get("/health").json()
+    assert errors, server.admin("GET", "/health").json()
     assert "anchors or aliases" in errors["callers/bomb.md"]
     assert "binary" in errors["callers/binary.md"]
     assert "phone_hash" in errors["callers/no-frontmatter.md"]
