@@ -714,7 +714,9 @@ class Vault:
                     return None
                 data = bom + updated.encode("utf-8")
                 tmp = self._temp(path, data)
-                self._written[relpath] = digest(data)
+                # Kept in a local too: the watcher may drop the bookkeeping entry once it has seen the file.
+                sha = digest(data)
+                self._written[relpath] = sha
                 self._written_stat.pop(relpath, None)
                 try:
                     if seen is None:
@@ -743,7 +745,7 @@ class Vault:
                         finally:
                             back.unlink(missing_ok=True)
                         continue
-                return Updated(updated, self._written[relpath], raw if fh else None, data)
+                return Updated(updated, sha, raw if fh else None, data)
             finally:
                 if fh:
                     fh.close()
