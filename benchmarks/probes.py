@@ -37,7 +37,7 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
     """Per-call costs (µs) of the answer's steps and of parsing one caller file."""
     import random
 
-    from server import app, vault
+    from server import answers, elevenlabs, vault
     from server.config import load_settings
     from server.service import open_service
 
@@ -49,7 +49,7 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
     keys = [r.phone_hash for r in records]
     now = dt.datetime.now(dt.UTC)
     body = b'{"caller_id":"+14155550123","agent_id":"a","called_number":"+14155550199","call_sid":"CA1"}'
-    data = app.parse_personalize(body)
+    data = elevenlabs.parse_personalize(body)
     identified = [memory.identify(data.caller_id, data.called_number)]
     relpaths = [p for p in list(memory.index.files) if p.startswith("callers/")][:500]
     watcher = getattr(service, "watcher", None)
@@ -69,10 +69,10 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
         "full_gc_ms": min(pauses),
         "gc_tracked_objects": float(len(gc.get_objects())),
         "watcher_refresh_unchanged_us": refresh,
-        "decode_request_us": _per_call_us(lambda i: app.parse_personalize(body), 20_000),
+        "decode_request_us": _per_call_us(lambda i: elevenlabs.parse_personalize(body), 20_000),
         "identify_caller_us": _per_call_us(lambda i: memory.identify(data.caller_id, data.called_number), 20_000),
         "lookup_us": _per_call_us(lambda i: memory.index.caller(keys[i % 500]), 20_000),
-        "compose_and_encode_us": _per_call_us(lambda i: app.answer_bytes(service, records[i % 500], now), 5_000),
+        "compose_and_encode_us": _per_call_us(lambda i: answers.answer_bytes(service, records[i % 500], now), 5_000),
         "parse_caller_file_us": _per_call_us(lambda i: vault.parse_caller(texts[i % 500]), 3_000),
         "identified": float(identified[0].key is not None),
     }

@@ -75,7 +75,7 @@ def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     """Print a caller's memory as JSON."""
-    from server.app import caller_json
+    from server.answers import caller_json
     from server.service import open_service
 
     memory = open_service(settings).memory
@@ -91,7 +91,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     """Print exactly what the personalize webhook would answer for a caller now."""
-    from server.app import answer_bytes
+    from server.answers import answer_bytes
     from server.service import open_service
 
     service = open_service(settings)

@@ -6,8 +6,10 @@ where ElevenLabs is known to vary) because a call must never fail on a payload d
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
+import re
 import time
 from typing import Any
 
@@ -109,6 +111,78 @@ class PostCallEvent(msgspec.Struct, kw_only=True):
     type: str
     event_timestamp: int | float | str | None = None
     data: PostCallData | None = None
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be acted on; the message is safe to send back."""
+
+
+# A conversation id is written into the caller's file and the commit message: one plain token only.
+_CONVERSATION_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
+
+
+class FinishedCall(msgspec.Struct, frozen=True, kw_only=True):
+    """What a `post_call_transcription` event says about the call, in the terms memory writes."""
+
+    conversation_id: str
+    external_number: str | None  # the other party, from Twilio's call data
+    initiation_caller_id: object  # `system__caller_id` as the call started, the fallback
+    initiation_called_number: object
+    call_sid: str | None
+    started: dt.datetime | None  # None: not given, or no calendar holds it
+    summary: str
+    fills: dict[str, str]  # data-collection results that may fill frontmatter keys
+
+
+def finished_call(data: PostCallData) -> FinishedCall:
+    """Interpret a transcription event's data; raises PayloadError when it names no conversation."""
+    if not data.conversation_id:
+        raise PayloadError("the event has no conversation_id")
+    if not _CONVERSATION_ID.fullmatch(data.conversation_id):
+        raise PayloadError("the event's conversation_id is not a conversation id")
+    call = data.metadata.phone_call if data.metadata else None
+    initiation = data.conversation_initiation_client_data
+    variables = initiation.dynamic_variables if initiation else {}
+    call_sid = (call.call_sid if call else None) or variables.get("system__call_sid")
+    stamp = data.metadata.start_time_unix_secs if data.metadata else None
+    try:
+        started = dt.datetime.fromtimestamp(stamp, dt.UTC) if stamp else None
+    except (ValueError, OverflowError, OSError):  # a start time no calendar holds
+        started = None
+    analysis = data.analysis
+    return FinishedCall(
+        conversation_id=data.conversation_id,
+        external_number=call.external_number if call else None,
+        initiation_caller_id=variables.get("system__caller_id"),
+        initiation_called_number=variables.get("system__called_number"),
+        call_sid=call_sid if isinstance(call_sid, str) else None,
+        started=started,
+        summary=(analysis.transcript_summary if analysis else None) or "",
+        fills={
+            name: str(result.value)
+            for name, result in (analysis.data_collection_results.items() if analysis else ())
+            if isinstance(result.value, str | int | float) and not isinstance(result.value, bool)
+        },
+    )
+
+
+_personalize_decoder = msgspec.json.Decoder(PersonalizeRequest)
+
+
+def parse_personalize(body: bytes) -> PersonalizeRequest:
+    """Decode the personalize body, salvaging string fields from any JSON object; never raises."""
+    try:
+        return _personalize_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    try:
+        raw = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return PersonalizeRequest()
+    if not isinstance(raw, dict):
+        return PersonalizeRequest()
+    fields = PersonalizeRequest.__struct_fields__
+    return PersonalizeRequest(**{k: v for k, v in raw.items() if k in fields and isinstance(v, str)})
 
 
 SIGNATURE_TOLERANCE_SECONDS = 30 * 60

@@ -14,7 +14,8 @@ import pytest
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
-from server.app import AnswerCache, create_app
+from server.answers import AnswerCache
+from server.app import create_app
 from server.service import open_service
 from tests.conftest import AGENT_NUMBER, MARIA, OTHER, WEBHOOK_SECRET, LiveServer, fixture_json, git, make_settings
 from tests.live_helpers import (

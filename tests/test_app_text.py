@@ -72,7 +72,7 @@ def test_api_writes_are_normalised_refused_with_400_when_they_cannot_be_stored_a
     assert caller.status_code == 200, "the caller is a stranger after a restart"
     assert caller.json()["facts"] == ["Allergic to penicillin"]
     assert caller.json()["notes"] == ["- 2026-11-25: Callback Friday"]
-    assert server.client.get("/health").json()["errors"] == {}
+    assert server.admin("GET", "/health").json()["errors"] == {}
 
 
 def test_the_tool_saves_a_fact_normalised_and_says_so_when_nothing_is_left(server: LiveServer) -> None:
@@ -150,7 +150,7 @@ def test_a_write_that_would_make_a_file_bigger_than_the_loader_reads_is_refused_
     assert vault_snapshot(server.vault) == files
     restarted(server)
     assert server.admin("GET", f"/api/callers/{MARIA_KEY}").status_code == 200
-    assert server.client.get("/health").json()["errors"] == {}
+    assert server.admin("GET", "/health").json()["errors"] == {}
 
 
 def test_the_cli_and_the_import_normalise_the_same_way(tmp_path: Path) -> None:

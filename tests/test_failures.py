@@ -110,7 +110,7 @@ def test_a_disk_refusing_writes_is_loud_keeps_calls_and_recovers(server: LiveSer
             answer = server.personalize(request(MARIA))
             assert answer.status_code == 200
             assert answer.json()["dynamic_variables"]["caller_known"] is True
-        health = server.client.get("/health").json()
+        health = server.admin("GET", "/health").json()
         assert health["status"] == "degraded"
         assert health["disk_error"] == "cannot write to the vault: File too large"
         # The recorder tries, is refused, and keeps the calls (tried again every second).
@@ -123,7 +123,7 @@ def test_a_disk_refusing_writes_is_loud_keeps_calls_and_recovers(server: LiveSer
     wait_until(lambda: server.client.get("/health").json()["pending_calls"] == 0, timeout=10, what="calls recorded")
     assert frontmatter(vault / relpath)["call_count"] == calls_before + 3
     assert "call from" in git(vault, "log", "-1", "--format=%B", "--", relpath)
-    health = wait_until(lambda: (h := server.client.get("/health").json())["status"] == "ok" and h, what="health ok")
+    health = wait_until(lambda: (h := server.admin("GET", "/health").json())["status"] == "ok" and h, what="health ok")
     assert health["disk_error"] is None
     assert server.admin("POST", f"/api/memory/{MARIA_KEY}", json={"fact": "Has a cat"}).status_code == 200
     assert _remember(server, "Has a parrot").json()["status"] == "saved"

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import app as app_module
-from server import elevenlabs, logs
+from server import auth, elevenlabs, logs
 from tests.conftest import (
     ADMIN_KEY,
     ELEVENLABS_SECRET,
@@ -123,8 +122,8 @@ def test_auth_compares_in_constant_time(monkeypatch, tmp_path: Path) -> None:
         def __init__(self, headers: dict[str, str]) -> None:
             self.headers = headers
 
-    app_module.require_admin(FakeRequest({"authorization": f"Bearer {ADMIN_KEY}"}), settings)  # type: ignore[arg-type]
-    app_module.require_webhook_secret(FakeRequest({"x-webhook-secret": WEBHOOK_SECRET}), settings)  # type: ignore[arg-type]
+    auth.require_admin(FakeRequest({"authorization": f"Bearer {ADMIN_KEY}"}), settings)  # type: ignore[arg-type]
+    auth.require_webhook_secret(FakeRequest({"x-webhook-secret": WEBHOOK_SECRET}), settings)  # type: ignore[arg-type]
     stamp = int(time.time())
     mac = hmac.new(ELEVENLABS_SECRET.encode(), f"{stamp}.{{}}".encode(), hashlib.sha256).hexdigest()
     assert elevenlabs.verify_signature(f"t={stamp},v0={mac}", b"{}", ELEVENLABS_SECRET)

@@ -1,0 +1,111 @@
+"""What the agent is told, encoded: the personalize answer's bytes, the cache of them, and a caller's view.
+
+Shared by the personalize route, the admin API's preview and the CLI's `show`/`preview`, so that the
+command line never imports the web app. `compose` decides what the answer says; this module encodes
+it and decides when a composed answer may be reused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+
+from server.compose import BUILTINS, compose, defaults
+from server.elevenlabs import Personalization
+from server.index import Index
+from server.records import Caller
+from server.service import Service
+
+log = logging.getLogger("memory_bridge.http")
+
+_encoder = msgspec.json.Encoder()
+# The last resort if even composing the defaults fails: every built-in variable, nothing else.
+STATIC_DEFAULT = _encoder.encode(
+    Personalization(dynamic_variables={**dict.fromkeys(BUILTINS, ""), "caller_known": False, "call_count": 0})
+)
+
+
+def answer_bytes(service: Service, caller: Caller | None, now: dt.datetime) -> bytes:
+    """Exactly what the personalize webhook answers for `caller` at `now`."""
+    index = service.memory.index
+    return _encoder.encode(compose(caller, index.soul, index.notes, now, service.settings))
+
+
+def default_bytes(service: Service, now: dt.datetime) -> bytes:
+    """The new-caller answer; the built-in one if even that cannot be composed. Never raises."""
+    try:
+        index: Index = service.memory.index
+        return _encoder.encode(defaults(index.soul, index.notes, service.settings, now))
+    except Exception:
+        log.exception("could not compose the default answer; sending the built-in one")
+        return STATIC_DEFAULT
+
+
+class AnswerCache:
+    """Encoded personalize answers by caller, reused while all of compose()'s inputs are unchanged.
+
+    compose() is pure, and its inputs are immutable records that the index replaces on every edit,
+    so an answer stays valid while the caller record, the soul and today's note are the same objects
+    and the day is the same. Bounded, least recently used first: an answer (a few kB) is reused only
+    until the caller's call is recorded, seconds later, so only recent callers' answers are worth it.
+    """
+
+    def __init__(self, size: int = 4_096) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[object, object, object, str, bytes]] = OrderedDict()
+        never = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self._minute: tuple[dt.datetime, dt.datetime, str] = (never, never, "")
+
+    def _today(self, service: Service, now: dt.datetime) -> str:
+        # Converting to the business time zone costs more than the rest of a cache hit; a date can
+        # only change on a minute boundary (every zone's offset is whole minutes), so once a minute.
+        start, end, today = self._minute
+        if not start <= now < end:
+            start = now.replace(second=0, microsecond=0)
+            today = service.memory.today(now)
+            self._minute = (start, start + dt.timedelta(minutes=1), today)
+        return today
+
+    def get(self, service: Service, caller: Caller | None, now: dt.datetime) -> bytes:
+        """The answer for `caller` at `now`, composed only if an input changed since the last time."""
+        index = service.memory.index
+        soul, today = index.soul, self._today(service, now)
+        note = index.notes.get(today)
+        key = caller.phone_hash if caller is not None else ""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is caller and entry[1] is soul and entry[2] is note and entry[3] == today:
+            self._entries.move_to_end(key)
+            return entry[4]
+        content = answer_bytes(service, caller, now)
+        self._entries[key] = (caller, soul, note, today, content)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return content
+
+
+def caller_json(record: Caller, path: str | None) -> dict[str, Any]:
+    """A caller's memory as the API and `memory-bridge show` give it: frontmatter, facts, calls, notes."""
+    frontmatter: dict[str, Any] = {
+        "phone_hash": record.phone_hash,
+        "name": record.name,
+        "aliases": list(record.aliases),
+        "call_count": record.call_count,
+        "first_call": record.first_call,
+        "last_call": record.last_call,
+    }
+    for key in ("language", "voice_id", "first_message"):
+        if getattr(record, key):
+            frontmatter[key] = getattr(record, key)
+    frontmatter.update(record.extra)
+    return {
+        "phone_hash": record.phone_hash,
+        "file": path,
+        "frontmatter": frontmatter,
+        "facts": list(record.facts),
+        "calls": [msgspec.to_builtins(call) for call in record.calls],
+        "notes": list(record.notes),
+    }

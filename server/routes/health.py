@@ -1,0 +1,55 @@
+"""`GET /health`: status and counts for anyone; file names, errors and the rest for the admin."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Request, get
+from litestar.datastructures import State
+
+from server.auth import is_admin
+from server.routes.replies import service_of
+from server.service import Service
+
+# What a monitor needs, shown to anyone: no file name, caller name, error text or commit.
+PUBLIC_HEALTH = ("status", "callers", "files_with_errors", "pending_writes", "pending_calls")
+
+
+@get("/health", sync_to_thread=False)
+def health(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """Liveness and the figures a person checks first; the details only with the admin key."""
+    service = service_of(state)
+    report = health_report(service)
+    if is_admin(request.headers.get("authorization"), service.settings):
+        return report
+    return {name: report[name] for name in PUBLIC_HEALTH}
+
+
+def health_report(service: Service) -> dict[str, Any]:
+    """Everything `/health` knows, for the admin."""
+    index, git, watcher = service.memory.index, service.memory.git.status, service.watcher
+    errors = index.errors()
+    watcher_alive = watcher.alive
+    disk_error = service.memory.vault.disk_error
+    degraded = bool(errors) or not watcher_alive or git.last_error is not None or not service.memory.git.alive
+    degraded = degraded or disk_error is not None
+    return {
+        "status": "degraded" if degraded else "ok",
+        "callers": index.caller_count,
+        "files_with_errors": len(errors),
+        "errors": errors,
+        "watcher_alive": watcher_alive,
+        "watcher_heartbeat_age_s": round(time.time() - watcher.heartbeat, 3) if watcher.heartbeat else None,
+        "last_commit": git.last_commit,
+        "last_commit_at": git.last_commit_at,
+        "git_error": git.last_error,
+        "disk_error": disk_error,
+        "git_lock_recoveries": git.lock_recoveries,
+        "pending_writes": git.pending,
+        "pending_calls": service.memory.pending_calls,
+        # The worker process (git and call recording off the event loop); without it, both run in process.
+        "worker_alive": service.worker is not None and service.worker.alive,
+        "worker_restarts": service.worker.restarts if service.worker is not None else 0,
+        "ready_seconds": round(service.ready_seconds, 3),
+    }

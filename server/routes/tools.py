@@ -1,0 +1,40 @@
+"""`POST /tools/remember`: the agent saves a fact about the caller mid-call; always 200, in words it can say."""
+
+from __future__ import annotations
+
+from litestar import post
+from litestar.datastructures import State
+
+from server import text
+from server.auth import webhook_guard
+from server.elevenlabs import ToolAnswer, ToolRemember
+from server.gitwriter import GitError
+from server.memory import FileFull, WriteError
+from server.routes.replies import WEBHOOK_BODY_LIMIT, service_of
+from server.vault import DiskError
+
+
+@post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
+async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
+    """The agent's `remember` tool: save one fact about the caller, mid-call."""
+    service = service_of(state)
+    who = service.memory.identify(data.caller_id, data.called_number)
+    if who.key is None:
+        return ToolAnswer("not_saved", "I can't save that on this call, because your number is withheld.")
+    fact = data.fact or ""
+    problem = text.check(fact, text.MAX_FACT_CHARS).problem
+    if problem is text.Problem.EMPTY:  # nothing but spaces and control characters
+        return ToolAnswer("not_saved", "I didn't catch what to remember. Could you say it again?")
+    if problem is text.Problem.TOO_LONG:
+        return ToolAnswer("not_saved", "That's too long for me to save. Could you say it in one short sentence?")
+    try:
+        await service.memory.add_fact(who.key, fact, "tool", e164=who.caller_id.e164, legacy=who.legacy)
+    except FileFull:
+        return ToolAnswer("not_saved", "I couldn't save that: there's no room left in my notes for you.")
+    except WriteError as exc:
+        return ToolAnswer("not_saved", f"I couldn't save that: {exc}.")
+    except DiskError:
+        return ToolAnswer("not_saved", "I couldn't save that just now because of a problem on our side. Sorry.")
+    except GitError:
+        pass  # saved in the vault; the commit follows with the next write
+    return ToolAnswer("saved", "Got it, I've made a note of that.")
