@@ -50,7 +50,7 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
     now = dt.datetime.now(dt.UTC)
     body = b'{"caller_id":"+14155550123","agent_id":"a","called_number":"+14155550199","call_sid":"CA1"}'
     data = elevenlabs.parse_personalize(body)
-    identified = [memory.identify(data.caller_id, data.called_number)]
+    identified = [memory.identities.identify(data.caller_id, data.called_number)]
     relpaths = [p for p in list(memory.index.files) if p.startswith("callers/")][:500]
     watcher = getattr(service, "watcher", None)
     refresh = (
@@ -70,7 +70,9 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
         "gc_tracked_objects": float(len(gc.get_objects())),
         "watcher_refresh_unchanged_us": refresh,
         "decode_request_us": _per_call_us(lambda i: elevenlabs.parse_personalize(body), 20_000),
-        "identify_caller_us": _per_call_us(lambda i: memory.identify(data.caller_id, data.called_number), 20_000),
+        "identify_caller_us": _per_call_us(
+            lambda i: memory.identities.identify(data.caller_id, data.called_number), 20_000
+        ),
         "lookup_us": _per_call_us(lambda i: memory.index.caller(keys[i % 500]), 20_000),
         "compose_and_encode_us": _per_call_us(lambda i: answers.answer_bytes(service, records[i % 500], now), 5_000),
         "parse_caller_file_us": _per_call_us(lambda i: vault.parse_caller(texts[i % 500]), 3_000),

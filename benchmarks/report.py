@@ -6,7 +6,7 @@ import math
 import statistics
 from typing import Any
 
-from server.memory import RECORD_BATCH, RECORD_INTERVAL
+from server.recorder import RECORD_BATCH, RECORD_INTERVAL
 
 MB = 1_000_000
 

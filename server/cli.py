@@ -65,7 +65,7 @@ def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
     from server.service import open_service
 
     memory = open_service(settings).memory
-    key = memory.hash_number(args.number)
+    key = memory.identities.hash_number(args.number)
     if key is None:
         print("not a usable phone number (withheld, SIP/client address, or unparseable)", file=sys.stderr)
         return 1
@@ -79,7 +79,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     from server.service import open_service
 
     memory = open_service(settings).memory
-    key = memory.resolve(args.caller)
+    key = memory.identities.resolve(args.caller)
     if key is None:
         print("unknown caller", file=sys.stderr)
         return 1
@@ -95,7 +95,7 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     from server.service import open_service
 
     service = open_service(settings)
-    key = service.memory.resolve(args.caller)
+    key = service.memory.identities.resolve(args.caller)
     record = service.memory.index.caller(key) if key else None
     if record is None and not args.new:
         print("unknown caller (use --new to see the answer a new caller gets)", file=sys.stderr)
@@ -106,12 +106,12 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     """Append to a daily note, or to a caller's notes."""
-    from server.memory import WriteError
+    from server.writes import WriteError
 
     async def work(service: Any) -> int:
         key = None
         if args.caller:
-            key = service.memory.resolve(args.caller)
+            key = service.memory.identities.resolve(args.caller)
             if key is None:
                 print("unknown caller", file=sys.stderr)
                 return 1
@@ -128,16 +128,15 @@ def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_remember(args: argparse.Namespace, settings: Settings) -> int:
     """Add a fact to a caller (a phone number creates the caller if new)."""
-    from server.memory import WriteError
+    from server.writes import WriteError
 
     async def work(service: Any) -> int:
-        target = service.memory.write_target(args.caller)
+        target = service.memory.identities.write_target(args.caller)
         if target is None:
             print("unknown caller", file=sys.stderr)
             return 1
-        key, e164, legacy = target
         try:
-            path = await service.memory.add_fact(key, args.fact, "cli", e164=e164, legacy=legacy)
+            path = await service.memory.add_fact(target.key, args.fact, "cli", e164=target.e164, legacy=target.legacy)
         except WriteError as exc:
             print(exc, file=sys.stderr)
             return 1
@@ -167,6 +166,7 @@ def _progress(label: str) -> Callable[[int, int], None]:
 
 def cmd_import_seed(args: argparse.Namespace, settings: Settings) -> int:
     """Import the predecessor's data directory."""
+    from server.importer import import_seed
     from server.seed import SeedError, read_seed
 
     try:
@@ -176,7 +176,7 @@ def cmd_import_seed(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
     async def work(service: Any) -> int:
-        report = await service.memory.import_seed(seed, _progress("importing"))
+        report = await import_seed(service.memory, seed, _progress("importing"))
         print(
             f"imported {report.callers} caller(s) and {report.daily_notes} daily note(s); "
             f"{report.changed} file(s) changed, {report.skipped} entr(y/ies) skipped"

@@ -1,7 +1,7 @@
 """Reading the predecessor's `data/` directory (SPEC §8 `import-seed`).
 
 `elevenlabs-twilio-memory-bridge` kept three JSON files keyed by a plain SHA-256 of the caller's
-number. They are decoded here into Structs; `Memory.import_seed` turns them into vault files.
+number. They are decoded here into Structs; `server.importer` turns them into vault files.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class Service:
             self.worker = Worker()
             await self.worker.start()
         await self.memory.git.start(self.worker)
-        await self.memory.start(self.worker)
+        await self.memory.recorder.start(self.worker)
         if watch:
             await self.watcher.start()
         self.ready_seconds = time.monotonic() - self.started_at
@@ -52,7 +52,7 @@ class Service:
     async def stop(self) -> None:
         """Stop watching, commit what is pending, stop the git writer, save the index cache."""
         await self.watcher.stop()
-        await self.memory.stop()
+        await self.memory.recorder.stop()
         await self.memory.git.stop()
         if self.worker is not None:
             await self.worker.stop()

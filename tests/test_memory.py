@@ -40,12 +40,12 @@ async def test_recorded_calls_index_what_the_files_say(tmp_path: Path, server: b
     try:
         numbers = [MARIA, MARIA, "+14155550777", "+14155550888", OTHER]  # OTHER is new
         for number in numbers:
-            memory.note_call(memory.identify(number))
-        assert memory.pending_calls == len(numbers)
-        assert await memory.record_calls() == 4
+            memory.recorder.note_call(memory.identities.identify(number))
+        assert memory.recorder.pending_calls == len(numbers)
+        assert await memory.recorder.record_calls() == 4
     finally:
         await service.stop()
-    assert memory.pending_calls == 0
+    assert memory.recorder.pending_calls == 0
     for number, count in ((MARIA, 5), ("+14155550777", 4), ("+14155550888", 1), (OTHER, 1)):
         key = key_for(number)
         relpath = memory.index.caller_path(key)
@@ -87,12 +87,12 @@ async def test_a_worker_dying_mid_batch_counts_each_call_once(tmp_path: Path) ->
     try:
         worker.call = dies_after_the_work  # type: ignore[method-assign]
         for number in (MARIA, MARIA, OTHER):
-            memory.note_call(memory.identify(number))
-        assert await memory.record_calls() == 2
+            memory.recorder.note_call(memory.identities.identify(number))
+        assert await memory.recorder.record_calls() == 2
         worker.call = real_call  # type: ignore[method-assign]
     finally:
         await service.stop()
-    assert memory.pending_calls == 0
+    assert memory.recorder.pending_calls == 0
     for number, count in ((MARIA, 5), (OTHER, 1)):
         key = key_for(number)
         relpath = memory.index.caller_path(key)
@@ -108,20 +108,20 @@ async def test_a_call_whose_file_was_just_moved_is_counted_where_it_went(tmp_pat
     root, service = await started_with_maria(tmp_path)
     memory = service.memory
     try:
-        memory.note_call(memory.identify(MARIA))
+        memory.recorder.note_call(memory.identities.identify(MARIA))
         # Moved by hand after the call was answered, before it is recorded (the index still has the old path).
         (root / "callers" / "vip").mkdir()
         (root / "callers" / "maria.md").rename(root / "callers" / "vip" / "maria.md")
-        await memory.record_calls()
+        await memory.recorder.record_calls()
         assert not (root / "callers" / "maria.md").exists(), "the old path is not brought back"
-        assert memory.pending_calls == 1
+        assert memory.recorder.pending_calls == 1
         for _ in range(300):  # the watcher sees the move; the call is tried again a second later
-            if memory.pending_calls == 0:
+            if memory.recorder.pending_calls == 0:
                 break
             await asyncio.sleep(0.01)
     finally:
         await service.stop()
-    assert memory.pending_calls == 0
+    assert memory.recorder.pending_calls == 0
     assert memory.index.caller_path(key_for(MARIA)) == "callers/vip/maria.md"
     moved = vault.parse_caller((root / "callers" / "vip" / "maria.md").read_text(encoding="utf-8"))
     assert moved.call_count == 4
@@ -136,8 +136,8 @@ async def test_a_hand_edit_right_after_a_recorded_call_is_seen(tmp_path: Path) -
     memory = service.memory
     key = key_for(MARIA)
     try:
-        memory.note_call(memory.identify(MARIA))
-        await memory.record_calls()
+        memory.recorder.note_call(memory.identities.identify(MARIA))
+        await memory.recorder.record_calls()
         path = root / "callers" / "maria.md"
         text = path.read_text(encoding="utf-8")
         assert "Has a dog named Rex" in text
@@ -157,15 +157,15 @@ async def test_a_hand_edit_right_after_a_recorded_call_is_seen(tmp_path: Path) -
 
 def test_identities_are_remembered_but_junk_is_not(tmp_path: Path) -> None:
     memory = open_service(make_settings(tmp_path / "vault", AGENT_NUMBERS="+14155550100")).memory
-    inbound = memory.identify(MARIA, "+14155550100")
-    assert inbound.key == key_for(MARIA) and memory.identify(MARIA, "+14155550100") is inbound
+    inbound = memory.identities.identify(MARIA, "+14155550100")
+    assert inbound.key == key_for(MARIA) and memory.identities.identify(MARIA, "+14155550100") is inbound
     # Our own number calling out: the called party is the caller, remembered per pair.
-    outbound = memory.identify("+14155550100", MARIA)
+    outbound = memory.identities.identify("+14155550100", MARIA)
     assert outbound.key == key_for(MARIA) and outbound is not inbound
-    assert memory.identify("anonymous").key is None
-    remembered = memory._identities.cache_info().currsize
+    assert memory.identities.identify("anonymous").key is None
+    remembered = memory.identities._cached.cache_info().currsize
     for n in range(100):
         junk = f"{n:03d}" + "9" * 70  # longer than any phone number
-        assert memory.identify(junk).caller_id.kind == "unparseable"
-        assert memory.identify(MARIA, junk).key == key_for(MARIA)
-    assert memory._identities.cache_info().currsize == remembered, "junk caller IDs must not fill the cache"
+        assert memory.identities.identify(junk).caller_id.kind == "unparseable"
+        assert memory.identities.identify(MARIA, junk).key == key_for(MARIA)
+    assert memory.identities._cached.cache_info().currsize == remembered, "junk caller IDs must not fill the cache"

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from server import text, vault
 from server.index import Index
-from server.memory import CallWritten, WriteError
+from server.memory import CallWritten
 from server.records import Caller
 from server.service import Service, open_service
 from server.text import TRIMMED, Checked, Problem
 from server.watcher import Watcher
+from server.writes import WriteError
 from tests.conftest import make_settings
 from tests.live_helpers import key_for
 

@@ -13,10 +13,10 @@ from litestar.exceptions import NotFoundException, ServiceUnavailableException, 
 from server.answers import answer_bytes, caller_json
 from server.auth import admin_guard
 from server.gitwriter import GitError
-from server.memory import WriteError
 from server.routes.replies import API_BODY_LIMIT, NOT_COMMITTED, NOT_SAVED, service_of
 from server.service import Service
 from server.vault import DiskError
+from server.writes import WriteError
 
 
 class FactBody(msgspec.Struct):
@@ -34,7 +34,7 @@ class NoteBody(msgspec.Struct):
 
 
 def _known(service: Service, caller: str) -> str:
-    key = service.memory.resolve(caller)
+    key = service.memory.identities.resolve(caller)
     if key is None:
         raise NotFoundException("unknown caller")
     return key
@@ -44,12 +44,12 @@ def _known(service: Service, caller: str) -> str:
 async def api_add_fact(caller: str, data: FactBody, state: State) -> dict[str, Any]:
     """Add a fact to a caller (by phone hash, or by number, which may create the caller)."""
     service = service_of(state)
-    target = service.memory.write_target(caller)
+    target = service.memory.identities.write_target(caller)
     if target is None:
         raise NotFoundException("unknown caller")
-    key, e164, legacy = target
+    key = target.key
     try:
-        path = await service.memory.add_fact(key, data.fact, "api", e164=e164, legacy=legacy)
+        path = await service.memory.add_fact(key, data.fact, "api", e164=target.e164, legacy=target.legacy)
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
     except DiskError:

@@ -47,7 +47,7 @@ def health_report(service: Service) -> dict[str, Any]:
         "disk_error": disk_error,
         "git_lock_recoveries": git.lock_recoveries,
         "pending_writes": git.pending,
-        "pending_calls": service.memory.pending_calls,
+        "pending_calls": service.memory.recorder.pending_calls,
         # The worker process (git and call recording off the event loop); without it, both run in process.
         "worker_alive": service.worker is not None and service.worker.alive,
         "worker_restarts": service.worker.restarts if service.worker is not None else 0,

@@ -20,7 +20,7 @@ from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receiv
 from server.answers import AnswerCache, default_bytes
 from server.auth import has_webhook_secret
 from server.elevenlabs import parse_personalize
-from server.memory import Identity
+from server.identity import Identity
 from server.routes.replies import WEBHOOK_BODY_LIMIT, error_body
 from server.service import Service
 
@@ -42,8 +42,8 @@ def answer_call(service: Service, answers: AnswerCache, body: bytes, now: dt.dat
     started = time.perf_counter()
     try:
         data = parse_personalize(body)
-        who = service.memory.identify(data.caller_id, data.called_number)
-        content = answers.get(service, service.memory.lookup(who), now)
+        who = service.memory.identities.identify(data.caller_id, data.called_number)
+        content = answers.get(service, service.memory.identities.lookup(who), now)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > service.settings.personalize_deadline_ms:
             log.warning("personalize took %.1f ms, past the deadline: answering with defaults", elapsed_ms)
@@ -78,7 +78,7 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
     answered = answer_call(service, state.answers, body, dt.datetime.now(dt.UTC))
     await _send(send, 200, answered.content)
     if answered.who is not None:
-        service.memory.note_call(answered.who, answered.call_sid)  # recorded after the answer
+        service.memory.recorder.note_call(answered.who, answered.call_sid)  # recorded after the answer
 
 
 def _headers(scope: Scope) -> list[str | None]:

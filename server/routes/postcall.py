@@ -16,9 +16,9 @@ from litestar.exceptions import (
 from server import phone
 from server.elevenlabs import PayloadError, PostCallEvent, finished_call, parse_signature
 from server.gitwriter import GitError
-from server.memory import WriteError
 from server.routes.replies import NOT_COMMITTED, NOT_SAVED, POST_CALL_BODY_LIMIT, decode, json_response, service_of
 from server.vault import DiskError
+from server.writes import WriteError
 
 # Sent with a refusal that leaves the body unread, so that the server does not read it to keep the
 # connection alive.
@@ -47,10 +47,10 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     except PayloadError as exc:
         raise ValidationException(str(exc)) from None
     memory = service.memory
-    who = memory.identify(call.external_number)
+    who = memory.identities.identify(call.external_number)
     if who.key is None:
-        who = memory.identify(call.initiation_caller_id, call.initiation_called_number)
-    key = who.key or memory.key_for_call_sid(call.call_sid)
+        who = memory.identities.identify(call.initiation_caller_id, call.initiation_called_number)
+    key = who.key or memory.identities.key_for_call_sid(call.call_sid)
     if key is None:
         return json_response({"status": "ignored", "reason": "no usable caller number"})
     try:

@@ -9,16 +9,16 @@ from server import text
 from server.auth import webhook_guard
 from server.elevenlabs import ToolAnswer, ToolRemember
 from server.gitwriter import GitError
-from server.memory import FileFull, WriteError
 from server.routes.replies import WEBHOOK_BODY_LIMIT, service_of
 from server.vault import DiskError
+from server.writes import FileFull, WriteError
 
 
 @post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
 async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
     """The agent's `remember` tool: save one fact about the caller, mid-call."""
     service = service_of(state)
-    who = service.memory.identify(data.caller_id, data.called_number)
+    who = service.memory.identities.identify(data.caller_id, data.called_number)
     if who.key is None:
         return ToolAnswer("not_saved", "I can't save that on this call, because your number is withheld.")
     fact = data.fact or ""

@@ -1,0 +1,122 @@
+"""What each write does to a file's text: pure functions, text in, text out (SPEC §2, §6).
+
+The write path (`server.writes`) reads a file, hands its text to one of these, and writes what comes
+back; none of them touches the disk, the clock or the index, so each is table-tested on its own.
+The surgical edits they are built from (one frontmatter key, one appended item) are in `server.vault`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from server import vault
+from server.records import Caller
+
+# Frontmatter keys a call's data-collection results may never fill: identity, counters, call set-up.
+PROTECTED_KEYS = frozenset(
+    {"phone_hash", "phone", "call_count", "first_call", "last_call", "first_message", "language", "voice_id", "aliases"}
+)
+# A conversation id at the very end of a call line, as `with_call` writes it.
+_TRAILING_ID = re.compile(r"\(([A-Za-z0-9_\-]{1,200})\)$")
+
+
+def with_key(text: str, key: str, key_in_file: str) -> str:
+    """A caller imported with the predecessor's plain SHA-256 takes the keyed hash (on their next call)."""
+    return vault.set_properties(text, {"phone_hash": key}) if key_in_file != key else text
+
+
+def with_fact(text: str, fact: str) -> str:
+    """The caller's file with `fact` appended to `## Facts`."""
+    return vault.append_to_section(text, "Facts", f"- {fact}")
+
+
+def with_caller_note(text: str, day: str, note: str) -> str:
+    """The caller's file with a dated note appended to `## Notes`."""
+    return vault.append_to_section(text, "Notes", f"- {day}: {note}")
+
+
+def with_daily_note(current: str | None, day: str, note: str) -> str:
+    """A daily note (created with its title if missing) with one more bullet line."""
+    base = current if current is not None else f"# {day}\n\n"
+    if base and not base.endswith("\n"):
+        base += "\n"
+    return base + f"- {note}\n"
+
+
+def call_line(when: dt.datetime, summary: str, conversation_id: str) -> str:
+    """A `## Calls` item: local date and time, summary, and the conversation id at the very end."""
+    return f"- {when:%Y-%m-%d %H:%M} · {summary} ({conversation_id})"
+
+
+def recorded_conversations(caller: Caller) -> set[str]:
+    """The conversation ids at the end of the caller's `## Calls` lines, where the service writes them.
+
+    Only there: the same id in a fact, a note or inside a summary is text, not a recorded call.
+    """
+    ids: set[str] = set()
+    for call in caller.calls:
+        if call.conversation_id:
+            ids.add(call.conversation_id)
+        elif call.date and (match := _TRAILING_ID.search(call.summary)):
+            ids.add(match.group(1))  # an id the parser does not know as ElevenLabs' (no `conv_`)
+    return ids
+
+
+def with_call(text: str, line: str, fills: dict[str, str], declared: set[str]) -> str:
+    """The caller's file with a call line, and the empty keys a call's data collection may fill, filled.
+
+    `fills` are already bounded; a result fills `name` (from `caller_name`), a variable the soul
+    declares, or another key the file already has, never a protected one, and only when it is empty.
+    """
+    text = vault.append_to_section(text, "Calls", line)
+    meta, _ = vault.split_frontmatter(text)
+    props: dict[str, object] = {}
+    for name, value in fills.items():
+        field = "name" if name == "caller_name" else name
+        allowed = field == "name" or field in declared or (field in meta and field not in PROTECTED_KEYS)
+        if value and allowed and not meta.get(field):
+            props[field] = value
+            if field == "name" and not meta.get("aliases"):
+                props["aliases"] = [value]
+    return vault.set_properties(text, props) if props else text
+
+
+def merged_seed_caller(
+    text: str, existing: Caller, *, name: str, first: str, last: str, calls: int, facts: list[str], notes: list[str]
+) -> str:
+    """A caller's file with the predecessor's data merged in: missing name, wider dates, new facts and notes.
+
+    `existing` is `text` parsed; `facts` and `notes` are bounded lines. Merging twice adds nothing.
+    """
+    props: dict[str, object] = {}
+    if name and not existing.name:
+        props["name"] = name
+        if not existing.aliases:
+            props["aliases"] = [name]
+    if calls > existing.call_count:
+        props["call_count"] = calls
+    if not existing.first_call or first < existing.first_call:
+        props["first_call"] = dt.date.fromisoformat(first)
+    if not existing.last_call or last > existing.last_call:
+        props["last_call"] = dt.date.fromisoformat(last)
+    if props:
+        text = vault.set_properties(text, props)
+    known = set(existing.facts)
+    for fact in facts:
+        if fact and fact not in known:
+            text = with_fact(text, fact)
+            known.add(fact)
+    for line in notes:
+        if line not in text:
+            text = vault.append_to_section(text, "Notes", line)
+    return text
+
+
+def with_daily_lines(current: str | None, day: str, notes: list[str]) -> str:
+    """A daily note with each of `notes` as a bullet line, unless that exact line is there already."""
+    text = current if current is not None else f"# {day}\n\n"
+    for line in (f"- {note}" for note in notes):
+        if line not in text.splitlines():
+            text = text + ("" if text.endswith("\n") else "\n") + line + "\n"
+    return text

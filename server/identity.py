@@ -1,0 +1,127 @@
+"""Who is calling: caller IDs to E.164 to vault keys, and the known caller behind a key (SPEC §6, §7).
+
+Pure lookups over the index and the phone-hash key; the call path asks here first. Callers who call
+again soon skip parsing and hashing (a small cache of recent identities).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+
+import msgspec
+
+from server import phone
+from server.config import Settings
+from server.index import Index
+from server.phone import CallerId
+from server.records import Caller
+
+# Call SIDs remembered from personalize for post-call events that carry no number.
+_RECENT_CALLS = 10_000
+# Recent callers whose identity is kept: a flood of calls comes from a few thousand callers at most,
+# and every entry is memory held for good.
+_IDENTITIES = 4_096
+
+
+class Identity:
+    """A caller ID resolved to a vault key. `key` is None for withheld and non-phone callers."""
+
+    __slots__ = ("caller_id", "key", "legacy")
+
+    def __init__(self, caller_id: CallerId, key: str | None, legacy: str | None) -> None:
+        self.caller_id = caller_id
+        self.key = key
+        self.legacy = legacy
+
+
+class WriteTarget(msgspec.Struct, frozen=True):
+    """Whose memory a write goes to: the key, and for a new caller named by number its E.164 and legacy key."""
+
+    key: str
+    e164: str | None = None
+    legacy: str | None = None
+
+
+def _short_text(value: object) -> bool:
+    # What may be a cache key: junk must not fill the cache.
+    return isinstance(value, str) and len(value) <= phone.MAX_CHARS
+
+
+class Identities:
+    """Resolves caller IDs and `{caller}` values against one vault's key and index."""
+
+    def __init__(self, settings: Settings, index: Index, key: bytes) -> None:
+        self.settings = settings
+        self.index = index
+        self._key = key
+        # call_sid -> caller key seen at personalize time, for post-call events without a number.
+        self._calls: OrderedDict[str, str] = OrderedDict()
+        self._cached = functools.lru_cache(maxsize=_IDENTITIES)(self._identify)
+
+    def identify(self, caller_id: object, called_number: object = None) -> Identity:
+        """Resolve the other party of a call; outbound calls (our own number as caller) use `called_number`."""
+        if _short_text(caller_id) and (called_number is None or _short_text(called_number)):
+            return self._cached(caller_id, called_number)
+        return self._identify(caller_id, called_number)
+
+    def _identify(self, caller_id: object, called_number: object) -> Identity:
+        region = self.settings.default_region or phone.region_of(called_number)
+        parsed = phone.classify(caller_id, region)
+        if parsed.e164 is not None and parsed.e164 in self.settings.agent_numbers:
+            parsed = phone.classify(called_number, region)
+        if parsed.e164 is None:
+            return Identity(parsed, None, None)
+        return Identity(parsed, phone.caller_key(parsed.e164, self._key), phone.legacy_key(parsed.e164))
+
+    def lookup(self, who: Identity) -> Caller | None:
+        """The caller's record, also for callers imported with the predecessor's plain hash."""
+        if who.key is None:
+            return None
+        found = self.index.caller(who.key)
+        if found is None and who.legacy is not None:
+            found = self.index.caller(who.legacy)
+        return found
+
+    def resolve(self, caller: str) -> str | None:
+        """A `{caller}` value (phone hash or phone number) to the key of a known caller."""
+        text = caller.strip().lower()
+        if phone.is_caller_key(text):
+            return text if self.index.caller_path(text) else None
+        who = self.identify(caller)
+        if who.key is None:
+            return None
+        for key in (who.key, who.legacy):
+            if key and self.index.caller_path(key):
+                return key
+        return None
+
+    def write_target(self, caller: str) -> WriteTarget | None:
+        """Whose memory a write addressed to `caller` goes to.
+
+        A known caller (by hash or number), or a new caller named by phone number; None for an
+        unknown hash and for anything that is not a usable phone number.
+        """
+        if (key := self.resolve(caller)) is not None:
+            return WriteTarget(key)
+        who = self.identify(caller)
+        if who.key is None or phone.is_caller_key(caller.strip().lower()):
+            return None
+        return WriteTarget(who.key, who.caller_id.e164, who.legacy)
+
+    def hash_number(self, number: str) -> str | None:
+        """The caller key for a number, or None if it is not a usable phone number."""
+        return self.identify(number).key
+
+    def remember_call_sid(self, call_sid: str | None, key: str) -> None:
+        """Note which caller a call belongs to, for post-call events that carry no number."""
+        if not call_sid:
+            return
+        self._calls[call_sid] = key
+        self._calls.move_to_end(call_sid)
+        while len(self._calls) > _RECENT_CALLS:
+            self._calls.popitem(last=False)
+
+    def key_for_call_sid(self, call_sid: str | None) -> str | None:
+        """The caller key noted for a call SID at personalize time."""
+        return self._calls.get(call_sid) if call_sid else None

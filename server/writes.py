@@ -1,0 +1,207 @@
+"""The write path: change a file, commit it, then index it, and acknowledge only what is committed (SPEC §3).
+
+Every writer (the API, the tool, the webhooks, the CLI, the call recorder, the import) comes through
+`WritePath`: file edits are serialised by one lock, a file's second write waits for its first one's
+commit (git commits whole files, and each commit's `Source:` must be true), and a person's edit that
+arrived meanwhile is committed first, as their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from server import text, vault
+from server.gitwriter import Exact, GitWriter
+from server.index import Index
+from server.records import Caller
+from server.vault import Loaded, Vault
+
+log = logging.getLogger("memory_bridge.memory")
+
+# Files between two yields to the event loop in a long loop: calls come first.
+SLICE = 5
+
+# A change to one file: its current text (None if missing) to its new text (None: leave it).
+Change = Callable[[str | None], str | None]
+# Index entries of what was written, made once the commit is in: (relpath, what it holds, seq).
+Entries = Callable[[], Awaitable[list[tuple[str, Loaded, int]]]]
+
+
+class WriteError(Exception):
+    """A write that cannot be done as asked; the message is safe to show to the client."""
+
+
+class FileFull(WriteError):
+    """A write refused because the file would grow past what the service writes (below the loader's limit)."""
+
+
+class WritePath:
+    """One vault's writes: file change → git commit → index update, in that order, one place."""
+
+    def __init__(self, vault_: Vault, index: Index, git: GitWriter) -> None:
+        self.vault = vault_
+        self.index = index
+        self.git = git
+        # Held while a file's current text is read, changed and written back.
+        self.edit_lock = asyncio.Lock()
+        # Files written but not yet committed, with the future their commit resolves.
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+
+    async def write(self, relpath: str, change: Change, line: str, source: str) -> bool:
+        """Apply `change` to one file, commit it and update the index. Returns whether anything changed."""
+        if vault.kind_of(relpath) == "caller":
+            change = intact(change)
+        return bool(await self.write_many([(relpath, change)], [line], source))
+
+    async def write_many(
+        self,
+        changes: list[tuple[str, Change]],
+        lines: list[str],
+        source: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """Apply changes to files, then commit them together and update the index.
+
+        Each `change` gets a file's current text (None: it does not exist) and returns the new text,
+        or None for "nothing to do". The current bytes are read under the edit lock, at write time,
+        so a person's edit is never overwritten. Returns the files that changed.
+        """
+        async with self.holding([relpath for relpath, _ in changes]):
+            written: list[tuple[str, str, str, int]] = []
+            exact: dict[str, Exact] = {}
+            refused: list[WriteError | vault.DiskError] = []
+            async with self.edit_lock:
+                for n, (relpath, change) in enumerate(changes, 1):
+                    try:
+                        # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
+                        result = await asyncio.to_thread(self.vault.update_from, relpath, within_limit(relpath, change))
+                    except (WriteError, vault.DiskError) as exc:
+                        refused.append(exc)  # one refused file never holds back the rest of a batch
+                        log.warning("%s: %s", relpath, exc)
+                        continue
+                    if result is not None:
+                        written.append((relpath, result.text, result.digest, self.vault.next_seq()))
+                        exact[relpath] = Exact(result.base, result.data)
+                    if progress is not None:
+                        progress(n, len(changes))
+                    if len(changes) > 1:
+                        await asyncio.sleep(0)  # a big batch must not hold up calls
+
+            async def entries() -> list[tuple[str, Loaded, int]]:
+                return [
+                    (relpath, await asyncio.to_thread(self.vault.loaded, relpath, text, sha), seq)
+                    for relpath, text, sha, seq in written
+                ]
+
+            await self.commit_and_index([relpath for relpath, *_ in written], lines, source, entries, exact)
+            if refused and len(changes) == 1:
+                raise refused[0]
+            return [relpath for relpath, *_ in written]
+
+    async def delete(self, relpath: str, line: str, source: str, before: Callable[[], Awaitable[None]]) -> None:
+        """Remove a file in a commit of its own; `before` runs under the edit lock, just before the removal."""
+        async with self.holding([relpath]):
+            async with self.edit_lock:
+                await before()
+                base = self.vault.delete(relpath)
+                seq = self.vault.next_seq()
+            try:
+                await self.git.commit([relpath], line, source, {relpath: Exact(base, None)})
+            finally:
+                self.index.apply(relpath, None, seq)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, paths: list[str]) -> AsyncIterator[None]:
+        """The write path's hold on `paths`, from before their change until their commit is indexed."""
+        for n, relpath in enumerate(paths, 1):
+            if relpath in self.git.hand_edits or self._edited_behind_our_back(relpath):
+                # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
+                await self.git.commit_hand_edits({relpath: "edited"})
+            if n % SLICE == 0:
+                await asyncio.sleep(0)
+        # git commits whole files: a second write to a file whose first write is not committed yet
+        # would land in the first one's commit, under its Source. So it waits for that commit.
+        while busy := next((f for p in paths if (f := self._in_flight.get(p)) is not None), None):
+            await busy
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight.update(dict.fromkeys(paths, done))
+        try:
+            yield
+        finally:
+            for relpath in paths:
+                if self._in_flight.get(relpath) is done:
+                    del self._in_flight[relpath]
+            done.set_result(None)
+
+    async def commit_and_index(
+        self,
+        paths: list[str],
+        lines: list[str],
+        source: str,
+        entries: Entries,
+        exact: dict[str, Exact] | None = None,
+    ) -> None:
+        """Commit written files, then put what was written (`entries()`, after the commit) in the index.
+
+        Files in `exact` are committed as exactly the change written (see `GitWriter.commit`).
+        """
+        if not paths:
+            return
+        try:
+            await self.git.commit(paths, lines, source, exact)
+        finally:
+            for n, (relpath, loaded, seq) in enumerate(await entries(), 1):
+                self.index.apply(relpath, loaded, seq)
+                if n % SLICE == 0:
+                    await asyncio.sleep(0)
+
+    def _edited_behind_our_back(self, relpath: str) -> bool:
+        """Whether the file on disk differs from what the index (and this process) last saw."""
+        state = self.index.files.get(relpath)
+        if state is not None and state.stat == self.vault.stat(relpath):
+            return False  # not touched since it was indexed (a stat costs less than reading the file)
+        on_disk = self.vault.digest_of(relpath)
+        known = state.digest if state is not None else None
+        return on_disk is not None and on_disk != known and not self.vault.is_own_write(relpath, on_disk)
+
+    def caller_file(self, key: str, legacy: str | None = None) -> tuple[str, str]:
+        """The file of a known caller (and its key in the file), or a new file's path for a new one."""
+        for known in (key, legacy):
+            if known and (relpath := self.index.caller_path(known)):
+                return relpath, known
+        return self.vault.new_caller_path(key), key
+
+
+def within_limit(relpath: str, change: Change) -> Change:
+    """Refuse a change that would make a file bigger than the service writes (room below the loader's limit)."""
+
+    def bounded(current: str | None) -> str | None:
+        updated = change(current)
+        if updated is not None and not text.fits(updated, vault.MAX_WRITE_BYTES):
+            what = "the caller's file" if vault.kind_of(relpath) == "caller" else f"the file {relpath}"
+            raise FileFull(f"{what} is full ({vault.MAX_WRITE_BYTES:,} bytes); move older entries out of it first")
+        return updated
+
+    return bounded
+
+
+def intact(change: Change) -> Change:
+    """Refuse to touch a caller file that does not parse: it is reported on /health and left to a person."""
+
+    def guarded(current: str | None) -> str | None:
+        if current is not None:
+            parse_or_refuse(current)
+        return change(current)
+
+    return guarded
+
+
+def parse_or_refuse(text: str) -> Caller:
+    """A caller file's record, or a WriteError that tells a person to fix the file first."""
+    try:
+        return vault.parse_caller(text)
+    except vault.VaultFileError as exc:
+        raise WriteError(f"the caller's file {exc}; fix it first") from None
