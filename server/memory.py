@@ -21,15 +21,17 @@ from typing import TypeVar
 
 import msgspec
 
-from server import phone, text, vault
+from server import edits, parse, phone, text
+from server.callcount import CallsToRecord, Recorded, count_calls
 from server.config import Settings
 from server.forgets import Forgets
 from server.gitwriter import Exact, GitWriter
 from server.index import Index
+from server.markdown import Kind, kind_of
 from server.phone import CallerId
 from server.records import Caller
 from server.seed import Seed, SeedMemory, SeedNote, SeedSession
-from server.vault import CallsToRecord, Loaded, Recorded, Vault
+from server.vault import MAX_WRITE_BYTES, DiskError, Loaded, Vault
 from server.worker import Worker, WorkerError, WorkerGone
 
 log = logging.getLogger("memory_bridge.memory")
@@ -213,7 +215,7 @@ class Memory:
 
     async def _write(self, relpath: str, change: Change, line: str, source: str) -> bool:
         """Apply `change` to one file, commit it and update the index. Returns whether anything changed."""
-        if vault.kind_of(relpath) == "caller":
+        if kind_of(relpath) is Kind.CALLER:
             change = _intact(change)
         return bool(await self._write_many([(relpath, change)], [line], source))
 
@@ -233,7 +235,7 @@ class Memory:
         async with self._writing([relpath for relpath, _ in changes]):
             written: list[tuple[str, str, str, int]] = []
             exact: dict[str, Exact] = {}
-            refused: list[WriteError | vault.DiskError] = []
+            refused: list[WriteError | DiskError] = []
             async with self._edit_lock:
                 for n, (relpath, change) in enumerate(changes, 1):
                     try:
@@ -241,7 +243,7 @@ class Memory:
                         result = await asyncio.to_thread(
                             self.vault.update_from, relpath, _within_limit(relpath, change)
                         )
-                    except (WriteError, vault.DiskError) as exc:
+                    except (WriteError, DiskError) as exc:
                         refused.append(exc)  # one refused file never holds back the rest of a batch
                         log.warning("%s: %s", relpath, exc)
                         continue
@@ -316,7 +318,7 @@ class Memory:
             return False  # not touched since it was indexed (a stat costs less than reading the file)
         on_disk = self.vault.digest_of(relpath)
         known = state.digest if state is not None else None
-        return on_disk is not None and on_disk != known and not self.vault.is_own_write(relpath, on_disk)
+        return on_disk is not None and on_disk != known and not self.vault.own.is_own_write(relpath, on_disk)
 
     def _caller_file(self, who_key: str, legacy: str | None = None) -> tuple[str, str]:
         """The file of a known caller (and its key in the file), or a new file's path for a new one."""
@@ -327,11 +329,11 @@ class Memory:
 
     def _new_caller(self, key: str, e164: str | None) -> str:
         stored = e164 if self.settings.store_phone_numbers else None
-        return vault.new_caller_text(key, phone=stored)
+        return edits.new_caller_text(key, phone=stored)
 
     def _upgrade(self, text: str, key: str, in_file: str) -> str:
         # A caller imported with the predecessor's plain SHA-256 gets the keyed hash on their next call.
-        return vault.set_properties(text, {"phone_hash": key}) if in_file != key else text
+        return edits.set_properties(text, {"phone_hash": key}) if in_file != key else text
 
     def note_call(self, who: Identity, call_sid: str | None = None) -> None:
         """Queue a call to be recorded (call_count, first_call, last_call) by the recorder task.
@@ -426,10 +428,10 @@ class Memory:
     async def _count_calls(self, jobs: list[CallsToRecord]) -> list[Recorded]:
         """Rewrite the callers' files, in the worker process if there is one, else here."""
         if self._worker is None:
-            return [await _yielding(self.vault.count_calls(job)) for job in jobs]
+            return [await _yielding(count_calls(self.vault, job)) for job in jobs]
         paths = [job.relpath for job in jobs]
         before = {path: state.digest if (state := self.index.files.get(path)) else None for path in paths}
-        self.vault.claim(paths)
+        self.vault.own.claim(paths)
         try:
             try:
                 raw = await self._worker.call("record_calls", str(self.vault.root), _jobs_encoder.encode(jobs))
@@ -439,17 +441,17 @@ class Memory:
                 results = [await _yielding(self._recount(job, before[job.relpath])) for job in jobs]
             for result in results:
                 if result.digest is not None:
-                    self.vault.note_own_write(result.relpath, result.digest, result.stat)
+                    self.vault.own.note(result.relpath, result.digest, result.stat)
             return results
         finally:
-            self.vault.release(paths)
+            self.vault.own.release(paths)
 
     def _recount(self, job: CallsToRecord, before: str | None) -> Recorded:
         # The worker failed or died during the batch: a file it already rewrote is taken as it is now (counting
         # its calls again would count them twice); the others are rewritten here.
         now = self.vault.digest_of(job.relpath)
         if now is None or now == before:
-            return self.vault.count_calls(job)
+            return count_calls(self.vault, job)
         loaded = self.vault.load(job.relpath)
         if loaded is None or not isinstance(loaded.record, Caller):
             return Recorded(job.relpath, error=loaded.error if loaded else "the file is gone")
@@ -503,7 +505,7 @@ class Memory:
             base = current if current is not None else self._new_caller(key, e164)
             if current is not None and e164 is not None:
                 base = self._upgrade(base, key, in_file)
-            return vault.append_to_section(base, "Facts", f"- {item}")
+            return edits.append_to_section(base, "Facts", f"- {item}")
 
         await self._write(relpath, change, f"fact for {phone.short(key)}", source)
         return relpath
@@ -525,7 +527,7 @@ class Memory:
                 raise WriteError("unknown caller")
 
             def to_caller(current: str | None) -> str | None:
-                return None if current is None else vault.append_to_section(current, "Notes", f"- {day}: {body}")
+                return None if current is None else edits.append_to_section(current, "Notes", f"- {day}: {body}")
 
             await self._write(relpath, to_caller, f"note for {phone.short(key)}", source)
             return relpath
@@ -576,8 +578,8 @@ class Memory:
                 return None
             if current is not None and e164 is not None:
                 base = self._upgrade(base, key, in_file)
-            base = vault.append_to_section(base, "Calls", line)
-            meta, _ = vault.split_frontmatter(base)
+            base = edits.append_to_section(base, "Calls", line)
+            meta, _ = parse.split_frontmatter(base)
             props: dict[str, object] = {}
             for name, value in fills.items():
                 field = "name" if name == "caller_name" else name
@@ -587,7 +589,7 @@ class Memory:
                     props[field] = value
                     if field == "name" and not meta.get("aliases"):
                         props["aliases"] = [value]
-            return vault.set_properties(base, props) if props else base
+            return edits.set_properties(base, props) if props else base
 
         if await self._write(relpath, change, f"call summary for {phone.short(key)} ({conversation_id})", "webhook"):
             return CallWritten.SAVED
@@ -670,10 +672,10 @@ class Memory:
         note_lines = [f"- {self._date_of(note.timestamp)}: {text.trim(note.note, MAX_NOTE_CHARS)}" for note in notes]
 
         def change(current: str | None) -> str | None:
-            text = current if current is not None else vault.new_caller_text(key, name=name, calls=(first, last))
+            text = current if current is not None else edits.new_caller_text(key, name=name, calls=(first, last))
             try:
-                existing = vault.parse_caller(text)
-            except vault.VaultFileError:
+                existing = parse.parse_caller(text)
+            except parse.VaultFileError:
                 return None  # a hand-broken file is never overwritten; it is reported on /health
             props: dict[str, object] = {}
             if name and not existing.name:
@@ -687,15 +689,15 @@ class Memory:
             if current is None or not existing.last_call or last > existing.last_call:
                 props["last_call"] = dt.date.fromisoformat(last)
             if props:
-                text = vault.set_properties(text, props)
+                text = edits.set_properties(text, props)
             known = set(existing.facts)
             for fact in kept_facts:
                 if fact and fact not in known:
-                    text = vault.append_to_section(text, "Facts", f"- {fact}")
+                    text = edits.append_to_section(text, "Facts", f"- {fact}")
                     known.add(fact)
             for line in note_lines:
                 if line not in text:
-                    text = vault.append_to_section(text, "Notes", line)
+                    text = edits.append_to_section(text, "Notes", line)
             return text
 
         return change
@@ -706,7 +708,7 @@ _results_decoder = msgspec.msgpack.Decoder(list[Recorded])
 
 
 def _loaded(result: Recorded) -> Loaded:
-    return Loaded(result.relpath, "caller", result.digest or "", result.stat, record=result.record)
+    return Loaded(result.relpath, Kind.CALLER, result.digest or "", result.stat, record=result.record)
 
 
 _T = TypeVar("_T")
@@ -744,9 +746,9 @@ def _within_limit(relpath: str, change: Change) -> Change:
 
     def bounded(current: str | None) -> str | None:
         updated = change(current)
-        if updated is not None and not text.fits(updated, vault.MAX_WRITE_BYTES):
-            what = "the caller's file" if vault.kind_of(relpath) == "caller" else f"the file {relpath}"
-            raise FileFull(f"{what} is full ({vault.MAX_WRITE_BYTES:,} bytes); move older entries out of it first")
+        if updated is not None and not text.fits(updated, MAX_WRITE_BYTES):
+            what = "the caller's file" if kind_of(relpath) is Kind.CALLER else f"the file {relpath}"
+            raise FileFull(f"{what} is full ({MAX_WRITE_BYTES:,} bytes); move older entries out of it first")
         return updated
 
     return bounded
@@ -765,8 +767,8 @@ def _intact(change: Change) -> Change:
 
 def _parse_or_refuse(text: str) -> Caller:
     try:
-        return vault.parse_caller(text)
-    except vault.VaultFileError as exc:
+        return parse.parse_caller(text)
+    except parse.VaultFileError as exc:
         raise WriteError(f"the caller's file {exc}; fix it first") from None
 
 
