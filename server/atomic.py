@@ -1,7 +1,7 @@
 """Atomic writes of one file: a temporary file renamed into place, only over the version that was read.
 
-Knows nothing of vaults or markdown: `server.vault` uses it for every write. A person may be
-editing the same file, so `swap` replaces only the exact version its change was made on, and an
+Knows nothing of the vault's layout or of markdown: `server.vault` uses it for every write. A person
+may be editing the same file, so `swap` replaces only the exact version its change was made on, and an
 append that lands on that version during the swap is put back and the change re-applied on top.
 """
 

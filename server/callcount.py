@@ -46,9 +46,7 @@ class Recorded(msgspec.Struct, frozen=True, array_like=True):
 def count_calls(vault: Vault, job: CallsToRecord) -> Recorded:
     """Count a caller's answered calls in their file (created if new): call_count, first/last_call.
 
-    The one write described as data rather than as a function, so that the worker process can
-    make it. The file is parsed once; the new record is derived from that parse, since only
-    these keys change.
+    The file is parsed once; the new record is derived from that parse, since only these keys change.
     """
     derived: list[tuple[str, Caller]] = []
 

@@ -312,3 +312,29 @@ def test_new_caller_title_is_one_line() -> None:
         "## Calls",
         "## Notes",
     ]
+
+
+# Edits and the parser find the frontmatter with the same helper, so they agree on where it ends.
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"---\nphone_hash: {H}\n---\n# Maria\n",
+        f"---\nphone_hash: {H}\n--- \n# Maria\n\n---\n\nnot: a property\n",
+        f"---\r\nphone_hash: {H}\r\n---\r\n# Maria\r\n",
+        "# No frontmatter\n\n---\n\nnot: a property\n",
+        "----\nnot: a fence\n----\n# Rules, not fences\n",
+    ],
+)
+def test_edits_and_the_parser_agree_on_the_frontmatter(text: str) -> None:
+    out = set_properties(text, {"call_count": 7})
+    meta, body = split_frontmatter(out)
+    assert meta["call_count"] == 7
+    assert body == split_frontmatter(text)[1]
+    appended = append_to_section(out, "Facts", "- x")
+    assert split_frontmatter(appended)[0] == meta
+    assert sections(split_frontmatter(appended)[1])["facts"] == ["- x"]
+
+
+def test_a_yaml_document_end_does_not_close_the_block_for_edits() -> None:
+    with pytest.raises(VaultFileError, match="closing"):
+        set_properties(f"---\nphone_hash: {H}\n...\n# Maria\n", {"call_count": 1})

@@ -195,3 +195,23 @@ def test_parse_note() -> None:
     # A different first heading is content, not the title.
     assert parse_note("2026-11-25", "# Heads up\nclosed\n").body == "# Heads up\nclosed"
     assert parse("notes/2026-11-25.md", b"---\ntags: [x]\n---\nhello\n") == DailyNote("2026-11-25", "hello")
+
+
+# Fences as Obsidian reads them (see server.markdown): YAML's `...` does not close a block, and
+# `----` neither opens nor closes one.
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"---\nphone_hash: {H}\n...\n# Maria\n", "no closing '---'"),
+        (f"---\nphone_hash: {H}\n----\n# Maria\n", "no closing '---'"),
+        (f"----\nphone_hash: {H}\n----\n# Maria\n", "no phone_hash"),
+        (f" ---\nphone_hash: {H}\n---\n# Maria\n", "no phone_hash"),
+    ],
+)
+def test_only_obsidian_fences_count(text: str, message: str) -> None:
+    with pytest.raises(VaultFileError, match=message):
+        parse_caller(text)
+
+
+def test_a_fence_with_trailing_spaces_counts() -> None:
+    assert parse_caller(f"---  \nphone_hash: {H}\n--- \t\n# Maria\n").phone_hash == H

@@ -1,4 +1,4 @@
-"""vault.py: the vault on disk: listing, loading, atomic writes and updates, own-write bookkeeping."""
+"""vault.py: the vault on disk: listing, loading, atomic writes and updates, and recording its own writes."""
 
 from __future__ import annotations
 
