@@ -63,7 +63,7 @@ class Unclosed:
 
 def is_fence(line: str) -> bool:
     """Whether one line (with or without its line ending) is a frontmatter fence, `---`."""
-    return _FENCE.fullmatch(line) is not None
+    return line.startswith("---") and _FENCE.fullmatch(line) is not None  # startswith: cheap, most lines
 
 
 def find_frontmatter(lines: Sequence[str]) -> Frontmatter | Unclosed | None:
@@ -82,10 +82,19 @@ def find_frontmatter(lines: Sequence[str]) -> Frontmatter | Unclosed | None:
 
 def frontmatter_of(text: str) -> tuple[str, str] | Unclosed | None:
     """`find_frontmatter` for a whole text: (YAML block, body), Unclosed, or None if there is none."""
-    if not text.startswith("---"):  # the common "no frontmatter" case without splitting the text
+    if not text.startswith("---"):  # the common "no frontmatter" case, without splitting anything
         return None
-    lines = text.splitlines(keepends=True)
-    found = find_frontmatter(lines)
-    if not isinstance(found, Frontmatter):
-        return found
-    return "".join(lines[1 : found.close]), "".join(lines[found.close + 1 :])
+    # Split only as far as the closing fence: the frontmatter is short, the body may be long.
+    size = 512
+    while True:
+        whole = size >= len(text)
+        lines = text[:size].splitlines(keepends=True)
+        # Unless the whole text was split, the last line may be cut short: it is not looked at yet.
+        found = find_frontmatter(lines if whole else lines[:-1])
+        if isinstance(found, Frontmatter):
+            start = len(lines[0])
+            end = start + sum(len(line) for line in lines[1 : found.close])
+            return text[start:end], text[end + len(lines[found.close]) :]
+        if whole:
+            return found
+        size *= 4

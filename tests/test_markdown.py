@@ -90,3 +90,19 @@ def test_find_frontmatter(text: str, found: Frontmatter | Unclosed | None) -> No
 )
 def test_is_fence(line: str, fence: bool) -> None:
     assert is_fence(line) is fence
+
+
+@pytest.mark.parametrize("block_lines", [0, 1, 30, 3000])
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_frontmatter_of_finds_a_long_block_before_a_long_body(block_lines: int, ending: str) -> None:
+    # frontmatter_of splits the text piece by piece; a fence or a line ending may fall at any cut.
+    block = "".join(f"key_{i}: {'v' * (i % 97)}{ending}" for i in range(block_lines))
+    body = "".join(f"- line {i}{ending}" for i in range(2000)) + "---" + ending + "tail"
+    text = f"---{ending}{block}---{ending}{body}"
+    assert frontmatter_of(text) == (block, body)
+    assert frontmatter_of(text[: len(f"---{ending}{block}")]) == Unclosed()
+
+
+def test_frontmatter_of_an_opening_fence_longer_than_a_piece() -> None:
+    text = "---" + " " * 5000 + "\na: 1\n---\nbody\n"
+    assert frontmatter_of(text) == ("a: 1\n", "body\n")
