@@ -8,7 +8,7 @@ editor leaves them: comments, odd quoting, flow lists, unknown keys, other key o
 files renamed after the caller.
 
 Files are rendered as text (fast enough for 100k callers) in exactly the layout
-`server.vault.new_caller_text`, `set_properties` and `append_to_section` produce; `check_sample`
+`server.edits.new_caller_text`, `set_properties` and `append_to_section` produce; `check_sample`
 parses a sample with the service's own parser so the two can never drift apart silently.
 
 Generation is cached: a vault is reused when its stamp (size, seed, key, generator version) matches
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from server import phone, vault
+from server import edits, markdown, parse, phone, vault
 
 # Bump when the generated content changes, so cached vaults are rebuilt.
 GENERATOR_VERSION = 3
@@ -153,7 +153,7 @@ def _conversation_id(rng: random.Random) -> str:
 @functools.lru_cache(maxsize=4096)
 def _scalar(name: str) -> str:
     """A name as the service writes it (names repeat, and YAML's emitter is slow)."""
-    return vault.yaml_scalar(name)
+    return edits.yaml_scalar(name)
 
 
 def _render_caller(rng: random.Random, key: str, today: dt.date, hand: bool) -> tuple[str, str]:
@@ -239,13 +239,13 @@ def generate(root: Path, params: Params) -> list[GeneratedCaller]:
     rng = random.Random(params.seed)
     today = dt.date.fromisoformat(params.today)
     key = params.key.encode()
-    (root / vault.CALLERS).mkdir(parents=True)
-    (root / vault.NOTES).mkdir()
-    shutil.copyfile(Path(vault.__file__).with_name("templates") / "soul.md", root / vault.SOUL)
-    (root / ".gitignore").write_text(vault._VAULT_GITIGNORE, encoding="utf-8")
+    (root / markdown.CALLERS).mkdir(parents=True)
+    (root / markdown.NOTES).mkdir()
+    shutil.copyfile(vault.STARTER_SOUL, root / markdown.SOUL)
+    (root / ".gitignore").write_text(vault.VAULT_GITIGNORE, encoding="utf-8")
     numbers = rng.sample(range(2_000_000, 10_000_000), params.callers)
     callers = []
-    files: list[tuple[str, bytes]] = [(vault.SOUL, (root / vault.SOUL).read_bytes())]
+    files: list[tuple[str, bytes]] = [(markdown.SOUL, (root / markdown.SOUL).read_bytes())]
     files.append((".gitignore", (root / ".gitignore").read_bytes()))
     for n in numbers:
         e164 = f"+1415{n}"
@@ -253,14 +253,14 @@ def generate(root: Path, params: Params) -> list[GeneratedCaller]:
         hand = rng.random() < HAND_FORMATTED_SHARE
         text, name = _render_caller(rng, caller_key, today, hand)
         if rng.random() < RENAMED_SHARE:
-            relpath = f"{vault.CALLERS}/{name} {caller_key[:4]}.md"
+            relpath = f"{markdown.CALLERS}/{name} {caller_key[:4]}.md"
         else:
-            relpath = f"{vault.CALLERS}/{phone.short(caller_key)}.md"
+            relpath = f"{markdown.CALLERS}/{phone.short(caller_key)}.md"
         files.append((relpath, text.encode("utf-8")))
         callers.append(GeneratedCaller(e164, caller_key, relpath))
     for back in range(-1, DAILY_NOTE_DAYS):  # -1: a note for tomorrow, which waits for its day
         day = today - dt.timedelta(days=back)
-        files.append((f"{vault.NOTES}/{day.isoformat()}.md", _daily_note(rng, day).encode("utf-8")))
+        files.append((f"{markdown.NOTES}/{day.isoformat()}.md", _daily_note(rng, day).encode("utf-8")))
     for relpath, data in files:
         with open(root / relpath, "wb") as fh:
             fh.write(data)
@@ -299,7 +299,7 @@ def check_sample(root: Path, callers: list[GeneratedCaller], sample: int = 300) 
     """Parse a sample of generated callers with the service's parser; raise if any is not understood."""
     rng = random.Random(0)
     for caller in rng.sample(callers, min(sample, len(callers))):
-        record = vault.parse_caller((root / caller.relpath).read_text(encoding="utf-8"))
+        record = parse.parse_caller((root / caller.relpath).read_text(encoding="utf-8"))
         if record.phone_hash != caller.key or not record.facts or not record.calls or not record.name:
             raise AssertionError(f"generated caller {caller.relpath} does not parse as intended: {record}")
 

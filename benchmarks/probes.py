@@ -37,7 +37,7 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
     """Per-call costs (µs) of the answer's steps and of parsing one caller file."""
     import random
 
-    from server import answers, elevenlabs, vault
+    from server import answers, elevenlabs, parse
     from server.config import load_settings
     from server.service import open_service
 
@@ -45,7 +45,7 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
     memory = service.memory
     callers = [p for p in (vault_root / "callers").iterdir() if p.suffix == ".md"]
     texts = [p.read_text(encoding="utf-8") for p in random.Random(1).sample(callers, 500)]
-    records = [vault.parse_caller(t) for t in texts]
+    records = [parse.parse_caller(t) for t in texts]
     keys = [r.phone_hash for r in records]
     now = dt.datetime.now(dt.UTC)
     body = b'{"caller_id":"+14155550123","agent_id":"a","called_number":"+14155550199","call_sid":"CA1"}'
@@ -75,7 +75,7 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
         ),
         "lookup_us": _per_call_us(lambda i: memory.index.caller(keys[i % 500]), 20_000),
         "compose_and_encode_us": _per_call_us(lambda i: answers.answer_bytes(service, records[i % 500], now), 5_000),
-        "parse_caller_file_us": _per_call_us(lambda i: vault.parse_caller(texts[i % 500]), 3_000),
+        "parse_caller_file_us": _per_call_us(lambda i: parse.parse_caller(texts[i % 500]), 3_000),
         "identified": float(identified[0].key is not None),
     }
 

@@ -48,7 +48,7 @@ from typing import Any
 
 from benchmarks import fixedrate, generate, loadgen, machine, probes, report, servers
 from benchmarks.httpclient import Connection, HttpError
-from server import vault as vault_text
+from server import edits
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
@@ -508,7 +508,7 @@ def scenario_latency(bench: Bench) -> None:
 def _hand_edit(path: Path, line: str, style: str) -> None:
     """Add a fact to a caller file as a person's editor would: in place, or save-by-rename."""
     text = path.read_text(encoding="utf-8")
-    updated = vault_text.append_to_section(text, "Facts", line)
+    updated = edits.append_to_section(text, "Facts", line)
     if style == "in-place":
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(updated)

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import msgspec
 
+from server.markdown import Kind
 from server.records import Caller, DailyNote, Soul
 from server.vault import Loaded
 
 log = logging.getLogger("memory_bridge.cache")
 
 CACHE_FILE = "memory-bridge/index-cache.msgpack"
+# The format's version, part of every cache's `version`: bump it when the meaning of the cached
+# data changes without its types changing (2: file kinds are `Kind` members, not strings).
+FORMAT = 2
 
 
 class _CallerEntry(msgspec.Struct, array_like=True):
@@ -56,11 +60,12 @@ class _Snapshot(msgspec.Struct):
 
 
 def _schema_version() -> str:
-    # Any change to the cached types, names or field types, invalidates old caches.
-    return hashlib.sha256(msgspec.json.encode(msgspec.json.schema(_Snapshot))).hexdigest()[:16]
+    # Any change to the cached types, names or field types, or to FORMAT, invalidates old caches.
+    schema = hashlib.sha256(msgspec.json.encode(msgspec.json.schema(_Snapshot))).hexdigest()[:16]
+    return f"{FORMAT}:{schema}"
 
 
-_ENTRY = {"caller": _CallerEntry, "soul": _SoulEntry, "note": _NoteEntry}
+_ENTRY = {Kind.CALLER: _CallerEntry, Kind.SOUL: _SoulEntry, Kind.NOTE: _NoteEntry}
 _decoder = msgspec.msgpack.Decoder(_Snapshot)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -89,7 +94,7 @@ def load(vault_root: Path) -> dict[str, Loaded]:
         log.info("index cache is from another version or vault; rebuilding it from the files")
         return {}
     entries: dict[str, Loaded] = {}
-    for kind, group in (("caller", snapshot.callers), ("soul", snapshot.souls), ("note", snapshot.notes)):
+    for kind, group in ((Kind.CALLER, snapshot.callers), (Kind.SOUL, snapshot.souls), (Kind.NOTE, snapshot.notes)):
         for e in group:
             entries[e.relpath] = Loaded(e.relpath, kind, e.digest, e.stat, record=e.record, error=e.error)
     return entries
@@ -97,12 +102,12 @@ def load(vault_root: Path) -> dict[str, Loaded]:
 
 def save(vault_root: Path, loaded: list[Loaded]) -> None:
     """Write the cache atomically; failures are logged and otherwise harmless."""
-    groups: dict[str, list[msgspec.Struct]] = {"caller": [], "soul": [], "note": []}
+    groups: dict[Kind, list[msgspec.Struct]] = {kind: [] for kind in _ENTRY}
     for item in loaded:
         entry = _ENTRY.get(item.kind)
         if entry is not None and item.digest:
             groups[item.kind].append(entry(item.relpath, item.digest, item.stat, item.record, item.error))
-    snapshot = _Snapshot(_schema_version(), str(vault_root), groups["caller"], groups["soul"], groups["note"])  # type: ignore[arg-type]
+    snapshot = _Snapshot(_schema_version(), str(vault_root), groups[Kind.CALLER], groups[Kind.SOUL], groups[Kind.NOTE])  # type: ignore[arg-type]
     path = path_for(vault_root)
     tmp = path.with_name(path.name + ".tmp")
     try:

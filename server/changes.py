@@ -2,7 +2,7 @@
 
 The write path (`server.writes`) reads a file, hands its text to one of these, and writes what comes
 back; none of them touches the disk, the clock or the index, so each is table-tested on its own.
-The surgical edits they are built from (one frontmatter key, one appended item) are in `server.vault`.
+The surgical edits they are built from (one frontmatter key, one appended item) are in `server.edits`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from server import vault
+from server import edits, parse
 from server.records import Caller
 
 # Frontmatter keys a call's data-collection results may never fill: identity, counters, call set-up.
@@ -23,17 +23,17 @@ _TRAILING_ID = re.compile(r"\(([A-Za-z0-9_\-]{1,200})\)$")
 
 def with_key(text: str, key: str, key_in_file: str) -> str:
     """A caller imported with the predecessor's plain SHA-256 takes the keyed hash (on their next call)."""
-    return vault.set_properties(text, {"phone_hash": key}) if key_in_file != key else text
+    return edits.set_properties(text, {"phone_hash": key}) if key_in_file != key else text
 
 
 def with_fact(text: str, fact: str) -> str:
     """The caller's file with `fact` appended to `## Facts`."""
-    return vault.append_to_section(text, "Facts", f"- {fact}")
+    return edits.append_to_section(text, "Facts", f"- {fact}")
 
 
 def with_caller_note(text: str, day: str, note: str) -> str:
     """The caller's file with a dated note appended to `## Notes`."""
-    return vault.append_to_section(text, "Notes", f"- {day}: {note}")
+    return edits.append_to_section(text, "Notes", f"- {day}: {note}")
 
 
 def with_daily_note(current: str | None, day: str, note: str) -> str:
@@ -69,8 +69,8 @@ def with_call(text: str, line: str, fills: dict[str, str], declared: set[str]) -
     `fills` are already bounded; a result fills `name` (from `caller_name`), a variable the soul
     declares, or another key the file already has, never a protected one, and only when it is empty.
     """
-    text = vault.append_to_section(text, "Calls", line)
-    meta, _ = vault.split_frontmatter(text)
+    text = edits.append_to_section(text, "Calls", line)
+    meta, _ = parse.split_frontmatter(text)
     props: dict[str, object] = {}
     for name, value in fills.items():
         field = "name" if name == "caller_name" else name
@@ -79,7 +79,7 @@ def with_call(text: str, line: str, fills: dict[str, str], declared: set[str]) -
             props[field] = value
             if field == "name" and not meta.get("aliases"):
                 props["aliases"] = [value]
-    return vault.set_properties(text, props) if props else text
+    return edits.set_properties(text, props) if props else text
 
 
 def merged_seed_caller(
@@ -101,7 +101,7 @@ def merged_seed_caller(
     if not existing.last_call or last > existing.last_call:
         props["last_call"] = dt.date.fromisoformat(last)
     if props:
-        text = vault.set_properties(text, props)
+        text = edits.set_properties(text, props)
     known = set(existing.facts)
     for fact in facts:
         if fact and fact not in known:
@@ -109,7 +109,7 @@ def merged_seed_caller(
             known.add(fact)
     for line in notes:
         if line not in text:
-            text = vault.append_to_section(text, "Notes", line)
+            text = edits.append_to_section(text, "Notes", line)
     return text
 
 

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from server.config import Settings
 from server.gitwriter import GitWriter
 from server.index import Index
-from server.vault import KEY_FILE, SOUL, Vault
+from server.keyfile import KEY_FILE
+from server.markdown import SOUL
+from server.vault import Vault
 from server.watcher import Watcher
 
 Finding = tuple[str, str]  # ("ok" | "warn" | "fix", message)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from server import phone, text, vault
+from server import edits, parse, phone, text
 from server.changes import merged_seed_caller, with_daily_lines
 from server.memory import Memory
 from server.seed import Seed, SeedMemory, SeedNote, SeedSession
@@ -82,10 +82,10 @@ def _seed_caller(
     kept_facts = [text.trim(fact, text.MAX_FACT_CHARS) for fact in facts]
 
     def change(current: str | None) -> str | None:
-        base = current if current is not None else vault.new_caller_text(key, name=name, calls=(first, last))
+        base = current if current is not None else edits.new_caller_text(key, name=name, calls=(first, last))
         try:
-            existing = vault.parse_caller(base)
-        except vault.VaultFileError:
+            existing = parse.parse_caller(base)
+        except parse.VaultFileError:
             return None  # a hand-broken file is never overwritten; it is reported on /health
         return merged_seed_caller(
             base, existing, name=name, first=first, last=last, calls=session.call_count, facts=kept_facts, notes=notes

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.markdown import Kind
+from server.parse import parse_soul
 from server.records import Caller, DailyNote, Soul, share_strings
-from server.vault import Loaded, parse_soul
+from server.vault import Loaded
 
 # What the agent is told when soul.md is missing or has never parsed.
 FALLBACK_SOUL = parse_soul("You are a helpful phone assistant. Be brief and friendly.")
@@ -21,7 +23,7 @@ class FileState:
     """What the index knows about one file: the version in service and what is on disk now."""
 
     relpath: str
-    kind: str
+    kind: Kind
     digest: str  # of the bytes on disk when last read (even if they did not parse)
     stat: int
     seq: int

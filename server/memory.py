@@ -14,7 +14,7 @@ import datetime as dt
 import enum
 import logging
 
-from server import phone, text, vault
+from server import edits, phone, text
 from server.changes import (
     call_line,
     recorded_conversations,
@@ -73,7 +73,7 @@ class Memory:
 
     def _new_caller(self, key: str, e164: str | None) -> str:
         stored = e164 if self.settings.store_phone_numbers else None
-        return vault.new_caller_text(key, phone=stored)
+        return edits.new_caller_text(key, phone=stored)
 
     async def add_fact(
         self, key: str, fact: str, source: str, *, e164: str | None = None, legacy: str | None = None

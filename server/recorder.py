@@ -19,11 +19,13 @@ from typing import TypeVar
 import msgspec
 
 from server import phone
+from server.callcount import CallsToRecord, Recorded, count_calls
 from server.config import Settings
 from server.gitwriter import Exact
 from server.identity import Identities, Identity
+from server.markdown import Kind
 from server.records import Caller
-from server.vault import CallsToRecord, Loaded, Recorded, Vault
+from server.vault import Loaded, Vault
 from server.worker import Worker, WorkerError, WorkerGone
 from server.writes import WritePath
 
@@ -165,11 +167,11 @@ class CallRecorder:
     async def _count_calls(self, jobs: list[CallsToRecord]) -> list[Recorded]:
         """Rewrite the callers' files, in the worker process if there is one, else here."""
         if self._worker is None:
-            return [await _yielding(self.vault.count_calls(job)) for job in jobs]
+            return [await _yielding(count_calls(self.vault, job)) for job in jobs]
         paths = [job.relpath for job in jobs]
         files = self.writes.index.files
         before = {path: state.digest if (state := files.get(path)) else None for path in paths}
-        self.vault.claim(paths)
+        self.vault.own.claim(paths)
         try:
             try:
                 raw = await self._worker.call("record_calls", str(self.vault.root), _jobs_encoder.encode(jobs))
@@ -179,17 +181,17 @@ class CallRecorder:
                 results = [await _yielding(self._recount(job, before[job.relpath])) for job in jobs]
             for result in results:
                 if result.digest is not None:
-                    self.vault.note_own_write(result.relpath, result.digest, result.stat)
+                    self.vault.own.note(result.relpath, result.digest, result.stat)
             return results
         finally:
-            self.vault.release(paths)
+            self.vault.own.release(paths)
 
     def _recount(self, job: CallsToRecord, before: str | None) -> Recorded:
         # The worker failed or died during the batch: a file it already rewrote is taken as it is now (counting
         # its calls again would count them twice); the others are rewritten here.
         now = self.vault.digest_of(job.relpath)
         if now is None or now == before:
-            return self.vault.count_calls(job)
+            return count_calls(self.vault, job)
         loaded = self.vault.load(job.relpath)
         if loaded is None or not isinstance(loaded.record, Caller):
             return Recorded(job.relpath, error=loaded.error if loaded else "the file is gone")
@@ -234,7 +236,7 @@ class CallRecorder:
 
 
 def _loaded(result: Recorded) -> Loaded:
-    return Loaded(result.relpath, "caller", result.digest or "", result.stat, record=result.record)
+    return Loaded(result.relpath, Kind.CALLER, result.digest or "", result.stat, record=result.record)
 
 
 _T = TypeVar("_T")

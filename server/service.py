@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from server import cache
+from server import cache, keyfile
 from server.config import Settings
 from server.gitwriter import GitWriter
 from server.index import Index
@@ -70,7 +70,7 @@ def open_service(settings: Settings) -> Service:
     stale = vault.remove_stale_temp_files()
     if stale:
         log.warning("removed %d temporary file(s) left by an interrupted write", stale)
-    key, generated = vault.phone_hash_key(settings.phone_hash_key)
+    key, generated = keyfile.phone_hash_key(vault.root, settings.phone_hash_key)
     if generated:
         log.warning(
             "PHONE_HASH_KEY is not set: using a key kept in the vault's .git folder (never committed). "

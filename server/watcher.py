@@ -21,7 +21,8 @@ import watchfiles
 
 from server.gitwriter import GitError, GitWriter
 from server.index import Index
-from server.vault import CALLERS, NOTES, Loaded, Vault, kind_of
+from server.markdown import CALLERS, NOTES, Kind, kind_of
+from server.vault import Loaded, Vault
 
 log = logging.getLogger("memory_bridge.watcher")
 
@@ -63,11 +64,11 @@ class Watcher:
         which indexes them once they are committed (at start-up there is no such write path).
         "busy": the worker process is rewriting the file for the write path; look again later.
         """
-        if kind_of(relpath) == "other":
+        if kind_of(relpath) is Kind.OTHER:
             return "ignored"
-        if own_pending and self.vault.is_claimed(relpath):
+        if own_pending and self.vault.own.is_claimed(relpath):
             return "busy"
-        if own_pending and self.vault.is_own_file(relpath):
+        if own_pending and self.vault.own.is_own_file(relpath, self.vault.stat(relpath)):
             return "own"  # the worker's write for this process, which indexes it: no need to read it
         seq = self.vault.next_seq()
         state = self.index.files.get(relpath)
@@ -76,7 +77,7 @@ class Watcher:
             # Bytes the index already has, or that this process wrote (its write path indexes them
             # after the commit): no need to parse them again.
             return (state is not None and state.digest == sha) or (
-                own_pending and self.vault.is_own_write(relpath, sha)
+                own_pending and self.vault.own.is_own_write(relpath, sha)
             )
 
         loaded = self.vault.load(relpath, unless=known)
@@ -93,7 +94,7 @@ class Watcher:
         self.index.apply(relpath, loaded, seq)
         # Someone else's bytes are in service now: if they later put back what this process once
         # wrote, that is their edit, not an echo of ours.
-        self.vault.forget_own_write(relpath)
+        self.vault.own.forget(relpath)
         if loaded.error:
             log.warning("%s %s; the last good version stays in service", relpath, loaded.error)
         return "changed"
@@ -229,10 +230,10 @@ class Watcher:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 for name in filenames:
                     rel = Path(dirpath, name).relative_to(self.vault.root).as_posix()
-                    if kind_of(rel) != "other":
+                    if kind_of(rel) is not Kind.OTHER:
                         found.append(rel)
             return found
-        if kind_of(relpath) != "other" or path.exists():
+        if kind_of(relpath) is not Kind.OTHER or path.exists():
             return []
         prefix = relpath + "/"
         return [p for p in self.index.files if p.startswith(prefix)]

@@ -39,7 +39,7 @@ def _run(argv: list[str], env: dict[str, str]) -> bytes:
 
 
 def _record_calls(root: str, jobs: bytes) -> bytes:
-    from server.vault import count_calls_batch  # imported on the first recorded call, not at start
+    from server.callcount import count_calls_batch  # imported on the first recorded call, not at start
 
     return count_calls_batch(root, jobs)
 

@@ -13,11 +13,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from server import text, vault
+from server import parse, text, vault
 from server.gitwriter import Exact, GitWriter
 from server.index import Index
+from server.markdown import Kind, kind_of
 from server.records import Caller
-from server.vault import Loaded, Vault
+from server.vault import MAX_WRITE_BYTES, Loaded, Vault
 
 log = logging.getLogger("memory_bridge.memory")
 
@@ -52,7 +53,7 @@ class WritePath:
 
     async def write(self, relpath: str, change: Change, line: str, source: str) -> bool:
         """Apply `change` to one file, commit it and update the index. Returns whether anything changed."""
-        if vault.kind_of(relpath) == "caller":
+        if kind_of(relpath) is Kind.CALLER:
             change = intact(change)
         return bool(await self.write_many([(relpath, change)], [line], source))
 
@@ -165,7 +166,7 @@ class WritePath:
             return False  # not touched since it was indexed (a stat costs less than reading the file)
         on_disk = self.vault.digest_of(relpath)
         known = state.digest if state is not None else None
-        return on_disk is not None and on_disk != known and not self.vault.is_own_write(relpath, on_disk)
+        return on_disk is not None and on_disk != known and not self.vault.own.is_own_write(relpath, on_disk)
 
     def caller_file(self, key: str, legacy: str | None = None) -> tuple[str, str]:
         """The file of a known caller (and its key in the file), or a new file's path for a new one."""
@@ -180,9 +181,9 @@ def within_limit(relpath: str, change: Change) -> Change:
 
     def bounded(current: str | None) -> str | None:
         updated = change(current)
-        if updated is not None and not text.fits(updated, vault.MAX_WRITE_BYTES):
-            what = "the caller's file" if vault.kind_of(relpath) == "caller" else f"the file {relpath}"
-            raise FileFull(f"{what} is full ({vault.MAX_WRITE_BYTES:,} bytes); move older entries out of it first")
+        if updated is not None and not text.fits(updated, MAX_WRITE_BYTES):
+            what = "the caller's file" if kind_of(relpath) is Kind.CALLER else f"the file {relpath}"
+            raise FileFull(f"{what} is full ({MAX_WRITE_BYTES:,} bytes); move older entries out of it first")
         return updated
 
     return bounded
@@ -202,6 +203,6 @@ def intact(change: Change) -> Change:
 def parse_or_refuse(text: str) -> Caller:
     """A caller file's record, or a WriteError that tells a person to fix the file first."""
     try:
-        return vault.parse_caller(text)
-    except vault.VaultFileError as exc:
+        return parse.parse_caller(text)
+    except parse.VaultFileError as exc:
         raise WriteError(f"the caller's file {exc}; fix it first") from None

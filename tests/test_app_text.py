@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from server.parse import MAX_FILE_BYTES
 from server.text import MAX_SUMMARY_CHARS, TRIMMED
-from server.vault import MAX_FILE_BYTES
 from tests.conftest import MARIA, LiveServer, fixture_json, run_cli, vault_head, vault_snapshot
 from tests.live_helpers import MARIA_KEY, caller_md, preview
 from tests.test_app_postcall import CONV, MARIA_FILE, deliver, encode, payload

@@ -6,6 +6,7 @@ another vault never puts anything in service that the files do not say.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import msgspec
 import pytest
 
 from server import cache
+from server.markdown import Kind
 from server.service import open_service
 from tests.conftest import MARIA, OTHER, make_settings
 from tests.live_helpers import caller_md, key_for
@@ -109,3 +111,21 @@ def test_a_cache_from_another_version_or_vault_is_ignored(vault: Path, monkeypat
         path.write_bytes(msgspec.msgpack.encode({**snapshot, key: value}))
         _, parsed = parsed_at_start(vault, monkeypatch)
         assert parsed == ["callers/maria.md", "callers/other.md", "soul.md"], key
+
+
+def test_a_cache_of_the_previous_format_is_rebuilt(vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before FORMAT 2 (file kinds as `Kind`), the version was the schema hash alone.
+    open_index(vault)
+    path = cache.path_for(vault.resolve())
+    snapshot = msgspec.msgpack.decode(path.read_bytes())
+    old = hashlib.sha256(msgspec.json.encode(msgspec.json.schema(cache._Snapshot))).hexdigest()[:16]
+    path.write_bytes(msgspec.msgpack.encode({**snapshot, "version": old}))
+    assert cache.load(vault.resolve()) == {}
+    _, parsed = parsed_at_start(vault, monkeypatch)
+    assert parsed == ["callers/maria.md", "callers/other.md", "soul.md"]
+
+
+def test_cached_entries_keep_their_kind(vault: Path) -> None:
+    open_index(vault)
+    kinds = {relpath: loaded.kind for relpath, loaded in cache.load(vault.resolve()).items()}
+    assert kinds == {"callers/maria.md": Kind.CALLER, "callers/other.md": Kind.CALLER, "soul.md": Kind.SOUL}

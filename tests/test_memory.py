@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server import vault
+from server import parse
 from server.service import Service, open_service
 from server.worker import WorkerGone
 from tests.conftest import MARIA, OTHER, git, make_settings
@@ -50,7 +50,7 @@ async def test_recorded_calls_index_what_the_files_say(tmp_path: Path, server: b
         key = key_for(number)
         relpath = memory.index.caller_path(key)
         assert relpath is not None, number
-        on_disk = vault.parse_caller((root / relpath).read_text(encoding="utf-8"))
+        on_disk = parse.parse_caller((root / relpath).read_text(encoding="utf-8"))
         assert memory.index.caller(key) == on_disk, number
         assert on_disk.call_count == count and on_disk.last_call == memory.today()
     assert "unknown_key: kept" in (root / "callers" / "odd.md").read_text(encoding="utf-8")
@@ -97,7 +97,7 @@ async def test_a_worker_dying_mid_batch_counts_each_call_once(tmp_path: Path) ->
         key = key_for(number)
         relpath = memory.index.caller_path(key)
         assert relpath is not None
-        on_disk = vault.parse_caller((root / relpath).read_text(encoding="utf-8"))
+        on_disk = parse.parse_caller((root / relpath).read_text(encoding="utf-8"))
         assert on_disk.call_count == count and memory.index.caller(key) == on_disk
     assert git(root, "status", "--porcelain") == ""
     assert "call from" in git(root, "log", "-1", "--format=%B")
@@ -123,7 +123,7 @@ async def test_a_call_whose_file_was_just_moved_is_counted_where_it_went(tmp_pat
         await service.stop()
     assert memory.recorder.pending_calls == 0
     assert memory.index.caller_path(key_for(MARIA)) == "callers/vip/maria.md"
-    moved = vault.parse_caller((root / "callers" / "vip" / "maria.md").read_text(encoding="utf-8"))
+    moved = parse.parse_caller((root / "callers" / "vip" / "maria.md").read_text(encoding="utf-8"))
     assert moved.call_count == 4
     assert sorted(p.name for p in (root / "callers").rglob("*.md")) == ["maria.md"]
 
