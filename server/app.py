@@ -382,7 +382,8 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
     except WriteError as exc:
         return ToolAnswer("not_saved", f"I couldn't save that: {exc}.")
     except GitError:
-        pass  # saved in the vault; the commit follows with the next write
+        # Nothing is acknowledged that is not committed: the agent must not tell the caller it is saved.
+        return ToolAnswer("not_saved", "Sorry, I couldn't save that just now. Please mention it again next time.")
     return ToolAnswer("saved", "Got it, I've made a note of that.")
 
 

@@ -26,6 +26,14 @@ SOURCES = ("api", "webhook", "tool", "cli", "hand-edit")
 _LOCK_STALE_SECONDS = 2.0
 _BATCH_WINDOW_SECONDS = 0.005
 _LOCK_WAIT_SECONDS = 10.0
+# A commit message lists at most this many changes, then says how many more: a message (and its
+# memory) must not grow with a commit of a hundred thousand files.
+MAX_LISTED = 200
+# Up to this many files are staged by `git add` (whose pathspec matching costs files x index
+# entries); more go to `git update-index`, which looks each path up once.
+_ADD_MAX_PATHS = 64
+# Paths and messages go to git on stdin, NUL-separated: no command line grows with a commit.
+_PATHS_FROM_STDIN = ("--pathspec-from-file=-", "--pathspec-file-nul")
 
 
 _CONFIG = (
@@ -69,6 +77,27 @@ class _Job:
 
 
 @dataclass
+class _Retry:
+    """Changes whose commit failed: their paths, and a bounded description of them."""
+
+    paths: dict[str, None]
+    lines: list[str]
+    more: int = 0
+
+    def add(self, paths: list[str], lines: list[str]) -> None:
+        """Carry `paths` to the next commit; keep at most MAX_LISTED lines, count the rest."""
+        self.paths.update(dict.fromkeys(paths))
+        room = max(0, MAX_LISTED - len(self.lines))
+        self.lines.extend(f"{line} (commit retried)" for line in lines[:room])
+        self.more += max(0, len(lines) - room)
+
+    def summary(self) -> list[str]:
+        """The lines a retried commit adds to its message."""
+        extra = [f"{self.more} more change(s) from a failed commit (commit retried)"] if self.more else []
+        return [*self.lines, *extra]
+
+
+@dataclass
 class GitStatus:
     """What `/health` reports about git."""
 
@@ -88,7 +117,7 @@ class GitWriter:
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
         # Changes whose commit failed: they stay on disk and ride along with the next commit.
-        self._failed: dict[str, list[str]] = {}
+        self._failed = _Retry({}, [])
         # Files a person changed whose hand-edit commit is still waiting for its quiet period.
         self.hand_edits: set[str] = set()
         self._worker: Worker | None = None
@@ -113,29 +142,37 @@ class GitWriter:
     def _args(self, *args: str) -> list[str]:
         return ["git", "-C", str(self.root), *_CONFIG, *args]
 
-    def run_sync(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run git and wait (start-up, the CLI and tests; never on a request path).
+    def run_sync(
+        self, *args: str, check: bool = True, stdin: str = "", ok: tuple[int, ...] = (0,)
+    ) -> subprocess.CompletedProcess[str]:
+        """Run git and wait (start-up, the CLI and tests; never on a request path); `stdin` is its input.
 
         Like the writer task, waits out (or recovers from) an `index.lock` left by a crash.
         """
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
             proc = subprocess.run(
-                self._args(*args), env=self._env, capture_output=True, text=True, check=False, process_group=0
+                self._args(*args),
+                env=self._env_for(args),
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=False,
+                process_group=0,
             )
-            if proc.returncode == 0 or "index.lock" not in proc.stderr or time.monotonic() > deadline:
+            if proc.returncode in ok or "index.lock" not in proc.stderr or time.monotonic() > deadline:
                 break
             self._recover_lock()
             time.sleep(0.05)
         command = _subcommand(args)
-        if check and proc.returncode != 0 and not (command == "add" and _only_ignored(proc.stderr)):
+        if check and proc.returncode not in ok and not (command == "add" and _only_ignored(proc.stderr)):
             raise GitError(f"git {command} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc
 
-    async def _run(self, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, str]:
+    async def _run(self, *args: str, ok: tuple[int, ...] = (0,), stdin: bytes = b"") -> tuple[int, str]:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
-            code, out, err = await self._spawn(self._args(*args))
+            code, out, err = await self._spawn(self._args(*args), stdin, self._env_for(args))
             text = (err or out).decode(errors="replace").strip()
             if code in ok or (_subcommand(args) == "add" and _only_ignored(text)):
                 return code, out.decode(errors="replace")
@@ -145,11 +182,17 @@ class GitWriter:
                 continue
             raise GitError(f"git {_subcommand(args)} failed: {text}")
 
-    async def _spawn(self, argv: list[str]) -> tuple[int, bytes, bytes]:
+    def _env_for(self, args: tuple[str, ...]) -> dict[str, str]:
+        # `check-ignore` refuses literal pathspecs; it reads each path as a path anyway.
+        if _subcommand(args) == "check-ignore":
+            return {**self._env, "GIT_LITERAL_PATHSPECS": "0"}
+        return self._env
+
+    async def _spawn(self, argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[int, bytes, bytes]:
         if self._worker is not None:
             # Started by the worker process: forking the server itself would stall its calls.
             try:
-                ran = await self._worker.run(argv, self._env)
+                ran = await self._worker.run(argv, env, stdin)
                 return ran.returncode, ran.stdout, ran.stderr
             except WorkerGone as exc:
                 log.warning("running git in process: %s", exc)
@@ -157,14 +200,15 @@ class GitWriter:
                 raise GitError(str(exc)) from None
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            env=self._env,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             # Its own process group: a Ctrl+C meant for the server must not kill a commit half-way.
             # (Unlike a new session, this still lets Python spawn with vfork.)
             process_group=0,
         )
-        out, err = await proc.communicate()
+        out, err = await proc.communicate(stdin)
         return proc.returncode or 0, out, err
 
     def _recover_lock(self) -> None:
@@ -227,7 +271,7 @@ class GitWriter:
         """Commit `paths` now, outside the writer task (start-up and tests only)."""
         self._recover_lock()
         self._stage_sync(paths)
-        proc = self.run_sync("commit", "-q", "--no-verify", "-m", message(lines, source), check=False)
+        proc = self.run_sync("commit", "-q", "--no-verify", "-F", "-", check=False, stdin=message(lines, source))
         if proc.returncode != 0:
             if "nothing" in proc.stdout + proc.stderr:
                 return None
@@ -237,19 +281,40 @@ class GitWriter:
         return sha
 
     def _stage_sync(self, paths: list[str]) -> None:
-        present, gone = self._split(paths)
-        if present:
-            self.run_sync("add", "-A", "--", *present)
-        if gone:
-            self.run_sync("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
+        staging = self._staging(paths)
+        if staging.added:
+            self.run_sync("add", "-A", *_PATHS_FROM_STDIN, stdin=_nul(staging.added))
+        files = staging.files
+        if files:
+            ignored = self.run_sync("check-ignore", "-z", "--stdin", ok=(0, 1), stdin=_nul(files)).stdout
+            files = _without(files, ignored.split("\0"))
+        if files or staging.gone:
+            self.run_sync(*_UPDATE_INDEX, stdin=_nul(files + staging.gone))
 
-    def _split(self, paths: list[str]) -> tuple[list[str], list[str]]:
-        """`paths` (without repeats) as (those on disk, those gone)."""
+    async def _stage(self, paths: list[str]) -> None:
+        staging = self._staging(paths)
+        if staging.added:
+            await self._run("add", "-A", *_PATHS_FROM_STDIN, stdin=_nul(staging.added).encode())
+        files = staging.files
+        if files:
+            ignored = (await self._run("check-ignore", "-z", "--stdin", ok=(0, 1), stdin=_nul(files).encode()))[1]
+            files = _without(files, ignored.split("\0"))
+        if files or staging.gone:
+            await self._run(*_UPDATE_INDEX, stdin=_nul(files + staging.gone).encode())
+
+    def _staging(self, paths: list[str]) -> _Staging:
+        """How to stage `paths` (without repeats), each command's cost bounded by the paths given."""
         root = str(self.root)
         present, gone = [], []
         for path in dict.fromkeys(paths):
             (present if os.path.lexists(os.path.join(root, path)) else gone).append(path)
-        return present, gone
+        if len(present) <= _ADD_MAX_PATHS:
+            return _Staging(added=present, files=[], gone=gone)
+        # Many files (a person's `sed` over the vault, an import): `update-index`, once the paths the
+        # vault ignores are left out as `git add` would; a folder (`.`) still needs `git add`.
+        folders = {path for path in present if os.path.isdir(os.path.join(root, path))}
+        files = [path for path in present if path not in folders] if folders else present
+        return _Staging(added=list(folders), files=files, gone=gone)
 
     # -- the writer task -------------------------------------------------------------------------
 
@@ -320,23 +385,18 @@ class GitWriter:
                 self._queue.task_done()
 
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
-        paths = [p for job in jobs for p in job.paths] + list(self._failed)
-        lines = [*(line for job in jobs for line in job.lines), *self._retry_lines()]
+        paths = [p for job in jobs for p in job.paths] + list(self._failed.paths)
+        lines = [*(line for job in jobs for line in job.lines), *self._failed.summary()]
         try:
-            present, gone = self._split(paths)
-            if present:
-                await self._run("add", "-A", "--", *present)
-            if gone:
-                await self._run("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
+            await self._stage(paths)
             sha = await self._commit_index(message(lines, source))
             self._note_commit(sha, lines)
             self.status.last_error = None
-            self._failed.clear()
+            self._failed = _Retry({}, [])
         except Exception as exc:  # any failure must reach the waiting writers, never stall them
             self.status.last_error = str(exc)
             for job in jobs:
-                for path in job.paths:
-                    self._failed[path] = job.lines
+                self._failed.add(job.paths, job.lines)
             log.error("git commit failed (%d change(s) stay on disk, retried with the next commit): %s", len(jobs), exc)
             for job in jobs:
                 if not job.done.done():
@@ -359,7 +419,7 @@ class GitWriter:
         if parent is not None and tree == await self._tree_of(parent):
             return None  # nothing to commit: a person's git, or an earlier batch, already has it
         parents = ("-p", parent) if parent is not None else ()
-        sha = (await self._run("commit-tree", tree, *parents, "-m", text))[1].strip()
+        sha = (await self._run("commit-tree", tree, *parents, "-F", "-", stdin=text.encode()))[1].strip()
         # Moves HEAD's branch only if it is still `parent` (a person's commit meanwhile fails this one).
         subject = text.split("\n", 1)[0]
         await self._run("update-ref", "-m", f"commit: {subject}", "HEAD", sha, *(parent,) if parent else ())
@@ -386,14 +446,33 @@ class GitWriter:
         except GitError as exc:
             log.warning("git housekeeping failed (the vault is fine; it is tried again later): %s", exc)
 
-    def _retry_lines(self) -> list[str]:
-        return [f"{line} (commit retried)" for lines in self._failed.values() for line in lines]
-
     def _note_commit(self, sha: str | None, lines: list[str]) -> None:
         if sha is None:
             return
         self.status.last_commit = sha
         self.status.last_commit_at = time.time()
+
+
+@dataclass
+class _Staging:
+    """Paths for `git add` (few files, or folders), for `git update-index` (many files), and gone."""
+
+    added: list[str]
+    files: list[str]
+    gone: list[str]
+
+
+# Adds, updates or (for a path no longer on disk) removes each path read from stdin.
+_UPDATE_INDEX = ("update-index", "--add", "--remove", "-z", "--stdin")
+
+
+def _nul(paths: list[str]) -> str:
+    return "".join(f"{path}\0" for path in paths)
+
+
+def _without(paths: list[str], dropped: list[str]) -> list[str]:
+    drop = set(dropped) - {""}
+    return [path for path in paths if path not in drop] if drop else paths
 
 
 def _subcommand(args: tuple[str, ...]) -> str:
@@ -411,12 +490,16 @@ def _only_ignored(text: str) -> bool:
 
 
 def message(lines: list[str], source: str) -> str:
-    """A commit message: what changed for whom (by short hash), each change listed, and a trailer."""
+    """A commit message: what changed for whom (by short hash), a trailer, and the changes listed.
+
+    At most MAX_LISTED changes are listed; the rest are counted ("... and K more").
+    """
     # One line per change: a file name with a newline in it must not be able to fake a trailer.
-    lines = [" ".join(line.split()) for line in lines]
+    listed = [" ".join(line.split()) for line in lines[:MAX_LISTED]]
     if len(lines) == 1:
-        subject, body = lines[0], ""
+        subject, body = listed[0], ""
     else:
         subject = f"{len(lines)} changes"
-        body = "\n".join(f"- {line}" for line in lines) + "\n\n"
+        more = [f"- ... and {len(lines) - MAX_LISTED} more"] if len(lines) > MAX_LISTED else []
+        body = "\n".join([*(f"- {line}" for line in listed), *more]) + "\n\n"
     return f"{subject}\n\n{body}Source: {source}\n"
