@@ -91,11 +91,6 @@ class _Retry:
         self.lines.extend(f"{line} (commit retried)" for line in lines[:room])
         self.more += max(0, len(lines) - room)
 
-    def summary(self) -> list[str]:
-        """The lines a retried commit adds to its message."""
-        extra = [f"{self.more} more change(s) from a failed commit (commit retried)"] if self.more else []
-        return [*self.lines, *extra]
-
 
 @dataclass
 class GitStatus:
@@ -142,9 +137,7 @@ class GitWriter:
     def _args(self, *args: str) -> list[str]:
         return ["git", "-C", str(self.root), *_CONFIG, *args]
 
-    def run_sync(
-        self, *args: str, check: bool = True, stdin: str = "", ok: tuple[int, ...] = (0,)
-    ) -> subprocess.CompletedProcess[str]:
+    def run_sync(self, *args: str, check: bool = True, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """Run git and wait (start-up, the CLI and tests; never on a request path); `stdin` is its input.
 
         Like the writer task, waits out (or recovers from) an `index.lock` left by a crash.
@@ -153,26 +146,26 @@ class GitWriter:
         while True:
             proc = subprocess.run(
                 self._args(*args),
-                env=self._env_for(args),
+                env=self._env,
                 input=stdin,
                 capture_output=True,
                 text=True,
                 check=False,
                 process_group=0,
             )
-            if proc.returncode in ok or "index.lock" not in proc.stderr or time.monotonic() > deadline:
+            if proc.returncode == 0 or "index.lock" not in proc.stderr or time.monotonic() > deadline:
                 break
             self._recover_lock()
             time.sleep(0.05)
         command = _subcommand(args)
-        if check and proc.returncode not in ok and not (command == "add" and _only_ignored(proc.stderr)):
+        if check and proc.returncode != 0 and not (command == "add" and _only_ignored(proc.stderr)):
             raise GitError(f"git {command} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc
 
     async def _run(self, *args: str, ok: tuple[int, ...] = (0,), stdin: bytes = b"") -> tuple[int, str]:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
-            code, out, err = await self._spawn(self._args(*args), stdin, self._env_for(args))
+            code, out, err = await self._spawn(self._args(*args), stdin, self._env)
             text = (err or out).decode(errors="replace").strip()
             if code in ok or (_subcommand(args) == "add" and _only_ignored(text)):
                 return code, out.decode(errors="replace")
@@ -181,12 +174,6 @@ class GitWriter:
                 await asyncio.sleep(0.05)
                 continue
             raise GitError(f"git {_subcommand(args)} failed: {text}")
-
-    def _env_for(self, args: tuple[str, ...]) -> dict[str, str]:
-        # `check-ignore` refuses literal pathspecs; it reads each path as a path anyway.
-        if _subcommand(args) == "check-ignore":
-            return {**self._env, "GIT_LITERAL_PATHSPECS": "0"}
-        return self._env
 
     async def _spawn(self, argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[int, bytes, bytes]:
         if self._worker is not None:
@@ -286,8 +273,7 @@ class GitWriter:
             self.run_sync("add", "-A", *_PATHS_FROM_STDIN, stdin=_nul(staging.added))
         files = staging.files
         if files:
-            ignored = self.run_sync("check-ignore", "-z", "--stdin", ok=(0, 1), stdin=_nul(files)).stdout
-            files = _without(files, ignored.split("\0"))
+            files = _not_ignored(files, self.run_sync(*_IGNORED).stdout)
         if files or staging.gone:
             self.run_sync(*_UPDATE_INDEX, stdin=_nul(files + staging.gone))
 
@@ -297,8 +283,7 @@ class GitWriter:
             await self._run("add", "-A", *_PATHS_FROM_STDIN, stdin=_nul(staging.added).encode())
         files = staging.files
         if files:
-            ignored = (await self._run("check-ignore", "-z", "--stdin", ok=(0, 1), stdin=_nul(files).encode()))[1]
-            files = _without(files, ignored.split("\0"))
+            files = _not_ignored(files, (await self._run(*_IGNORED))[1])
         if files or staging.gone:
             await self._run(*_UPDATE_INDEX, stdin=_nul(files + staging.gone).encode())
 
@@ -386,10 +371,10 @@ class GitWriter:
 
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
         paths = [p for job in jobs for p in job.paths] + list(self._failed.paths)
-        lines = [*(line for job in jobs for line in job.lines), *self._failed.summary()]
+        lines = [*(line for job in jobs for line in job.lines), *self._failed.lines]
         try:
             await self._stage(paths)
-            sha = await self._commit_index(message(lines, source))
+            sha = await self._commit_index(message(lines, source, more=self._failed.more))
             self._note_commit(sha, lines)
             self.status.last_error = None
             self._failed = _Retry({}, [])
@@ -470,9 +455,24 @@ def _nul(paths: list[str]) -> str:
     return "".join(f"{path}\0" for path in paths)
 
 
-def _without(paths: list[str], dropped: list[str]) -> list[str]:
-    drop = set(dropped) - {""}
-    return [path for path in paths if path not in drop] if drop else paths
+# The untracked files the vault's ignore rules cover, a folder wholly ignored as one `folder/` entry.
+# (`check-ignore` would say it per path, but takes minutes for a hundred thousand tracked ones.)
+_IGNORED = ("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+
+
+def _not_ignored(paths: list[str], listing: str) -> list[str]:
+    """`paths` without those `listing` (the output of _IGNORED) names, as `git add` would skip them."""
+    ignored = set(listing.split("\0")) - {""}
+    if not ignored:
+        return paths
+    return [path for path in paths if not _under(path, ignored)]
+
+
+def _under(path: str, ignored: set[str]) -> bool:
+    if path in ignored:
+        return True
+    parts = path.split("/")
+    return any("/".join(parts[:n]) + "/" in ignored for n in range(1, len(parts)))
 
 
 def _subcommand(args: tuple[str, ...]) -> str:
@@ -489,17 +489,19 @@ def _only_ignored(text: str) -> bool:
     return text.startswith("The following paths are ignored") and "fatal:" not in text and "error:" not in text
 
 
-def message(lines: list[str], source: str) -> str:
+def message(lines: list[str], source: str, more: int = 0) -> str:
     """A commit message: what changed for whom (by short hash), a trailer, and the changes listed.
 
-    At most MAX_LISTED changes are listed; the rest are counted ("... and K more").
+    At most MAX_LISTED changes are listed; the rest, and `more` changes without a line of their own,
+    are counted ("... and K more").
     """
     # One line per change: a file name with a newline in it must not be able to fake a trailer.
     listed = [" ".join(line.split()) for line in lines[:MAX_LISTED]]
-    if len(lines) == 1:
+    total = len(lines) + more
+    if total == 1:
         subject, body = listed[0], ""
     else:
-        subject = f"{len(lines)} changes"
-        more = [f"- ... and {len(lines) - MAX_LISTED} more"] if len(lines) > MAX_LISTED else []
-        body = "\n".join([*(f"- {line}" for line in listed), *more]) + "\n\n"
+        subject = f"{total} changes"
+        rest = [f"- ... and {total - len(listed)} more"] if total > len(listed) else []
+        body = "\n".join([*(f"- {line}" for line in listed), *rest]) + "\n\n"
     return f"{subject}\n\n{body}Source: {source}\n"
