@@ -165,7 +165,7 @@ class GitWriter:
     async def _run(self, *args: str, ok: tuple[int, ...] = (0,), stdin: bytes = b"") -> tuple[int, str]:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
-            code, out, err = await self._spawn(self._args(*args), stdin, self._env)
+            code, out, err = await self._spawn(self._args(*args), stdin)
             text = (err or out).decode(errors="replace").strip()
             if code in ok or (_subcommand(args) == "add" and _only_ignored(text)):
                 return code, out.decode(errors="replace")
@@ -175,11 +175,11 @@ class GitWriter:
                 continue
             raise GitError(f"git {_subcommand(args)} failed: {text}")
 
-    async def _spawn(self, argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[int, bytes, bytes]:
+    async def _spawn(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
         if self._worker is not None:
             # Started by the worker process: forking the server itself would stall its calls.
             try:
-                ran = await self._worker.run(argv, env, stdin)
+                ran = await self._worker.run(argv, self._env, stdin)
                 return ran.returncode, ran.stdout, ran.stderr
             except WorkerGone as exc:
                 log.warning("running git in process: %s", exc)
@@ -187,7 +187,7 @@ class GitWriter:
                 raise GitError(str(exc)) from None
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            env=env,
+            env=self._env,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
