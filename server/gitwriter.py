@@ -29,6 +29,14 @@ SOURCES = ("api", "webhook", "tool", "cli", "hand-edit")
 _LOCK_STALE_SECONDS = 2.0
 _BATCH_WINDOW_SECONDS = 0.005
 _LOCK_WAIT_SECONDS = 10.0
+# A commit message lists at most this many changes, then says how many more: a message (and its
+# memory) must not grow with a commit of a hundred thousand files.
+MAX_LISTED = 200
+# Up to this many files are staged by `git add` (whose pathspec matching costs files x index
+# entries); more go to `git update-index`, which looks each path up once.
+_ADD_MAX_PATHS = 64
+# Paths and messages go to git on stdin, NUL-separated: no command line grows with a commit.
+_PATHS_FROM_STDIN = ("--pathspec-from-file=-", "--pathspec-file-nul")
 
 
 _CONFIG = (
@@ -93,6 +101,22 @@ def blob_id(data: bytes | None) -> str | None:
 
 
 @dataclass
+class _Retry:
+    """Changes whose commit failed: their paths, and a bounded description of them."""
+
+    paths: dict[str, None]
+    lines: list[str]
+    more: int = 0
+
+    def add(self, paths: list[str], lines: list[str]) -> None:
+        """Carry `paths` to the next commit; keep at most MAX_LISTED lines, count the rest."""
+        self.paths.update(dict.fromkeys(paths))
+        room = max(0, MAX_LISTED - len(self.lines))
+        self.lines.extend(f"{line} (commit retried)" for line in lines[:room])
+        self.more += max(0, len(lines) - room)
+
+
+@dataclass
 class GitStatus:
     """What `/health` reports about git."""
 
@@ -112,7 +136,7 @@ class GitWriter:
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
         # Changes whose commit failed: they stay on disk and ride along with the next commit.
-        self._failed: dict[str, list[str]] = {}
+        self._failed = _Retry({}, [])
         # Files a person changed whose hand-edit commit is still waiting for its quiet period.
         self.hand_edits: set[str] = set()
         self._worker: Worker | None = None
@@ -139,15 +163,21 @@ class GitWriter:
     def _args(self, *args: str) -> list[str]:
         return ["git", "-C", str(self.root), *_CONFIG, *args]
 
-    def run_sync(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run git and wait (start-up, the CLI and tests; never on a request path).
+    def run_sync(self, *args: str, check: bool = True, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run git and wait (start-up, the CLI and tests; never on a request path); `stdin` is its input.
 
         Like the writer task, waits out (or recovers from) an `index.lock` left by a crash.
         """
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
             proc = subprocess.run(
-                self._args(*args), env=self._env, capture_output=True, text=True, check=False, process_group=0
+                self._args(*args),
+                env=self._env,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=False,
+                process_group=0,
             )
             if proc.returncode == 0 or "index.lock" not in proc.stderr or time.monotonic() > deadline:
                 break
@@ -158,10 +188,10 @@ class GitWriter:
             raise GitError(f"git {command} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc
 
-    async def _run(self, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, str]:
+    async def _run(self, *args: str, ok: tuple[int, ...] = (0,), stdin: bytes = b"") -> tuple[int, str]:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
-            code, out, err = await self._spawn(self._args(*args))
+            code, out, err = await self._spawn(self._args(*args), stdin)
             text = (err or out).decode(errors="replace").strip()
             if code in ok or (_subcommand(args) == "add" and _only_ignored(text)):
                 return code, out.decode(errors="replace")
@@ -171,11 +201,11 @@ class GitWriter:
                 continue
             raise GitError(f"git {_subcommand(args)} failed: {text}")
 
-    async def _spawn(self, argv: list[str]) -> tuple[int, bytes, bytes]:
+    async def _spawn(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
         if self._worker is not None:
             # Started by the worker process: forking the server itself would stall its calls.
             try:
-                ran = await self._worker.run(argv, self._env)
+                ran = await self._worker.run(argv, self._env, stdin)
                 return ran.returncode, ran.stdout, ran.stderr
             except WorkerGone as exc:
                 log.warning("running git in process: %s", exc)
@@ -184,13 +214,14 @@ class GitWriter:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             env=self._env,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             # Its own process group: a Ctrl+C meant for the server must not kill a commit half-way.
             # (Unlike a new session, this still lets Python spawn with vfork.)
             process_group=0,
         )
-        out, err = await proc.communicate()
+        out, err = await proc.communicate(stdin)
         return proc.returncode or 0, out, err
 
     def _recover_lock(self) -> None:
@@ -253,7 +284,7 @@ class GitWriter:
         """Commit `paths` now, outside the writer task (start-up and tests only)."""
         self._recover_lock()
         self._stage_sync(paths)
-        proc = self.run_sync("commit", "-q", "--no-verify", "-m", message(lines, source), check=False)
+        proc = self.run_sync("commit", "-q", "--no-verify", "-F", "-", check=False, stdin=message(lines, source))
         if proc.returncode != 0:
             if "nothing" in proc.stdout + proc.stderr:
                 return None
@@ -263,20 +294,39 @@ class GitWriter:
         return sha
 
     def _stage_sync(self, paths: list[str]) -> None:
-        present, gone = self._split(paths)
-        if present:
-            self.run_sync("add", "-A", "--", *present)
-        if gone:
-            self.run_sync("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
+        staging = self._staging(paths)
+        if staging.added:
+            self.run_sync("add", "-A", *_PATHS_FROM_STDIN, stdin=_nul(staging.added))
+        files = staging.files
+        if files:
+            files = _not_ignored(files, self.run_sync(*_IGNORED).stdout)
+        if files or staging.gone:
+            self.run_sync(*_UPDATE_INDEX, stdin=_nul(files + staging.gone))
 
-    def _split(self, paths: list[str]) -> tuple[list[str], list[str]]:
-        """`paths` (without repeats) as (those on disk, those gone)."""
+    async def _stage(self, paths: list[str]) -> None:
+        staging = self._staging(paths)
+        if staging.added:
+            await self._run("add", "-A", *_PATHS_FROM_STDIN, stdin=_nul(staging.added).encode())
+        files = staging.files
+        if files:
+            files = _not_ignored(files, (await self._run(*_IGNORED))[1])
+        if files or staging.gone:
+            await self._run(*_UPDATE_INDEX, stdin=_nul(files + staging.gone).encode())
+
+    def _staging(self, paths: list[str]) -> _Staging:
+        """How to stage `paths` (without repeats), each command's cost bounded by the paths given."""
         root = str(self.root)
         present: list[str] = []
         gone: list[str] = []
         for path in dict.fromkeys(paths):
             (present if os.path.lexists(os.path.join(root, path)) else gone).append(path)
-        return present, gone
+        if len(present) <= _ADD_MAX_PATHS:
+            return _Staging(added=present, files=[], gone=gone)
+        # Many files (a person's `sed` over the vault, an import): `update-index`, once the paths the
+        # vault ignores are left out as `git add` would; a folder (`.`) still needs `git add`.
+        folders = {path for path in present if os.path.isdir(os.path.join(root, path))}
+        files = [path for path in present if path not in folders] if folders else present
+        return _Staging(added=list(folders), files=files, gone=gone)
 
     # -- the writer task -------------------------------------------------------------------------
 
@@ -351,32 +401,28 @@ class GitWriter:
                 self._queue.task_done()
 
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
-        paths = [p for job in jobs for p in job.paths] + list(self._failed)
-        lines = [*(line for job in jobs for line in job.lines), *self._retry_lines()]
+        paths = [p for job in jobs for p in job.paths] + list(self._failed.paths)
+        lines = [*(line for job in jobs for line in job.lines), *self._failed.lines]
         exact = {path: change for job in jobs for path, change in (job.exact or {}).items()}
         try:
             if exact:
                 await self._bases_first(exact)
                 await self._stage_exact({path: change.data for path, change in exact.items()})
-            present, gone = self._split([path for path in paths if path not in exact])
-            for path in (*present, *gone):
+            from_disk = [path for path in paths if path not in exact]
+            for path in from_disk:
                 self._blobs.pop(path, None)  # staged from disk: this writer no longer knows its blob
-            if present:
-                await self._run("add", "-A", "--", *present)
-            if gone:
-                await self._run("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
-            sha = await self._commit_index(message(lines, source))
+            await self._stage(from_disk)
+            sha = await self._commit_index(message(lines, source, more=self._failed.more))
             self._note_commit(sha, lines)
             self.status.last_error = None
-            self._failed.clear()
+            self._failed = _Retry({}, [])
             self._know_blobs({path: blob_id(change.data) for path, change in exact.items()})
         except Exception as exc:  # any failure must reach the waiting writers, never stall them
             for path in exact:
                 self._blobs.pop(path, None)
             self.status.last_error = str(exc)
             for job in jobs:
-                for path in job.paths:
-                    self._failed[path] = job.lines
+                self._failed.add(job.paths, job.lines)
             log.error("git commit failed (%d change(s) stay on disk, retried with the next commit): %s", len(jobs), exc)
             for job in jobs:
                 if not job.done.done():
@@ -393,11 +439,7 @@ class GitWriter:
         unknown = [path for path in exact if path not in self._blobs]
         committed = {path: self._blobs[path] for path in exact if path in self._blobs}
         if unknown:
-            out = (await self._run("ls-files", "-s", "-z", "--", *unknown))[1]
-            committed.update(dict.fromkeys(unknown))
-            for entry in filter(None, out.split("\0")):
-                meta, _, path = entry.partition("\t")
-                committed[path] = meta.split()[1]
+            committed.update(await self._index_blobs(unknown))
         behind = {path: change.base for path, change in exact.items() if blob_id(change.base) != committed[path]}
         if not behind:
             return
@@ -407,23 +449,37 @@ class GitWriter:
         self._note_commit(sha, lines)
         log.info("committed %d hand edit(s) made just before the service's own change", len(behind))
 
+    async def _index_blobs(self, paths: list[str]) -> dict[str, str | None]:
+        """The blob git's index holds at each path (None: no entry), asked on stdin in one command."""
+        found: dict[str, str | None] = dict.fromkeys(paths)
+        # One name per line: a path with a line break in it is taken as unknown (its base is then
+        # committed as a hand edit, which is only ever one commit too many).
+        asked = [path for path in paths if "\n" not in path and "\0" not in path]
+        if asked:
+            out = (await self._run(*_INDEX_BLOBS, stdin=_nul([f":{path}" for path in asked]).encode()))[1]
+            answers = out.splitlines()
+            if len(answers) == len(asked):
+                for path, answer in zip(asked, answers, strict=True):
+                    found[path] = None if answer.endswith(" missing") else answer.strip()
+        return found
+
     async def _stage_exact(self, contents: dict[str, bytes | None]) -> None:
         """Put these bytes (None: no file) in git's index for these paths, whatever the files hold now."""
-        removed = [path for path, data in contents.items() if data is None]
         wanted = {path: data for path, data in contents.items() if data is not None}
-        if removed:
-            await self._run("update-index", "--force-remove", "--", *removed)
-        if not wanted:
-            return
-        copies = await asyncio.to_thread(self._copies, list(wanted.values()))
-        try:
-            blobs = (await self._run("hash-object", "-w", "--no-filters", "--", *copies))[1].split()
-        finally:
-            await asyncio.to_thread(_unlink, copies)
-        if len(blobs) != len(wanted):
-            raise GitError("git hash-object did not name every blob")
-        entries = [f"100644,{blob},{path}" for path, blob in zip(wanted, blobs, strict=True)]
-        await self._run("update-index", "--add", *(arg for entry in entries for arg in ("--cacheinfo", entry)))
+        blobs: list[str] = []
+        if wanted:
+            copies = await asyncio.to_thread(self._copies, list(wanted.values()))
+            try:
+                listed = "".join(f"{copy}\n" for copy in copies)
+                blobs = (await self._run(*_HASH_OBJECTS, stdin=listed.encode()))[1].split()
+            finally:
+                await asyncio.to_thread(_unlink, copies)
+            if len(blobs) != len(wanted):
+                raise GitError("git hash-object did not name every blob")
+        # `--index-info`: one entry per path on stdin, mode 0 removing it; no argument grows with them.
+        entries = [f"100644 {blob}\t{path}\0" for path, blob in zip(wanted, blobs, strict=True)]
+        entries += [f"0 {'0' * 40}\t{path}\0" for path, data in contents.items() if data is None]
+        await self._run(*_INDEX_INFO, stdin="".join(entries).encode())
 
     def _copies(self, contents: list[bytes]) -> list[str]:
         # git reads blobs from files: private copies in .git/, which no person edits.
@@ -458,7 +514,7 @@ class GitWriter:
         if parent is not None and tree == await self._tree_of(parent):
             return None  # nothing to commit: a person's git, or an earlier batch, already has it
         parents = ("-p", parent) if parent is not None else ()
-        sha = (await self._run("commit-tree", tree, *parents, "-m", text))[1].strip()
+        sha = (await self._run("commit-tree", tree, *parents, "-F", "-", stdin=text.encode()))[1].strip()
         # Moves HEAD's branch only if it is still `parent` (a person's commit meanwhile fails this one).
         subject = text.split("\n", 1)[0]
         await self._run("update-ref", "-m", f"commit: {subject}", "HEAD", sha, *(parent,) if parent else ())
@@ -485,9 +541,6 @@ class GitWriter:
         except GitError as exc:
             log.warning("git housekeeping failed (the vault is fine; it is tried again later): %s", exc)
 
-    def _retry_lines(self) -> list[str]:
-        return [f"{line} (commit retried)" for lines in self._failed.values() for line in lines]
-
     def _note_commit(self, sha: str | None, lines: list[str]) -> None:
         if sha is None:
             return
@@ -499,6 +552,49 @@ def _unlink(paths: list[str]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+@dataclass
+class _Staging:
+    """Paths for `git add` (few files, or folders), for `git update-index` (many files), and gone."""
+
+    added: list[str]
+    files: list[str]
+    gone: list[str]
+
+
+# Adds, updates or (for a path no longer on disk) removes each path read from stdin.
+_UPDATE_INDEX = ("update-index", "--add", "--remove", "-z", "--stdin")
+# Sets each path's entry to the blob (or, with mode 0, removes it) read from stdin.
+_INDEX_INFO = ("update-index", "-z", "--index-info")
+# Writes the blob of each file named on stdin, and prints its id.
+_HASH_OBJECTS = ("hash-object", "-w", "--no-filters", "--stdin-paths")
+# The blob id of each `:path` (the index's entry) named on stdin, or "<name> missing".
+_INDEX_BLOBS = ("cat-file", "-z", "--batch-check=%(objectname)")
+
+
+def _nul(paths: list[str]) -> str:
+    return "".join(f"{path}\0" for path in paths)
+
+
+# The untracked files the vault's ignore rules cover, a folder wholly ignored as one `folder/` entry.
+# (`check-ignore` would say it per path, but takes minutes for a hundred thousand tracked ones.)
+_IGNORED = ("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+
+
+def _not_ignored(paths: list[str], listing: str) -> list[str]:
+    """`paths` without those `listing` (the output of _IGNORED) names, as `git add` would skip them."""
+    ignored = set(listing.split("\0")) - {""}
+    if not ignored:
+        return paths
+    return [path for path in paths if not _under(path, ignored)]
+
+
+def _under(path: str, ignored: set[str]) -> bool:
+    if path in ignored:
+        return True
+    parts = path.split("/")
+    return any("/".join(parts[:n]) + "/" in ignored for n in range(1, len(parts)))
 
 
 def _subcommand(args: tuple[str, ...]) -> str:
@@ -515,13 +611,19 @@ def _only_ignored(text: str) -> bool:
     return text.startswith("The following paths are ignored") and "fatal:" not in text and "error:" not in text
 
 
-def message(lines: list[str], source: str) -> str:
-    """A commit message: what changed for whom (by short hash), each change listed, and a trailer."""
+def message(lines: list[str], source: str, more: int = 0) -> str:
+    """A commit message: what changed for whom (by short hash), a trailer, and the changes listed.
+
+    At most MAX_LISTED changes are listed; the rest, and `more` changes without a line of their own,
+    are counted ("... and K more").
+    """
     # One line per change: a file name with a newline in it must not be able to fake a trailer.
-    lines = [" ".join(line.split()) for line in lines]
-    if len(lines) == 1:
-        subject, body = lines[0], ""
+    listed = [" ".join(line.split()) for line in lines[:MAX_LISTED]]
+    total = len(lines) + more
+    if total == 1:
+        subject, body = listed[0], ""
     else:
-        subject = f"{len(lines)} changes"
-        body = "\n".join(f"- {line}" for line in lines) + "\n\n"
+        subject = f"{total} changes"
+        rest = [f"- ... and {total - len(listed)} more"] if total > len(listed) else []
+        body = "\n".join([*(f"- {line}" for line in listed), *rest]) + "\n\n"
     return f"{subject}\n\n{body}Source: {source}\n"

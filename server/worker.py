@@ -118,6 +118,6 @@ class Worker:
             log.warning("the worker process had stopped (exit code %s); starting a new one", self._proc.returncode)
         await self.start()
 
-    async def run(self, argv: list[str], env: dict[str, str]) -> Ran:
-        """Run a command in the child and wait for it (the git writer's commands)."""
-        return msgspec.msgpack.decode(await self.call("run", argv, env), type=Ran)
+    async def run(self, argv: list[str], env: dict[str, str], stdin: bytes = b"") -> Ran:
+        """Run a command in the child with `stdin` as its input, and wait for it (the git writer's commands)."""
+        return msgspec.msgpack.decode(await self.call("run", argv, env, stdin), type=Ran)

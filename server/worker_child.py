@@ -33,8 +33,9 @@ class Ran(msgspec.Struct, array_like=True):
     stderr: bytes
 
 
-def _run(argv: list[str], env: dict[str, str]) -> bytes:
-    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+def _run(argv: list[str], env: dict[str, str], stdin: bytes = b"") -> bytes:
+    # Always a pipe of its own: the child's stdin is the server's request stream, never git's.
+    proc = subprocess.run(argv, env=env, input=stdin, capture_output=True, check=False)
     return msgspec.msgpack.encode(Ran(proc.returncode, proc.stdout, proc.stderr))
 
 

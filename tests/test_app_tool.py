@@ -97,6 +97,36 @@ def test_a_second_fact_is_appended_and_the_secret_may_come_as_x_webhook_secret(s
     assert commits_since(server.vault, head) == [f"fact for {MARIA_KEY[:12]}\n\nSource: tool"]
 
 
+def test_a_fact_whose_commit_fails_is_not_saved_and_the_next_one_commits_both(server: LiveServer) -> None:
+    # Another git holds the branch's ref lock: the commit fails, so the agent must not say "saved".
+    request = fixture_json("tool_remember_request.json")
+    head = vault_head(server.vault)
+    lock = server.vault / ".git" / "refs" / "heads" / "main.lock"
+    lock.write_text("")
+    try:
+        message = not_saved(call_tool(server, request))
+        assert len(message) <= 120 and "save" in message
+        assert vault_head(server.vault) == head
+        assert server.client.get("/health").json()["git_error"]
+        # The admin API says the same thing its way.
+        api = server.admin("POST", f"/api/memory/{MARIA_KEY}", json={"fact": "Has a dog named Rex"})
+        assert api.status_code == 503
+    finally:
+        lock.unlink()
+
+    saved(call_tool(server, {**request, "fact": "Likes jazz"}))
+
+    text = (server.vault / f"callers/{MARIA_KEY[:12]}.md").read_text()
+    assert section(text, "Facts") == [f"- {FACT}", "- Has a dog named Rex", "- Likes jazz"]
+    # The failed changes rode along with the next commit, listed as retried; nothing is left dirty.
+    assert commits_since(server.vault, head) == [
+        f"3 changes\n\n- fact for {MARIA_KEY[:12]}\n- fact for {MARIA_KEY[:12]} (commit retried)\n"
+        f"- fact for {MARIA_KEY[:12]} (commit retried)\n\nSource: tool"
+    ]
+    assert git(server.vault, "status", "--porcelain") == ""
+    assert server.client.get("/health").json()["git_error"] is None
+
+
 def test_on_an_outbound_call_the_fact_goes_to_the_called_party(server: LiveServer) -> None:
     saved(call_tool(server, {"fact": FACT, "caller_id": AGENT_NUMBER, "called_number": OTHER}))
     assert section((server.vault / f"callers/{OTHER_KEY[:12]}.md").read_text(), "Facts") == [f"- {FACT}"]

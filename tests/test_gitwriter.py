@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from server.gitwriter import GitError, GitWriter, message
-from tests.conftest import git
+from server import gitwriter
+from server.gitwriter import MAX_LISTED, GitError, GitWriter, message
+from server.service import open_service
+from server.worker import Worker
+from tests.conftest import git, make_settings
 
 AUTHOR = ("Front Desk Bot", "desk@example.test")
 
@@ -332,16 +335,21 @@ async def test_a_git_failure_is_loud_and_nothing_is_lost(repo: tuple[Path, GitWr
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("many", [False, True], ids=["git add", "update-index"])
 async def test_a_path_the_vault_ignores_is_skipped_and_never_blocks_later_commits(
-    repo: tuple[Path, GitWriter],
+    repo: tuple[Path, GitWriter], monkeypatch: pytest.MonkeyPatch, many: bool
 ) -> None:
     root, writer = repo
-    write(root, ".gitignore", "callers/private/\n")
+    if many:  # as a commit of many files stages them
+        monkeypatch.setattr(gitwriter, "_ADD_MAX_PATHS", 0)
+    write(root, ".gitignore", "callers/private/\ncallers/*.draft.md\n")
     write(root, "callers/private/secret.md", "not for git\n")
+    write(root, "callers/x.draft.md", "not for git either\n")
     write(root, "callers/a.md", "a\n")
     await writer.start()
     try:
-        sha = await writer.commit(["callers/private/secret.md", "callers/a.md"], "two files", "hand-edit")
+        paths = ["callers/private/secret.md", "callers/x.draft.md", "callers/a.md"]
+        sha = await writer.commit(paths, "three files", "hand-edit")
         assert sha is not None
         assert writer.status.last_error is None
         write(root, "callers/b.md", "b\n")
@@ -350,7 +358,7 @@ async def test_a_path_the_vault_ignores_is_skipped_and_never_blocks_later_commit
         await writer.stop()
     tracked = set(git(root, "ls-files").split())
     assert {"callers/a.md", "callers/b.md"} <= tracked
-    assert "callers/private/secret.md" not in tracked
+    assert "callers/private/secret.md" not in tracked and "callers/x.draft.md" not in tracked
     assert writer.commit_sync(["callers/private/secret.md"], ["ignored"], "cli") is None
 
 
@@ -424,6 +432,87 @@ def test_dirty_paths(repo: tuple[Path, GitWriter]) -> None:
 def test_message() -> None:
     assert message(["fact for abcdefabcdef"], "api") == "fact for abcdefabcdef\n\nSource: api\n"
     assert message(["a", "b"], "webhook") == "2 changes\n\n- a\n- b\n\nSource: webhook\n"
+
+
+def test_a_message_lists_a_bounded_number_of_changes_and_counts_the_rest() -> None:
+    listed = [f"- change {n}" for n in range(MAX_LISTED)]
+    text = message([f"change {n}" for n in range(100_000)], "hand-edit")
+    assert text == "\n".join(
+        ["100000 changes", "", *listed, f"- ... and {100_000 - MAX_LISTED} more", "", "Source: hand-edit", ""]
+    )
+    # Changes carried without a line of their own (a failed commit's) are counted too.
+    assert message(["a"], "api", more=5).startswith("6 changes\n\n- a\n- ... and 5 more\n\nSource: api")
+
+
+MANY = 100_000
+
+
+def write_many(root: Path, count: int, folder: str = "callers") -> list[str]:
+    """`count` small files under `folder`, written as a sync tool or a person's script would."""
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    paths = [f"{folder}/c{n:06d}.md" for n in range(count)]
+    for path in paths:
+        with open(root / path, "w") as file:
+            file.write(f"# caller {path}\n")
+    return paths
+
+
+@pytest.mark.anyio
+async def test_a_failed_commit_of_100000_files_leaves_the_writer_able_to_commit(tmp_path: Path) -> None:
+    # A script changed every file of a big vault while another git held the branch's ref lock: the
+    # hand-edit commit of all of them fails. The next write commits them all, and so does the writer
+    # after it, at once and with a message of bounded size: no command line or message grows with
+    # the number of files (the kernel's argument limit is far below 100,000 paths).
+    root = tmp_path / "vault"
+    writer = make_repo(root)
+    paths = write_many(root, MANY)
+    lock = root / ".git" / "refs" / "heads" / "main.lock"
+    lock.write_text("")
+    worker = Worker()
+    await worker.start()
+    await writer.start(worker)  # as the server runs it: git started by the worker process
+    try:
+        head = git(root, "rev-parse", "HEAD")
+        with pytest.raises(GitError, match=r"main\.lock"):
+            await writer.commit_hand_edits(dict.fromkeys(paths, "edited"))
+        assert writer.status.last_error and git(root, "rev-parse", "HEAD") == head
+        lock.unlink()
+
+        write(root, "callers/a.md", "a\n")
+        assert await writer.commit(["callers/a.md"], "fact for aaaaaaaaaaaa", "api") is not None
+        body = git(root, "log", "-1", "--format=%B")
+        assert body.startswith(
+            f"{MANY + 1} changes\n\n- fact for aaaaaaaaaaaa\n- hand edit: callers/c000000.md edited (commit retried)\n"
+        )
+        assert f"\n- ... and {MANY + 1 - MAX_LISTED} more\n\nSource: api\n" in body
+        assert len(body.splitlines()) == MAX_LISTED + 6
+        assert writer.status.last_error is None
+
+        write(root, "callers/b.md", "b\n")
+        started = time.monotonic()
+        assert await writer.commit(["callers/b.md"], "fact for bbbbbbbbbbbb", "api") is not None
+        assert time.monotonic() - started < 2.0
+        assert git(root, "log", "-1", "--format=%B") == "fact for bbbbbbbbbbbb\n\nSource: api\n\n"
+    finally:
+        await writer.stop()
+        await worker.stop()
+    assert int(git(root, "ls-files", "callers").count("\n")) == MANY + 2
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_start_up_commits_100000_files_changed_while_stopped(tmp_path: Path) -> None:
+    # A sync tool dropped a hundred thousand files into the vault while the service was stopped:
+    # start-up commits them all, as one hand-edit commit, instead of failing on the argument limit.
+    root = tmp_path / "vault"
+    open_service(make_settings(root))
+    write_many(root, MANY, folder="attachments")
+    write(root, "soul.md", "Be kind, and brief.\n")
+    open_service(make_settings(root))
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+    assert git(root, "log", "-1", "--format=%B") == (
+        f"hand edits made while memory-bridge was stopped ({MANY + 1} file(s))\n\nSource: hand-edit\n\n"
+    )
+    assert git(root, "ls-files", "attachments").count("\n") == MANY
 
 
 @pytest.mark.anyio

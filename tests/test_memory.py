@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from server import parse
+from server import parse, phone
+from server.gitwriter import MAX_LISTED
+from server.identity import Identity
+from server.phone import CallerId
 from server.service import Service, open_service
 from server.worker import WorkerGone
 from tests.conftest import MARIA, OTHER, git, make_settings
@@ -19,6 +22,7 @@ from tests.live_helpers import caller_md, key_for
 HAND_FORMATTED = caller_md("+14155550777", name="Odd Format").replace(
     "call_count: 3\n", '# counted by hand\n"call_count": 3\nunknown_key: kept\n'
 )
+MANY_CALLERS = 100_000
 LEGACY = (
     f'---\nphone_hash: "{hashlib.sha256(b"+14155550888").hexdigest()}"\nname: Imported\n---\n'
     "# Imported\n\n## Facts\n- From the old system\n"
@@ -169,3 +173,36 @@ def test_identities_are_remembered_but_junk_is_not(tmp_path: Path) -> None:
         assert memory.identities.identify(junk).caller_id.kind == "unparseable"
         assert memory.identities.identify(MARIA, junk).key == key_for(MARIA)
     assert memory.identities._cached.cache_info().currsize == remembered, "junk caller IDs must not fill the cache"
+
+
+@pytest.mark.anyio
+async def test_100000_calls_waiting_at_stop_are_all_counted_and_committed(tmp_path: Path) -> None:
+    # A stop after a flood: 100,000 callers' calls still waiting to be recorded. Every one is counted
+    # in its file and committed; no git command line or message grows with their number.
+    root = tmp_path / "vault"
+    open_service(make_settings(root))
+    service = open_service(make_settings(root))
+    memory = service.memory
+    head = git(root, "rev-parse", "HEAD").strip()
+    await service.start()  # as the server: the worker process records the calls and runs git
+    numbers = [f"+1415{n:07d}" for n in range(MANY_CALLERS)]
+    try:
+        for number in numbers:
+            key = key_for(number)
+            memory.recorder.note_call(Identity(CallerId("phone", number), key, phone.legacy_key(number)))
+        for number in numbers[:10]:  # ten callers called twice
+            memory.recorder.note_call(Identity(CallerId("phone", number), key_for(number), phone.legacy_key(number)))
+        assert memory.recorder.pending_calls == MANY_CALLERS + 10
+    finally:
+        await service.stop()
+    assert memory.recorder.pending_calls == 0
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+    files = {f"callers/{key_for(number)[:12]}.md": n for n, number in enumerate(numbers)}
+    assert set(git(root, "ls-files", "callers").split()) - {"callers/.gitkeep"} == set(files)
+    for relpath, n in files.items():
+        text = (root / relpath).read_text(encoding="utf-8")
+        assert f"\ncall_count: {2 if n < 10 else 1}\n" in text, relpath
+    messages = git(root, "log", "--format=%B%x1e", f"{head}..HEAD").split("\x1e")[:-1]
+    assert all(len(text.splitlines()) <= MAX_LISTED + 6 for text in messages)
+    assert all(text.strip().endswith("Source: webhook") for text in messages)
+    assert memory.index.caller_count == MANY_CALLERS

@@ -28,6 +28,10 @@ async def test_runs_commands_and_reports_what_failed() -> None:
         assert ran.returncode != 0 and b"no-such-command" in ran.stderr
         with pytest.raises(WorkerError, match="FileNotFoundError"):
             await worker.run(["/no/such/program"], ENV)
+        # A command's input goes on its stdin (git reads paths and messages there), never the protocol's.
+        big = b"callers/c.md\0" * 200_000
+        assert (await worker.run(["cat"], ENV, big)).stdout == big
+        assert (await worker.run(["cat"], ENV)).stdout == b""
         # A failed request leaves the worker serving.
         assert (await worker.run(["true"], ENV)).returncode == 0
         assert worker.alive and worker.restarts == 0

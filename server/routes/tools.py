@@ -36,5 +36,6 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
     except DiskError:
         return ToolAnswer("not_saved", "I couldn't save that just now because of a problem on our side. Sorry.")
     except GitError:
-        pass  # saved in the vault; the commit follows with the next write
+        # Nothing is acknowledged that is not committed: the agent must not tell the caller it is saved.
+        return ToolAnswer("not_saved", "Sorry, I couldn't save that just now. Please mention it again next time.")
     return ToolAnswer("saved", "Got it, I've made a note of that.")
