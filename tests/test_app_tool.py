@@ -107,7 +107,7 @@ def test_a_fact_whose_commit_fails_is_not_saved_and_the_next_one_commits_both(se
         message = not_saved(call_tool(server, request))
         assert len(message) <= 120 and "save" in message
         assert vault_head(server.vault) == head
-        assert server.client.get("/health").json()["git_error"]
+        assert server.admin("GET", "/health").json()["git_error"]
         # The admin API says the same thing its way.
         api = server.admin("POST", f"/api/memory/{MARIA_KEY}", json={"fact": "Has a dog named Rex"})
         assert api.status_code == 503
@@ -124,7 +124,7 @@ def test_a_fact_whose_commit_fails_is_not_saved_and_the_next_one_commits_both(se
         f"- fact for {MARIA_KEY[:12]} (commit retried)\n\nSource: tool"
     ]
     assert git(server.vault, "status", "--porcelain") == ""
-    assert server.client.get("/health").json()["git_error"] is None
+    assert server.admin("GET", "/health").json()["git_error"] is None
 
 
 def test_on_an_outbound_call_the_fact_goes_to_the_called_party(server: LiveServer) -> None:
