@@ -74,7 +74,9 @@ def costs(vault_root: Path, env: dict[str, str]) -> dict[str, float]:
             lambda i: memory.identities.identify(data.caller_id, data.called_number), 20_000
         ),
         "lookup_us": _per_call_us(lambda i: memory.index.caller(keys[i % 500]), 20_000),
-        "compose_and_encode_us": _per_call_us(lambda i: answers.answer_bytes(service, records[i % 500], now), 5_000),
+        "compose_and_encode_us": _per_call_us(
+            lambda i: answers.answer_bytes(memory.index, service.settings, records[i % 500], now), 5_000
+        ),
         "parse_caller_file_us": _per_call_us(lambda i: parse.parse_caller(texts[i % 500]), 3_000),
         "identified": float(identified[0].key is not None),
     }

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from server.compose import BUILTINS, compose, defaults
+from server.config import Settings
 from server.elevenlabs import Personalization
 from server.index import Index
 from server.records import Caller
@@ -29,10 +30,9 @@ STATIC_DEFAULT = _encoder.encode(
 )
 
 
-def answer_bytes(service: Service, caller: Caller | None, now: dt.datetime) -> bytes:
-    """Exactly what the personalize webhook answers for `caller` at `now`."""
-    index = service.memory.index
-    return _encoder.encode(compose(caller, index.soul, index.notes, now, service.settings))
+def answer_bytes(index: Index, settings: Settings, caller: Caller | None, now: dt.datetime) -> bytes:
+    """Exactly what the personalize webhook answers for `caller` at `now`, from this index."""
+    return _encoder.encode(compose(caller, index.soul, index.notes, now, settings))
 
 
 def default_bytes(service: Service, now: dt.datetime) -> bytes:
@@ -80,7 +80,7 @@ class AnswerCache:
         if entry is not None and entry[0] is caller and entry[1] is soul and entry[2] is note and entry[3] == today:
             self._entries.move_to_end(key)
             return entry[4]
-        content = answer_bytes(service, caller, now)
+        content = answer_bytes(index, service.settings, caller, now)
         self._entries[key] = (caller, soul, note, today, content)
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)

@@ -29,10 +29,11 @@ class Swapped(NamedTuple):
 
 
 def temp_file(path: Path, data: bytes) -> Path:
-    """Write `data` to a new temporary file beside `path` (named `.<name>.<random>.mb.tmp`)."""
+    """Write `data` to a new temporary file beside `path` (named `.<name>.<pid>-<random>.mb.tmp`)."""
     # No fsync: the rename is atomic against a crashed process, which is the failure that
-    # matters here; git does not fsync its objects by default either.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.mb.tmp")
+    # matters here; git does not fsync its objects by default either. The writer's pid is in the
+    # name: another process (the CLI beside a server) must not take a live write's file for a leftover.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.mb.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -41,6 +42,20 @@ def temp_file(path: Path, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def is_leftover(tmp: Path) -> bool:
+    """Whether a temporary file was left by a write that can no longer finish (its process is gone)."""
+    writer, dash, _ = tmp.name.removesuffix(".mb.tmp").rsplit(".", 1)[-1].partition("-")
+    if not dash or not writer.isdigit() or int(writer) == 0:
+        return True  # no pid in the name: an older version's, or not ours to wait for
+    try:
+        os.kill(int(writer), 0)
+    except (ProcessLookupError, OverflowError):
+        return True  # no such process (any more)
+    except PermissionError:
+        return False  # alive, as another user
+    return False
 
 
 def replace(path: Path, data: bytes) -> None:

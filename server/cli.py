@@ -37,11 +37,14 @@ def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> 
 
     async def run() -> int:
         service = open_service(settings)
-        await service.start(watch=False)
-        try:
-            return await work(service)
-        finally:
-            await service.stop()
+        # The whole write under the vault's writer lock: a server or another CLI run beside this one
+        # commits before or after it, never in the middle of its read, write and commit.
+        with service.memory.git.lock.hold():
+            await service.start(watch=False)
+            try:
+                return await work(service)
+            finally:
+                await service.stop()
 
     return asyncio.run(run())
 
@@ -61,11 +64,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the caller key of a number."""
-    from server.service import open_service
+    """Print the caller key of a number; needs only the key (PHONE_HASH_KEY or the vault's own)."""
+    from server.identity import Identities
+    from server.index import Index
+    from server.service import read_key
 
-    memory = open_service(settings).memory
-    key = memory.identities.hash_number(args.number)
+    key = Identities(settings, Index(), read_key(settings)).hash_number(args.number)
     if key is None:
         print("not a usable phone number (withheld, SIP/client address, or unparseable)", file=sys.stderr)
         return 1
@@ -74,33 +78,32 @@ def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a caller's memory as JSON."""
+    """Print a caller's memory as JSON. Reads the vault; writes nothing."""
     from server.answers import caller_json
-    from server.service import open_service
+    from server.service import open_view
 
-    memory = open_service(settings).memory
-    key = memory.identities.resolve(args.caller)
-    if key is None:
+    view = open_view(settings)
+    key = view.identities.resolve(args.caller)
+    record = view.index.caller(key) if key else None
+    if record is None:
         print("unknown caller", file=sys.stderr)
         return 1
-    record = memory.index.caller(key)
-    assert record is not None
-    print(json.dumps(caller_json(record, memory.index.caller_path(key)), indent=2, ensure_ascii=False))
+    print(json.dumps(caller_json(record, view.index.caller_path(record.phone_hash)), indent=2, ensure_ascii=False))
     return 0
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
-    """Print exactly what the personalize webhook would answer for a caller now."""
+    """Print exactly what the personalize webhook would answer for a caller now. Reads the vault; writes nothing."""
     from server.answers import answer_bytes
-    from server.service import open_service
+    from server.service import open_view
 
-    service = open_service(settings)
-    key = service.memory.identities.resolve(args.caller)
-    record = service.memory.index.caller(key) if key else None
+    view = open_view(settings)
+    key = view.identities.resolve(args.caller)
+    record = view.index.caller(key) if key else None
     if record is None and not args.new:
         print("unknown caller (use --new to see the answer a new caller gets)", file=sys.stderr)
         return 1
-    sys.stdout.write(answer_bytes(service, record, dt.datetime.now(dt.UTC)).decode() + "\n")
+    sys.stdout.write(answer_bytes(view.index, settings, record, dt.datetime.now(dt.UTC)).decode() + "\n")
     return 0
 
 
@@ -245,9 +248,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"memory-bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # Commands other than `serve` print their own results; the log only speaks up about problems.
-    logs.configure(settings if args.command == "serve" else msgspec.structs.replace(settings, log_level="WARNING"))
-    return int(args.func(args, settings))
+    # Commands other than `serve` print their own results and their own errors, each on one line: the
+    # log (the same failure in the service's longer words) speaks up only when something crashes.
+    logs.configure(settings if args.command == "serve" else msgspec.structs.replace(settings, log_level="CRITICAL"))
+    from server.gitwriter import GitError
+    from server.service import VaultMissing
+    from server.vault import DiskError
+
+    try:
+        return int(args.func(args, settings))
+    except VaultMissing as exc:
+        print(f"memory-bridge: {exc}", file=sys.stderr)
+    except GitError as exc:
+        # git's own words, on one line: what failed is the person's to see, not a traceback.
+        print(f"memory-bridge: {' '.join(str(exc).split())}", file=sys.stderr)
+    except DiskError as exc:
+        print(f"memory-bridge: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.gitlock import WriterLock
 from server.worker import Worker, WorkerError, WorkerGone
 
 log = logging.getLogger("memory_bridge.git")
@@ -140,6 +141,8 @@ class GitWriter:
         # Files a person changed whose hand-edit commit is still waiting for its quiet period.
         self.hand_edits: set[str] = set()
         self._worker: Worker | None = None
+        # Another memory-bridge process (the CLI beside a running server) commits to the same vault.
+        self.lock = WriterLock(root)
         # (commit, its tree) of the last commit this writer made or looked up: to see when there is nothing to commit.
         self._last_tree: tuple[str, str] | None = None
         # path -> blob this writer last committed there from exact bytes (saves asking git); recent paths only.
@@ -265,7 +268,8 @@ class GitWriter:
         """Paths with uncommitted changes (including untracked files), vault-relative."""
         # At start-up nothing is served yet: git may use every core to look at every file.
         threads = ("-c", "core.preloadIndex=true", "-c", "index.threads=true")
-        out = self.run_sync(*threads, "status", "--porcelain", "-z", "--untracked-files=all").stdout
+        with self.lock.hold():  # status refreshes the index: not while another process commits
+            out = self.run_sync(*threads, "status", "--porcelain", "-z", "--untracked-files=all").stdout
         paths = []
         entries = out.split("\0")
         i = 0
@@ -282,9 +286,10 @@ class GitWriter:
 
     def commit_sync(self, paths: list[str], lines: list[str], source: str) -> str | None:
         """Commit `paths` now, outside the writer task (start-up and tests only)."""
-        self._recover_lock()
-        self._stage_sync(paths)
-        proc = self.run_sync("commit", "-q", "--no-verify", "-F", "-", check=False, stdin=message(lines, source))
+        with self.lock.hold():
+            self._recover_lock()
+            self._stage_sync(paths)
+            proc = self.run_sync("commit", "-q", "--no-verify", "-F", "-", check=False, stdin=message(lines, source))
         if proc.returncode != 0:
             if "nothing" in proc.stdout + proc.stderr:
                 return None
@@ -345,6 +350,7 @@ class GitWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        self.lock.close()
 
     @property
     def alive(self) -> bool:
@@ -396,7 +402,8 @@ class GitWriter:
             for job in jobs:
                 by_source.setdefault(job.source, []).append(job)
             for source, group in by_source.items():
-                await self._commit_group(source, group)
+                async with self.lock.held():
+                    await self._commit_group(source, group)
             for _ in jobs:
                 self._queue.task_done()
 

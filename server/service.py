@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from server import cache, keyfile
 from server.config import Settings
+from server.gitlock import ServerMark, server_running
 from server.gitwriter import GitWriter
+from server.identity import Identities
 from server.index import Index
 from server.memory import Memory
 from server.vault import Vault
@@ -33,10 +35,14 @@ class Service:
     started_at: float
     ready_seconds: float = 0.0
     worker: Worker | None = None
+    mark: ServerMark | None = None
 
     async def start(self, watch: bool = True) -> None:
         """Start the git writer and, for the server, the worker process and the watcher."""
         if watch:
+            # A CLI run beside the server leaves the server's uncommitted files to it.
+            self.mark = ServerMark(self.memory.vault.root)
+            self.mark.claim()
             # The server's calls come first: its git commands and call recording run in a worker,
             # and a write's file work in a thread that must hand the interpreter back to the event
             # loop within half a millisecond (the default is 5 ms).
@@ -57,6 +63,48 @@ class Service:
         if self.worker is not None:
             await self.worker.stop()
         cache.save(self.memory.vault.root, self.watcher.snapshot())
+        if self.mark is not None:
+            self.mark.release()
+
+
+class VaultMissing(Exception):
+    """There is no vault (or no key) to read; the message says what to do."""
+
+
+@dataclass
+class VaultView:
+    """An existing vault, indexed for reading: what `show`, `preview` and `hash` need, nothing more."""
+
+    settings: Settings
+    index: Index
+    identities: Identities
+
+
+def read_key(settings: Settings) -> bytes:
+    """The caller-key key (configured, or the vault's own); VaultMissing if there is none. Creates nothing."""
+    key = keyfile.read_key(settings.vault_dir, settings.phone_hash_key)
+    if key is None:
+        raise VaultMissing(
+            f"no PHONE_HASH_KEY is set and {settings.vault_dir} holds no key of its own: set PHONE_HASH_KEY, "
+            "or point VAULT_DIR (or --vault) at the vault"
+        )
+    return key
+
+
+def open_view(settings: Settings) -> VaultView:
+    """Index an existing vault for reading, from its files and derived cache: creates, writes and commits nothing."""
+    root = settings.vault_dir
+    if not (root / ".git").is_dir():
+        raise VaultMissing(f"no vault at {root}: point VAULT_DIR (or --vault) at one, or run `memory-bridge serve`")
+    vault = Vault(root)
+    index = Index()
+    cached = cache.load(vault.root) or {}
+    for relpath, stat in vault.scan().items():
+        hit = cached.get(relpath)
+        loaded = hit if hit is not None and hit.stat == stat else vault.load(relpath)
+        if loaded is not None:
+            index.apply(relpath, loaded, vault.next_seq())
+    return VaultView(settings, index, Identities(settings, index, read_key(settings)))
 
 
 def open_service(settings: Settings) -> Service:
@@ -79,7 +127,8 @@ def open_service(settings: Settings) -> Service:
     if created_repo or git.head() is None:
         git.commit_sync(["."], ["create the vault"], "cli")  # and whatever the folder already held
         log.info("created a new vault at %s", vault.root)
-    dirty = git.dirty_paths()
+    # Files changed while no server ran; with a server running (this is the CLI), they are its to commit.
+    dirty = [] if server_running(vault.root) else git.dirty_paths()
     if dirty:
         # Edits made while the service was not running (or a write interrupted before its commit).
         line = f"hand edits made while memory-bridge was stopped ({len(dirty)} file(s))"

@@ -114,8 +114,9 @@ class Vault:
         for folder in (self.root, self.root / CALLERS, self.root / NOTES):
             if folder.is_dir():
                 for path in folder.glob(".*.mb.tmp"):
-                    path.unlink(missing_ok=True)
-                    removed += 1
+                    if atomic.is_leftover(path):
+                        path.unlink(missing_ok=True)
+                        removed += 1
         return removed
 
     # -- reading -------------------------------------------------------------------------------

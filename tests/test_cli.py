@@ -3,8 +3,12 @@ running server that must see its writes through the watcher. `import-seed` is in
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +20,11 @@ from tests.conftest import (
     MARIA,
     OTHER,
     LiveServer,
+    base_env,
     commits_since,
     elevenlabs_signature,
     fixture_json,
+    git,
     run_cli,
     vault_head,
     vault_snapshot,
@@ -250,3 +256,69 @@ def test_doctor_passes_a_healthy_vault_and_says_what_to_fix_in_a_broken_one(tmp_
     # The doctor only reads: nothing committed, nothing rewritten.
     assert vault_snapshot(vault) == files
     assert vault_head(vault) == head
+
+
+def test_read_only_commands_create_and_commit_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    # `hash` needs only the key; without a vault the others say where to look, and create nothing.
+    assert ok(run_cli(missing, "hash", MARIA)) == MARIA_KEY + "\n"
+    refused(run_cli(missing, "show", MARIA), f"no vault at {missing}")
+    refused(run_cli(missing, "preview", "--new", MARIA), f"no vault at {missing}")
+    refused(run_cli(missing, "hash", MARIA, PHONE_HASH_KEY=""), "no PHONE_HASH_KEY is set")
+    assert not missing.exists()
+
+    vault = tmp_path / "vault"
+    ok(run_cli(vault, "remember", MARIA, "Has a dog named Rex"))
+    (vault / "callers" / "by-hand.md").write_text("---\nphone_hash: " + "c" * 64 + "\n---\n# By hand\n")
+    files, head = vault_snapshot(vault), vault_head(vault)
+    status = git(vault, "status", "--porcelain")
+    assert status == "?? callers/by-hand.md\n"
+    assert json.loads(ok(run_cli(vault, "show", MARIA)))["facts"] == ["Has a dog named Rex"]
+    assert json.loads(ok(run_cli(vault, "show", "c" * 64)))["file"] == "callers/by-hand.md"
+    assert json.loads(ok(run_cli(vault, "preview", MARIA)))["dynamic_variables"]["caller_known"] is True
+    refused(run_cli(vault, "hash", MARIA, PHONE_HASH_KEY=""), "holds no key of its own")  # and makes none
+    assert (vault_snapshot(vault), vault_head(vault), git(vault, "status", "--porcelain")) == (files, head, status)
+
+
+def test_the_cli_does_not_import_the_web_app(vault: Path) -> None:
+    ok(run_cli(vault, "remember", MARIA, "Has a dog named Rex"))
+    probe = (
+        "import sys; from server import cli; "
+        f"code = cli.main(['--env-file', '/dev/null', '--vault', {str(vault)!r}, 'preview', {MARIA!r}]); "
+        "loaded = sorted(m for m in sys.modules if m == 'server.app' or m.startswith(('litestar', 'server.routes'))); "
+        "print(code, loaded)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, **base_env(vault)}, capture_output=True, text=True
+    )
+    assert result.stdout.splitlines()[-1] == "0 []", result.stderr
+
+
+def test_a_git_failure_is_one_clear_line_and_a_non_zero_exit(vault: Path) -> None:
+    lock = vault / ".git" / "refs" / "heads" / "main.lock"
+    lock.write_text("")
+    try:
+        result = run_cli(vault, "note", "Closed on Friday")
+    finally:
+        lock.unlink()
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("memory-bridge: git ") and "Traceback" not in result.stderr
+
+
+def test_cli_writes_beside_a_running_server_never_race_its_commits(server: LiveServer) -> None:
+    # The CLI and the server commit to one vault: one writer at a time, across processes.
+    notes = [f"Note number {n}" for n in range(12)]
+    facts = [f"Fact number {n}" for n in range(60)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        cli = [pool.submit(run_cli, server.vault, "note", note) for note in notes]
+        api = [pool.submit(server.admin, "POST", f"/api/memory/{MARIA}", json={"fact": fact}) for fact in facts]
+        results = [future.result() for future in cli]
+        answers = [future.result() for future in api]
+    assert [(r.returncode, r.stderr) for r in results] == [(0, "")] * len(notes)
+    assert [a.status_code for a in answers] == [200] * len(facts)
+    assert server.wait_for(lambda: git(server.vault, "status", "--porcelain") == "", timeout=10)
+    history = git(server.vault, "log", "-p")
+    for line in (*notes, *facts):
+        assert history.count(f"+- {line}\n") == 1, line
+    git(server.vault, "fsck", "--no-progress")

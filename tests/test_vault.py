@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,15 @@ def test_update_keeps_a_byte_order_mark(v: Vault) -> None:
     data = path.read_bytes()
     assert data.startswith(codecs.BOM_UTF8) and not data.startswith(codecs.BOM_UTF8 * 2)
     assert data[3:].decode() == append_to_section(HAND, "Facts", "- New")
+
+
+def test_a_live_writers_temporary_file_is_not_taken_for_a_leftover(tmp_path: Path) -> None:
+    # The CLI starting beside a server must not delete the server's write in progress.
+    v = Vault(tmp_path / "v")
+    v.ensure_layout()
+    live = v.root / "callers" / f".m.md.{os.getpid()}-1a2b3c4d.mb.tmp"
+    dead = v.root / "callers" / ".m.md.999999999-1a2b3c4d.mb.tmp"
+    for path in (live, dead):
+        path.write_text("half")
+    assert v.remove_stale_temp_files() == 1
+    assert live.exists() and not dead.exists()

@@ -91,7 +91,7 @@ def api_preview(caller: str, state: State) -> Response[bytes]:
     service = service_of(state)
     key = _known(service, caller)
     return Response(
-        answer_bytes(service, service.memory.index.caller(key), dt.datetime.now(dt.UTC)),
+        answer_bytes(service.memory.index, service.settings, service.memory.index.caller(key), dt.datetime.now(dt.UTC)),
         media_type="application/json",
     )
 
