@@ -8,6 +8,7 @@ runs `count_calls` itself; each gives back what it did as a `Recorded`.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from pathlib import Path
 
 import msgspec
@@ -29,16 +30,25 @@ class CallsToRecord(msgspec.Struct, frozen=True, array_like=True):
     create: bool  # a new caller: create the file; else it must still be there
 
 
+class Counted(enum.Enum):
+    """What counting one caller's calls did to their file."""
+
+    WRITTEN = "written"  # the new counts are in the file (digest, stat and record say what it holds)
+    UNCHANGED = "unchanged"  # nothing to write
+    GONE = "gone"  # the file was moved or removed since the index saw it: try again once it is found
+    BROKEN = "broken"  # the file does not parse (`error` says why): left to a person
+    DISK_ERROR = "disk_error"  # the disk refused the write (`error` says how): the calls wait to be tried again
+
+
 class Recorded(msgspec.Struct, frozen=True, array_like=True):
-    """What counting one caller's calls did: the file's new digest, stat and record, or an error."""
+    """What counting one caller's calls did: the outcome, and the file's new digest, stat and record."""
 
     relpath: str
+    outcome: Counted
     digest: str | None = None  # None: nothing was written
     stat: int = 0
     record: Caller | None = None
     error: str | None = None
-    gone: bool = False  # the caller's file was moved or removed since the index saw it
-    disk_error: bool = False  # the disk refused the write (`error` says how): the calls wait to be tried again
     base: bytes | None = None  # the bytes the change was made on (None: none, or not known)
     data: bytes | None = None  # the bytes written, to commit exactly this change (None: not known)
 
@@ -76,17 +86,17 @@ def count_calls(vault: Vault, job: CallsToRecord) -> Recorded:
     try:
         result = vault.update_from(job.relpath, change)
     except _FileGone:
-        return Recorded(job.relpath, gone=True)
+        return Recorded(job.relpath, Counted.GONE)
     except VaultFileError as exc:
-        return Recorded(job.relpath, error=str(exc))
+        return Recorded(job.relpath, Counted.BROKEN, error=str(exc))
     except DiskError as exc:
-        return Recorded(job.relpath, error=str(exc), disk_error=True)
+        return Recorded(job.relpath, Counted.DISK_ERROR, error=str(exc))
     if result is None:
-        return Recorded(job.relpath)
+        return Recorded(job.relpath, Counted.UNCHANGED)
     text = result.text
     record = derived[-1][1] if derived[-1][0] == text else parse_caller(text)
     stat = vault.stat(job.relpath) or 0
-    return Recorded(job.relpath, result.digest, stat, record, base=result.base, data=result.data)
+    return Recorded(job.relpath, Counted.WRITTEN, result.digest, stat, record, base=result.base, data=result.data)
 
 
 class _FileGone(Exception):

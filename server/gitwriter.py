@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
-import secrets
+import shutil
 import subprocess
 import time
 from collections import OrderedDict
@@ -471,37 +471,19 @@ class GitWriter:
         return found
 
     async def _stage_exact(self, contents: dict[str, bytes | None]) -> None:
-        """Put these bytes (None: no file) in git's index for these paths, whatever the files hold now."""
-        wanted = {path: data for path, data in contents.items() if data is not None}
-        blobs: list[str] = []
-        if wanted:
-            copies = await asyncio.to_thread(self._copies, list(wanted.values()))
-            try:
-                listed = "".join(f"{copy}\n" for copy in copies)
-                blobs = (await self._run(*_HASH_OBJECTS, stdin=listed.encode()))[1].split()
-            finally:
-                await asyncio.to_thread(_unlink, copies)
-            if len(blobs) != len(wanted):
-                raise GitError("git hash-object did not name every blob")
-        # `--index-info`: one entry per path on stdin, mode 0 removing it; no argument grows with them.
-        entries = [f"100644 {blob}\t{path}\0" for path, blob in zip(wanted, blobs, strict=True)]
-        entries += [f"0 {'0' * 40}\t{path}\0" for path, data in contents.items() if data is None]
-        await self._run(*_INDEX_INFO, stdin="".join(entries).encode())
+        """Put these bytes (None: no file) in git's index for these paths, whatever the files hold now.
 
-    def _copies(self, contents: list[bytes]) -> list[str]:
-        # git reads blobs from files: private copies in .git/, which no person edits.
-        folder = self.root / ".git" / "memory-bridge" / "stage"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths: list[str] = []
+        The bytes are laid out as a private work tree in `.git/`, which no person edits, and one
+        `update-index` reads it: it writes each blob, sets each entry, and removes the paths whose
+        file is absent there, all from paths on stdin.
+        """
+        stage = self.root / ".git" / "memory-bridge" / "stage"
+        await asyncio.to_thread(_lay_out, stage, contents)
         try:
-            for data in contents:
-                path = folder / f"{secrets.token_hex(8)}.blob"
-                paths.append(str(path))
-                path.write_bytes(data)
-        except OSError:
-            _unlink(paths)
-            raise
-        return paths
+            await self._run(f"--work-tree={stage}", *_UPDATE_INDEX, stdin=_nul(list(contents)).encode())
+        finally:
+            # Only one process stages at a time (the writer lock is held), so the folder is ours.
+            await asyncio.to_thread(shutil.rmtree, stage, True)
 
     def _know_blobs(self, blobs: dict[str, str | None]) -> None:
         for path, blob in blobs.items():
@@ -555,10 +537,17 @@ class GitWriter:
         self.status.last_commit_at = time.time()
 
 
-def _unlink(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+def _lay_out(stage: Path, contents: dict[str, bytes | None]) -> None:
+    """Write each path's bytes under `stage` (none for a removed file); a failure leaves nothing behind."""
+    try:
+        for path, data in contents.items():
+            if data is not None:
+                copy = stage / path
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(data)
+    except OSError:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
 @dataclass
@@ -572,10 +561,6 @@ class _Staging:
 
 # Adds, updates or (for a path no longer on disk) removes each path read from stdin.
 _UPDATE_INDEX = ("update-index", "--add", "--remove", "-z", "--stdin")
-# Sets each path's entry to the blob (or, with mode 0, removes it) read from stdin.
-_INDEX_INFO = ("update-index", "-z", "--index-info")
-# Writes the blob of each file named on stdin, and prints its id.
-_HASH_OBJECTS = ("hash-object", "-w", "--no-filters", "--stdin-paths")
 # The blob id of each `:path` (the index's entry) named on stdin, or "<name> missing".
 _INDEX_BLOBS = ("cat-file", "-z", "--batch-check=%(objectname)")
 
@@ -605,9 +590,9 @@ def _under(path: str, ignored: set[str]) -> bool:
 
 
 def _subcommand(args: tuple[str, ...]) -> str:
-    """`status` of `-c key=value status ...`."""
-    while len(args) > 2 and args[0] == "-c":
-        args = args[2:]
+    """`status` of `-c key=value status ...` (or of `--work-tree=... status ...`)."""
+    while len(args) > 1 and (args[0] == "-c" or args[0].startswith("--work-tree=")):
+        args = args[2:] if args[0] == "-c" else args[1:]
     return args[0]
 
 

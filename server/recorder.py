@@ -19,7 +19,7 @@ from typing import TypeVar
 import msgspec
 
 from server import phone
-from server.callcount import CallsToRecord, Recorded, count_calls
+from server.callcount import CallsToRecord, Counted, Recorded, count_calls
 from server.config import Settings
 from server.gitwriter import Exact
 from server.identity import Identities, Identity
@@ -125,20 +125,21 @@ class CallRecorder:
                 raise
             seqs = [self.vault.next_seq() for _ in results]
             written = []
-            if self._worker is not None and any(result.digest is not None or result.disk_error for result in results):
+            disk_said = [r for r in results if r.outcome in (Counted.WRITTEN, Counted.DISK_ERROR)]
+            if self._worker is not None and disk_said:
                 # The worker process wrote (or failed to write) the files: its disk's word is the latest.
-                self.vault.note_disk(next((r.error for r in results if r.disk_error), None))
+                self.vault.note_disk(next((r.error for r in disk_said if r.outcome is Counted.DISK_ERROR), None))
             for job, result, seq in zip(jobs, results, seqs, strict=True):
-                if result.disk_error:
+                if result.outcome is Counted.DISK_ERROR:
                     # The disk refused the write: the calls wait, and are counted once it takes writes again.
                     log.warning("%s: cannot record the call yet: %s", result.relpath, result.error)
                     self._hold({job.key: batch[job.key]})
-                elif result.error is not None:
+                elif result.outcome is Counted.BROKEN:
                     log.warning("%s: cannot record the call: %s", result.relpath, result.error)
-                elif result.gone:
+                elif result.outcome is Counted.GONE:
                     # Moved or removed by hand just now: counted once the watcher has seen where it went.
                     self._hold({job.key: batch[job.key]})
-                elif result.digest is not None:
+                elif result.outcome is Counted.WRITTEN:
                     line = f"call from {phone.short(job.key)}" + (f" ({job.calls} calls)" if job.calls > 1 else "")
                     written.append((line, result, seq))
             await self.writes.commit_and_index(
@@ -194,8 +195,8 @@ class CallRecorder:
             return count_calls(self.vault, job)
         loaded = self.vault.load(job.relpath)
         if loaded is None or not isinstance(loaded.record, Caller):
-            return Recorded(job.relpath, error=loaded.error if loaded else "the file is gone")
-        return Recorded(job.relpath, loaded.digest, loaded.stat, loaded.record)
+            return Recorded(job.relpath, Counted.BROKEN, error=loaded.error if loaded else "the file is gone")
+        return Recorded(job.relpath, Counted.WRITTEN, loaded.digest, loaded.stat, loaded.record)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ A periodic reconcile scan heals anything a missed event left behind.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import time
@@ -37,6 +38,16 @@ _BUSY_RETRY_SECONDS = 0.02
 _GROUP_SECONDS = 1.0
 
 
+class Seen(enum.Enum):
+    """What `Watcher.refresh` found when it looked at a file again."""
+
+    OWN = "own"  # bytes this process wrote: its write path indexes them once committed
+    SAME = "same"  # what the index already has (or still nothing)
+    CHANGED = "changed"  # a person's change (or removal), now in the index
+    BUSY = "busy"  # the worker process is rewriting the file for the write path: look again later
+    IGNORED = "ignored"  # not a vault file the index keeps
+
+
 class Watcher:
     """Watches one vault and feeds the index; commits hand edits after a quiet period."""
 
@@ -57,19 +68,18 @@ class Watcher:
 
     # -- loading -------------------------------------------------------------------------------
 
-    def refresh(self, relpath: str, *, own_pending: bool = True) -> str:
-        """Re-read one file into the index. Returns "own", "same", "changed", "busy" or "ignored".
+    def refresh(self, relpath: str, *, own_pending: bool = True) -> Seen:
+        """Re-read one file into the index, and say what was found.
 
         With `own_pending`, bytes this process wrote are left to the write path that wrote them,
         which indexes them once they are committed (at start-up there is no such write path).
-        "busy": the worker process is rewriting the file for the write path; look again later.
         """
         if kind_of(relpath) is Kind.OTHER:
-            return "ignored"
+            return Seen.IGNORED
         if own_pending and self.vault.own.is_claimed(relpath):
-            return "busy"
+            return Seen.BUSY
         if own_pending and self.vault.own.is_own_file(relpath, self.vault.stat(relpath)):
-            return "own"  # the worker's write for this process, which indexes it: no need to read it
+            return Seen.OWN  # the worker's write for this process, which indexes it: no need to read it
         seq = self.vault.next_seq()
         state = self.index.files.get(relpath)
 
@@ -83,21 +93,21 @@ class Watcher:
         loaded = self.vault.load(relpath, unless=known)
         if loaded is None:
             if state is None:
-                return "same"
+                return Seen.SAME
             self.index.apply(relpath, None, seq)
-            return "changed"
+            return Seen.CHANGED
         if not loaded.parsed:
             if state is not None and state.digest == loaded.digest:
                 state.stat = loaded.stat
-                return "same"
-            return "own"
+                return Seen.SAME
+            return Seen.OWN
         self.index.apply(relpath, loaded, seq)
         # Someone else's bytes are in service now: if they later put back what this process once
         # wrote, that is their edit, not an echo of ours.
         self.vault.own.forget(relpath)
         if loaded.error:
             log.warning("%s %s; the last good version stays in service", relpath, loaded.error)
-        return "changed"
+        return Seen.CHANGED
 
     def load_all(self, cached: dict[str, Loaded] | None = None) -> int:
         """Parse the whole vault into the index (start-up); returns how many files had to be read.
@@ -197,9 +207,9 @@ class Watcher:
         busy = []
         for n, relpath in enumerate(sorted(relpaths)):
             outcome = self.refresh(relpath)
-            if outcome == "changed":
+            if outcome is Seen.CHANGED:
                 self._schedule_commit(relpath)
-            elif outcome == "busy":
+            elif outcome is Seen.BUSY:
                 busy.append(str(self.vault.root / relpath))
             if n % _SLICE == _SLICE - 1:
                 await asyncio.sleep(0)
@@ -274,13 +284,13 @@ class Watcher:
             on_disk.add(relpath)
             state = self.index.files.get(relpath)
             stale = state is None or state.stat != stat
-            if stale and self.refresh(relpath) == "changed":
+            if stale and self.refresh(relpath) is Seen.CHANGED:
                 self._schedule_commit(relpath)
                 repaired += 1
             if stale or n % _SCAN_SLICE == _SCAN_SLICE - 1:
                 await asyncio.sleep(0)
         for relpath in [p for p in self.index.files if p not in on_disk]:
-            if self.refresh(relpath) == "changed":
+            if self.refresh(relpath) is Seen.CHANGED:
                 self._schedule_commit(relpath)
                 repaired += 1
         if repaired:
