@@ -540,6 +540,7 @@ class GitWriter:
 def _lay_out(stage: Path, contents: dict[str, bytes | None]) -> None:
     """Write each path's bytes under `stage` (none for a removed file); a failure leaves nothing behind."""
     try:
+        stage.mkdir(parents=True, exist_ok=True)  # git needs the work tree, even with only removals in it
         for path, data in contents.items():
             if data is not None:
                 copy = stage / path
