@@ -80,7 +80,12 @@ def recorded(server: LiveServer, number: str, count: int) -> bool:
     path = server.vault / "callers" / f"{key_for(number)[:12]}.md"
     if not path.exists() or frontmatter(path).get("call_count") != count:
         return False
-    return server.client.get("/health").json()["pending_writes"] == 0
+    # Written is not yet committed: the file must also be what git has (no change left in the work tree).
+    relpath = path.relative_to(server.vault).as_posix()
+    return (
+        server.client.get("/health").json()["pending_writes"] == 0
+        and git(server.vault, "status", "--porcelain", "--", relpath) == ""
+    )
 
 
 def test_fixture_requests_get_the_flat_answer(server: LiveServer) -> None:
