@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Commands other than `serve` print their own results and their own errors, each on one line: the
     # log (the same failure in the service's longer words) speaks up only when something crashes.
     logs.configure(settings if args.command == "serve" else msgspec.structs.replace(settings, log_level="CRITICAL"))
-    from server.gitwriter import GitError
+    from server.gitrun import GitError
     from server.service import VaultMissing
     from server.vault import DiskError
 

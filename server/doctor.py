@@ -83,7 +83,7 @@ def _git(vault: Vault, settings: Settings) -> Iterator[Finding]:
     dirty = git.dirty_paths()
     if dirty:
         yield "warn", f"{len(dirty)} uncommitted change(s) in the vault: they are committed at the next start"
-    tracked = git.run_sync("ls-files", check=False).stdout.splitlines()
+    tracked = git.runner.run_sync("ls-files", check=False).stdout.splitlines()
     if any(path.endswith(KEY_FILE.split("/")[-1]) for path in tracked):
         yield "fix", "a phone-hash key file is tracked in the vault's git: remove it from history and rotate the key"
 

@@ -21,7 +21,7 @@ import msgspec
 from server import phone
 from server.callcount import CallsToRecord, Counted, Recorded, count_calls
 from server.config import Settings
-from server.gitwriter import Exact
+from server.gitstage import Exact
 from server.identity import Identities, Identity
 from server.markdown import Kind
 from server.records import Caller

@@ -20,7 +20,8 @@ from typing import Any
 
 import watchfiles
 
-from server.gitwriter import GitError, GitWriter
+from server.gitrun import GitError
+from server.gitwriter import GitWriter
 from server.index import Index
 from server.markdown import CALLERS, NOTES, Kind, kind_of
 from server.vault import Loaded, Vault

@@ -14,7 +14,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from server import parse, text, vault
-from server.gitwriter import Exact, GitWriter
+from server.gitstage import Exact
+from server.gitwriter import GitWriter
 from server.index import Index
 from server.markdown import Kind, kind_of
 from server.records import Caller

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from server import gitwriter
-from server.gitwriter import MAX_LISTED, GitError, GitWriter, message
+from server import gitstage, gitwriter
+from server.gitrun import GitError
+from server.gitwriter import MAX_LISTED, GitWriter, message
 from server.service import open_service
 from server.worker import Worker
 from tests.conftest import git, make_settings
@@ -234,7 +235,7 @@ async def test_stale_index_lock_is_recovered(repo: tuple[Path, GitWriter]) -> No
         await writer.stop()
     assert sha is not None
     assert not lock.exists()
-    assert writer.status.lock_recoveries == 1
+    assert writer.runner.lock_recoveries == 1
     assert "callers/a.md" in git(root, "ls-files")
     assert_clean(root)
 
@@ -267,7 +268,7 @@ async def test_a_live_lock_is_waited_for_not_stolen(repo: tuple[Path, GitWriter]
         await writer.stop()
     assert sha is not None
     assert waited >= 0.35
-    assert writer.status.lock_recoveries == 0
+    assert writer.runner.lock_recoveries == 0
     assert_clean(root)
 
 
@@ -341,7 +342,7 @@ async def test_a_path_the_vault_ignores_is_skipped_and_never_blocks_later_commit
 ) -> None:
     root, writer = repo
     if many:  # as a commit of many files stages them
-        monkeypatch.setattr(gitwriter, "_ADD_MAX_PATHS", 0)
+        monkeypatch.setattr(gitstage, "_ADD_MAX_PATHS", 0)
     write(root, ".gitignore", "callers/private/\ncallers/*.draft.md\n")
     write(root, "callers/private/secret.md", "not for git\n")
     write(root, "callers/x.draft.md", "not for git either\n")
@@ -521,7 +522,6 @@ async def test_loose_objects_are_packed_when_the_writer_is_quiet(
 ) -> None:
     # Commits never start git's housekeeping themselves (it would land in a burst of calls); the
     # writer runs it once nothing has been committed for a while.
-    from server import gitwriter
 
     monkeypatch.setattr(gitwriter, "_HOUSEKEEPING_IDLE_SECONDS", 0.3)
     monkeypatch.setattr(gitwriter, "_GC_AUTO", 1)

@@ -12,7 +12,7 @@ from litestar.exceptions import NotFoundException, ServiceUnavailableException, 
 
 from server.answers import answer_bytes, caller_json
 from server.auth import admin_guard
-from server.gitwriter import GitError
+from server.gitrun import GitError
 from server.routes.replies import API_BODY_LIMIT, NOT_COMMITTED, NOT_SAVED, service_of
 from server.service import Service
 from server.vault import DiskError

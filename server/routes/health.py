@@ -45,7 +45,7 @@ def health_report(service: Service) -> dict[str, Any]:
         "last_commit_at": git.last_commit_at,
         "git_error": git.last_error,
         "disk_error": disk_error,
-        "git_lock_recoveries": git.lock_recoveries,
+        "git_lock_recoveries": service.memory.git.runner.lock_recoveries,
         "pending_writes": git.pending,
         "pending_calls": service.memory.recorder.pending_calls,
         # The worker process (git and call recording off the event loop); without it, both run in process.

@@ -15,7 +15,7 @@ from litestar.exceptions import (
 
 from server import phone
 from server.elevenlabs import PayloadError, PostCallEvent, finished_call, parse_signature
-from server.gitwriter import GitError
+from server.gitrun import GitError
 from server.routes.replies import NOT_COMMITTED, NOT_SAVED, POST_CALL_BODY_LIMIT, decode, json_response, service_of
 from server.vault import DiskError
 from server.writes import WriteError

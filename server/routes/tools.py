@@ -8,7 +8,7 @@ from litestar.datastructures import State
 from server import text
 from server.auth import webhook_guard
 from server.elevenlabs import ToolAnswer, ToolRemember
-from server.gitwriter import GitError
+from server.gitrun import GitError
 from server.routes.replies import WEBHOOK_BODY_LIMIT, service_of
 from server.vault import DiskError
 from server.writes import FileFull, WriteError

@@ -1,0 +1,166 @@
+"""Running git in one vault: our identity and config alone, input on stdin, a stale lock recovered.
+
+Every git command of the service starts here. In the server the commands are started by the worker
+process (`server.worker`), so the server itself never forks; without it they run in process. The
+identity comes from settings, never from the machine's git configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from server.worker import Worker, WorkerError, WorkerGone
+
+log = logging.getLogger("memory_bridge.git")
+
+_LOCK_STALE_SECONDS = 2.0
+_LOCK_WAIT_SECONDS = 10.0
+
+_CONFIG = (
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "core.quotepath=off",
+    # Index version 4 and the untracked cache: `git add` and `git commit` on a vault of thousands of
+    # caller files take about half the time.
+    "-c",
+    "feature.manyFiles=true",
+    # One thread: git runs beside a server answering calls, and must not take every core for a
+    # moment (preloading the index starts up to 20 threads).
+    "-c",
+    "core.preloadIndex=false",
+    "-c",
+    "index.threads=1",
+    # No housekeeping after each commit (`git commit` would start `git maintenance` every time and,
+    # now and then, a repack in the middle of a burst of calls): the writer runs it when quiet.
+    "-c",
+    "maintenance.auto=false",
+    "-c",
+    "gc.auto=0",
+)
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message has git's own words."""
+
+
+class GitRunner:
+    """Starts git commands in one vault."""
+
+    def __init__(self, root: Path, author_name: str, author_email: str) -> None:
+        self.root = root
+        # The worker process that starts the commands (the server's); None: they start here.
+        self.worker: Worker | None = None
+        self.lock_recoveries = 0
+        # Identity and config from us alone: no global or system git config can change behaviour.
+        self._env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
+            "GIT_COMMITTER_NAME": author_name,
+            "GIT_COMMITTER_EMAIL": author_email,
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_LITERAL_PATHSPECS": "1",  # a file named `[ab].md` or `*.md` is that file, not a pattern
+            "LC_ALL": "C",
+        }
+
+    def args(self, *args: str) -> list[str]:
+        """The command line of a git command in this vault."""
+        return ["git", "-C", str(self.root), *_CONFIG, *args]
+
+    def run_sync(self, *args: str, check: bool = True, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run git and wait (start-up, the CLI and tests; never on a request path); `stdin` is its input.
+
+        Like the writer task, waits out (or recovers from) an `index.lock` left by a crash.
+        """
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        while True:
+            proc = subprocess.run(
+                self.args(*args),
+                env=self._env,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=False,
+                process_group=0,
+            )
+            if proc.returncode == 0 or "index.lock" not in proc.stderr or time.monotonic() > deadline:
+                break
+            self.recover_lock()
+            time.sleep(0.05)
+        command = _subcommand(args)
+        if check and proc.returncode != 0 and not (command == "add" and _only_ignored(proc.stderr)):
+            raise GitError(f"git {command} failed: {(proc.stderr or proc.stdout).strip()}")
+        return proc
+
+    async def run(self, *args: str, ok: tuple[int, ...] = (0,), stdin: bytes = b"") -> tuple[int, str]:
+        """Run git (in the worker process when there is one); its exit code and output. Raises GitError."""
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        while True:
+            code, out, err = await self._spawn(self.args(*args), stdin)
+            text = (err or out).decode(errors="replace").strip()
+            if code in ok or (_subcommand(args) == "add" and _only_ignored(text)):
+                return code, out.decode(errors="replace")
+            if "index.lock" in text and time.monotonic() < deadline:
+                self.recover_lock()
+                await asyncio.sleep(0.05)
+                continue
+            raise GitError(f"git {_subcommand(args)} failed: {text}")
+
+    async def _spawn(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        if self.worker is not None:
+            # Started by the worker process: forking the server itself would stall its calls.
+            try:
+                ran = await self.worker.run(argv, self._env, stdin)
+                return ran.returncode, ran.stdout, ran.stderr
+            except WorkerGone as exc:
+                log.warning("running git in process: %s", exc)
+            except WorkerError as exc:  # the worker could not start git at all
+                raise GitError(str(exc)) from None
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env=self._env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            # Its own process group: a Ctrl+C meant for the server must not kill a commit half-way.
+            # (Unlike a new session, this still lets Python spawn with vfork.)
+            process_group=0,
+        )
+        out, err = await proc.communicate(stdin)
+        return proc.returncode or 0, out, err
+
+    def recover_lock(self) -> None:
+        """Remove an `index.lock` that has not moved for a while: a crash left it."""
+        # Only this writer runs git in the vault, so a lock that has not moved for a while was left
+        # by a crash (ours or a person's git); a live git holding it briefly just makes us wait.
+        lock = self.root / ".git" / "index.lock"
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > _LOCK_STALE_SECONDS:
+            lock.unlink(missing_ok=True)
+            self.lock_recoveries += 1
+            log.warning("removed a stale .git/index.lock (%.1f s old)", age)
+
+
+def _subcommand(args: tuple[str, ...]) -> str:
+    """`status` of `-c key=value status ...` (or of `--work-tree=... status ...`)."""
+    while len(args) > 1 and (args[0] == "-c" or args[0].startswith("--work-tree=")):
+        args = args[2:] if args[0] == "-c" else args[1:]
+    return args[0]
+
+
+def _only_ignored(text: str) -> bool:
+    # `git add` of a path the vault's .gitignore covers stages the other paths and exits 1. The person
+    # chose not to track that file: not a failure (else it would be retried, and fail, forever).
+    text = text.strip()
+    return text.startswith("The following paths are ignored") and "fatal:" not in text and "error:" not in text
