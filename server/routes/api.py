@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -33,6 +35,19 @@ class NoteBody(msgspec.Struct):
     date: str | None = None
 
 
+@contextlib.contextmanager
+def _write_errors() -> Iterator[None]:
+    """A refused write answers 400; a disk or git failure 503, for nothing is acknowledged that is not committed."""
+    try:
+        yield
+    except WriteError as exc:
+        raise ValidationException(str(exc)) from None
+    except DiskError:
+        raise ServiceUnavailableException(NOT_SAVED) from None
+    except GitError:
+        raise ServiceUnavailableException(NOT_COMMITTED) from None
+
+
 def _known(service: Service, caller: str) -> str:
     key = service.memory.identities.resolve(caller)
     if key is None:
@@ -48,14 +63,8 @@ async def api_add_fact(caller: str, data: FactBody, state: State) -> dict[str, A
     if target is None:
         raise NotFoundException("unknown caller")
     key = target.key
-    try:
+    with _write_errors():
         path = await service.memory.add_fact(key, data.fact, "api", e164=target.e164, legacy=target.legacy)
-    except WriteError as exc:
-        raise ValidationException(str(exc)) from None
-    except DiskError:
-        raise ServiceUnavailableException(NOT_SAVED) from None
-    except GitError:
-        raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "saved", "phone_hash": key, "file": path}
 
 
@@ -64,14 +73,8 @@ async def api_add_note(data: NoteBody, state: State) -> dict[str, Any]:
     """Append to a daily note, or to a caller's notes when `phone_hash` is given."""
     service = service_of(state)
     key = _known(service, data.phone_hash) if data.phone_hash else None
-    try:
+    with _write_errors():
         path = await service.memory.add_note(data.note, "api", date=data.date, key=key)
-    except WriteError as exc:
-        raise ValidationException(str(exc)) from None
-    except DiskError:
-        raise ServiceUnavailableException(NOT_SAVED) from None
-    except GitError:
-        raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "saved", "file": path}
 
 
@@ -101,12 +104,8 @@ async def api_forget(caller: str, state: State) -> dict[str, Any]:
     """Forget a caller: the file is removed in a commit (history keeps it; see the README)."""
     service = service_of(state)
     key = _known(service, caller)
-    try:
+    with _write_errors():
         await service.memory.forget(key, "api")
-    except DiskError:
-        raise ServiceUnavailableException(NOT_SAVED) from None
-    except GitError:
-        raise ServiceUnavailableException(NOT_COMMITTED) from None
     return {"status": "forgotten", "phone_hash": key}
 
 
