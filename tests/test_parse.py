@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from server.parse import VaultFileError, parse, parse_call, parse_caller, parse_note, parse_soul, sections
 from server.records import CallLine, DailyNote, Soul
 from server.vault import STARTER_SOUL
-from tests.vault_samples import HAND, H
+from tests.vault_samples import ALIAS_BOMB, HAND, H
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -215,3 +217,10 @@ def test_only_obsidian_fences_count(text: str, message: str) -> None:
 
 def test_a_fence_with_trailing_spaces_counts() -> None:
     assert parse_caller(f"---  \nphone_hash: {H}\n--- \t\n# Maria\n").phone_hash == H
+
+
+def test_an_alias_bomb_is_refused_at_once() -> None:
+    started = time.perf_counter()
+    with pytest.raises(VaultFileError, match="anchors or aliases"):
+        parse_caller(ALIAS_BOMB.format(key="a" * 64))
+    assert time.perf_counter() - started < 0.5, "the bomb was expanded, or nearly"

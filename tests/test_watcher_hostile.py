@@ -11,19 +11,7 @@ from pathlib import Path
 
 from tests.conftest import MARIA, OTHER, LiveServer
 from tests.live_helpers import caller_md, key_for
-
-ALIAS_BOMB = """---
-phone_hash: "{key}"
-a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
-b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
-c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
-d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
-e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
-f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
-g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
----
-# Bomb
-"""
+from tests.vault_samples import ALIAS_BOMB
 
 
 def rss_mb(pid: int) -> float:

@@ -49,3 +49,18 @@ def changed_lines(before: str, after: str) -> list[tuple[int, str, str]]:
     a, b = before.splitlines(keepends=True), after.splitlines(keepends=True)
     assert len(a) == len(b), "line count changed"
     return [(i, x, y) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+
+
+# Seven levels of nine aliases: 9**7 strings, if a loader ever followed them.
+ALIAS_BOMB = """---
+phone_hash: "{key}"
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+---
+# Bomb
+"""
