@@ -84,7 +84,7 @@ def count_calls(vault: Vault, job: CallsToRecord) -> Recorded:
         return text
 
     try:
-        result = vault.update_from(job.relpath, change)
+        result = vault.update(job.relpath, change)
     except _FileGone:
         return Recorded(job.relpath, Counted.GONE)
     except VaultFileError as exc:

@@ -254,19 +254,14 @@ class Vault:
         self.disk_error = str(error)
         return error
 
-    def update(self, relpath: str, change: Callable[[str | None], str | None]) -> tuple[str, str] | None:
+    def update(self, relpath: str, change: Callable[[str | None], str | None]) -> Updated | None:
         """Apply `change` to a file's current text (None if it does not exist) and write the result.
 
-        Returns (new text, digest), or None when there was nothing to change. A person may be
-        editing the same file: the write only replaces the exact version `change` saw, and an
-        append that lands on that version during the swap is noticed and `change` is re-applied on
-        top of it, so a hand edit is never overwritten.
+        Returns what was written and the bytes it was made on (for a commit of exactly this change),
+        or None when there was nothing to change. A person may be editing the same file: the write
+        only replaces the exact version `change` saw, and an append that lands on that version during
+        the swap is noticed and `change` is re-applied on top of it, so a hand edit is never overwritten.
         """
-        result = self.update_from(relpath, change)
-        return None if result is None else (result.text, result.digest)
-
-    def update_from(self, relpath: str, change: Callable[[str | None], str | None]) -> Updated | None:
-        """`update`, also telling which bytes the change was made on (for a commit of exactly this change)."""
         path = self.path(relpath)
 
         def mine(data: bytes) -> None:

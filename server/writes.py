@@ -79,7 +79,7 @@ class WritePath:
                 for n, (relpath, change) in enumerate(changes, 1):
                     try:
                         # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
-                        result = await asyncio.to_thread(self.vault.update_from, relpath, within_limit(relpath, change))
+                        result = await asyncio.to_thread(self.vault.update, relpath, within_limit(relpath, change))
                     except (WriteError, vault.DiskError) as exc:
                         refused.append(exc)  # one refused file never holds back the rest of a batch
                         log.warning("%s: %s", relpath, exc)

@@ -151,15 +151,14 @@ def test_update(v: Vault) -> None:
     result = v.update("callers/new.md", create)
     assert seen == [None]
     assert result is not None
-    text, sha = result
-    assert (v.root / "callers" / "new.md").read_text() == text == new_caller_text(H)
-    assert v.own.is_own_write("callers/new.md", sha)
+    assert (v.root / "callers" / "new.md").read_text() == result.text == new_caller_text(H)
+    assert v.own.is_own_write("callers/new.md", result.digest)
     assert v.update("callers/new.md", create) is None  # the change had nothing to do
     assert v.update("callers/new.md", lambda t: t) is None  # unchanged text is not written
     result = v.update("callers/new.md", lambda t: set_properties(t or "", {"call_count": 9}))
     assert result is not None
     assert parse_caller((v.root / "callers" / "new.md").read_text()).call_count == 9
-    assert v.own.is_own_write("callers/new.md", result[1])
+    assert v.own.is_own_write("callers/new.md", result.digest)
     assert tmp_files(v.root) == []
 
 
