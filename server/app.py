@@ -18,12 +18,14 @@ from litestar.openapi import OpenAPIConfig
 from server.answers import AnswerCache
 from server.config import Settings
 from server.routes.api import api
+from server.routes.gitpush import git_event
 from server.routes.health import health
 from server.routes.personalize import personalize
 from server.routes.postcall import post_call
 from server.routes.replies import API_BODY_LIMIT, error_response
 from server.routes.tools import tool_remember
 from server.service import open_service
+from server.sync import SyncError
 
 log = logging.getLogger("memory_bridge.http")
 
@@ -46,7 +48,11 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        service = open_service(settings)
+        try:
+            service = open_service(settings)
+        except SyncError as exc:
+            log.error("%s", exc)  # what to do, in one line: no traceback to read through
+            raise
         await service.start()
         app.state.service = service
         app.state.answers = AnswerCache()
@@ -57,7 +63,7 @@ def create_app(settings: Settings) -> Litestar:
             await service.stop()
 
     return Litestar(
-        route_handlers=[personalize, post_call, tool_remember, health, api],
+        route_handlers=[personalize, post_call, tool_remember, git_event, health, api],
         lifespan=[lifespan],
         exception_handlers={500: _internal_error, RecursionError: _too_deep},
         openapi_config=OpenAPIConfig(title="memory-bridge", version="0.1.0"),

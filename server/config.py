@@ -111,6 +111,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str, _doc("Author of the vault's commits. The machine's own git identity is never used.")
     ] = "memory-bridge"
     git_author_email: Annotated[str, _doc("E-mail address of that author.")] = "memory-bridge@localhost"
+    git_remote: Annotated[
+        str | None,
+        _doc(
+            "The git remote the vault syncs with (https://, ssh:// or git@host:path, git://, file://): the "
+            "team's laptops and any second replica meet there. Credentials may be in the URL or come from a "
+            "credential helper; they are never shown. ssh uses GIT_SSH_COMMAND. Unset: no sync."
+        ),
+    ] = None
+    git_branch: Annotated[
+        Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]+$")], _doc("The branch the vault syncs on.")
+    ] = "main"
+    sync_seconds: Annotated[
+        float, _doc("Seconds between fetches from GIT_REMOTE (a push event fetches at once).", ge=0.2, le=86_400.0)
+    ] = 15.0
+    sync_webhook_secret: Annotated[
+        Annotated[str, _SECRET] | None,
+        _doc(
+            "Secret of the git host's push webhook (POST /webhook/git): GitHub, Gitea and Forgejo sign with it "
+            "(X-Hub-Signature-256), GitLab sends it (X-Gitlab-Token). Unset: /webhook/git answers 403."
+        ),
+    ] = None
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _doc("DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     ] = "INFO"

@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from server.remote import without_credentials
 from server.worker import Worker, WorkerError, WorkerGone
 
 log = logging.getLogger("memory_bridge.git")
@@ -45,8 +46,17 @@ _CONFIG = (
 )
 
 
+# The machine's git variables are dropped, but for how to reach a remote over ssh (SPEC §11).
+_PASSED_THROUGH = frozenset({"GIT_SSH_COMMAND", "GIT_SSH", "GIT_SSH_VARIANT"})
+# A fetch or push that has not finished by then is stopped: a slow remote must not hold up the next try.
+NETWORK_TIMEOUT_SECONDS = 60.0
+
+
 class GitError(RuntimeError):
-    """A git command failed; the message has git's own words."""
+    """A git command failed; the message has git's own words, without a remote's credentials."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(without_credentials(message))
 
 
 class GitRunner:
@@ -59,7 +69,7 @@ class GitRunner:
         self.lock_recoveries = 0
         # Identity and config from us alone: no global or system git config can change behaviour.
         self._env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+            **{k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _PASSED_THROUGH},
             "GIT_AUTHOR_NAME": author_name,
             "GIT_AUTHOR_EMAIL": author_email,
             "GIT_COMMITTER_NAME": author_name,
@@ -75,22 +85,28 @@ class GitRunner:
         """The command line of a git command in this vault."""
         return ["git", "-C", str(self.root), *_CONFIG, *args]
 
-    def run_sync(self, *args: str, check: bool = True, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    def run_sync(
+        self, *args: str, check: bool = True, stdin: str = "", timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run git and wait (start-up, the CLI and tests; never on a request path); `stdin` is its input.
 
         Like the writer task, waits out (or recovers from) an `index.lock` left by a crash.
         """
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
-            proc = subprocess.run(
-                self.args(*args),
-                env=self._env,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                check=False,
-                process_group=0,
-            )
+            try:
+                proc = subprocess.run(
+                    self.args(*args),
+                    env=self._env,
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    process_group=0,
+                    timeout=timeout,
+                )
+            except subprocess.TimeoutExpired:
+                raise GitError(f"git {_subcommand(args)} gave no answer within {timeout:.0f} s") from None
             if proc.returncode == 0 or "index.lock" not in proc.stderr or time.monotonic() > deadline:
                 break
             self.recover_lock()
@@ -113,6 +129,37 @@ class GitRunner:
                 await asyncio.sleep(0.05)
                 continue
             raise GitError(f"git {_subcommand(args)} failed: {text}")
+
+    async def run_network(
+        self, *args: str, ok: tuple[int, ...] = (0,), timeout: float = NETWORK_TIMEOUT_SECONDS
+    ) -> tuple[int, str]:
+        """Run a git command that talks to the remote (fetch, push, ls-remote): its exit code and output.
+
+        Started here, not in the worker process, so that a remote that takes its time never holds up
+        the worker's commits; Python starts it with vfork, which does not stall the event loop the way
+        a fork of the whole server would. Stopped after `timeout` seconds. Raises GitError (whose
+        message never holds the remote's credentials).
+        """
+        argv = self.args(*args)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env=self._env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            process_group=0,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise GitError(f"git {_subcommand(args)} gave no answer within {timeout:.0f} s") from None
+        code = proc.returncode or 0
+        if code not in ok:
+            text = (err or out).decode(errors="replace").strip()
+            raise GitError(f"git {_subcommand(args)} failed: {text}")
+        return code, out.decode(errors="replace")
 
     async def _spawn(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
         if self.worker is not None:

@@ -13,18 +13,22 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from server import gitstage
+from server import gitmerge, gitstage
+from server.acknowledged import Acknowledged, Held
 from server.gitlock import WriterLock
+from server.gitmerge import Merged, MergeOutcome
 from server.gitrun import GitError, GitRunner
 from server.gitstage import Exact, blob_id
 from server.worker import Worker
 
 log = logging.getLogger("memory_bridge.git")
 
-SOURCES = ("api", "webhook", "tool", "cli", "hand-edit")
+SOURCES = ("api", "webhook", "tool", "cli", "hand-edit", "sync")
 _BATCH_WINDOW_SECONDS = 0.005
 # A commit message lists at most this many changes, then says how many more: a message (and its
 # memory) must not grow with a commit of a hundred thousand files.
@@ -43,8 +47,10 @@ class _Job:
     paths: list[str]
     lines: list[str]
     source: str
-    done: asyncio.Future[str | None]
+    done: asyncio.Future[Any]
     exact: dict[str, Exact] | None = None
+    # Set for work that must run alone, between commits (a merge): it runs instead of a commit.
+    work: Callable[[], Awaitable[Any]] | None = None
 
 
 @dataclass
@@ -71,6 +77,9 @@ class GitStatus:
     last_commit_at: float | None = None
     last_error: str | None = None
     pending: int = 0
+    # Acknowledged commits that dropped out of the branch's history and were merged back.
+    restored: int = 0
+    last_restored_at: float | None = None
 
 
 class GitWriter:
@@ -92,16 +101,20 @@ class GitWriter:
         # path -> blob this writer last committed there from exact bytes (saves asking git); recent paths only.
         self._blobs: OrderedDict[str, str | None] = OrderedDict()
         self.runner = GitRunner(root, author_name, author_email)
+        # Called after each commit this writer makes (sync pushes soon after).
+        self.on_commit: Callable[[], None] | None = None
+        # The newest commit whose changes were acknowledged: it must stay in the branch's history.
+        self.acknowledged = Acknowledged(root)
 
     # -- running git -----------------------------------------------------------------------------
 
     # -- repository set-up -----------------------------------------------------------------------
 
-    def ensure_repo(self) -> bool:
-        """Make the vault a git repository of its own; True if it was created now."""
+    def ensure_repo(self, branch: str = "main") -> bool:
+        """Make the vault a git repository of its own, on `branch`; True if it was created now."""
         if (self.root / ".git").exists():
             return False
-        self.runner.run_sync("init", "-q", "-b", "main")
+        self.runner.run_sync("init", "-q", "-b", branch)
         return True
 
     def _head_from_files(self) -> str | None:
@@ -203,6 +216,73 @@ class GitWriter:
         self.hand_edits.difference_update(edits)
         await self.commit(list(edits), [f"hand edit: {path} {what}" for path, what in edits.items()], "hand-edit")
 
+    async def exclusive(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `work` in turn with commits, alone and under the writer lock; returns what it returns."""
+        if self._queue is None:
+            raise RuntimeError("the git writer is not running")
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job([], [], "sync", done, work=work))
+        return await done
+
+    async def merge(self, ref: str, subject: str) -> Merged:
+        """Merge commit `ref` into the branch (people's uncommitted edits committed first), in turn with commits."""
+        merged: Merged = await self.exclusive(lambda: self._merge(ref, subject))
+        return merged
+
+    async def keep_acknowledged(self) -> None:
+        """Check, in turn with commits, that every acknowledged change is still in the branch (see below)."""
+        await self.exclusive(self._keep_acknowledged)
+
+    async def _run_work(self, job: _Job) -> None:
+        assert job.work is not None
+        try:
+            result = await job.work()
+        except Exception as exc:  # the waiting caller gets the failure; the writer goes on
+            if not job.done.done():
+                job.done.set_exception(exc)
+            return
+        if not job.done.done():
+            job.done.set_result(result)
+
+    async def _merge(self, ref: str, subject: str) -> Merged:
+        dirty = await gitmerge.dirty_paths(self.runner)
+        if dirty:
+            # git would refuse to merge over them: a person's edits still in their quiet period are
+            # committed now, as theirs.
+            await gitstage.stage(self.runner, dirty)
+            lines = [f"hand edit: {path} edited" for path in dirty]
+            self._note_commit(await self._commit_index(message(lines, "hand-edit")), lines)
+            self.hand_edits.difference_update(dirty)
+        merged = await gitmerge.merge_in(self.runner, ref, subject, "sync")
+        if merged.outcome in (MergeOutcome.MERGED, MergeOutcome.FAST_FORWARD):
+            # The merge rewrote files behind this writer's back: what it knew of them is stale.
+            self._blobs.clear()
+            self._last_tree = None
+            self._note_commit(merged.head, [subject])
+        return merged
+
+    async def _keep_acknowledged(self) -> None:
+        """Merge acknowledged commits back if the branch moved so that they left its history."""
+        held = await self.acknowledged.held_by(self.runner, await self._head())
+        if held is Held.YES:
+            return
+        sha = self.acknowledged.sha or ""
+        if held is Held.GONE:
+            log.error("the acknowledged commit %s is no longer in the repository: nothing to merge back", sha[:12])
+            return
+        log.warning(
+            "the branch moved and left acknowledged changes out of its history (a reset, rebase or force-push): "
+            "merging them back from %s",
+            sha[:12],
+        )
+        merged = await self._merge(sha, "restore acknowledged changes the branch had lost")
+        if merged.outcome is MergeOutcome.REFUSED:
+            self.status.last_error = f"acknowledged changes left the branch; merging them back failed: {merged.detail}"
+            log.error("%s", self.status.last_error)
+            return
+        self.status.restored += 1
+        self.status.last_restored_at = time.time()
+
     async def _loop(self) -> None:
         assert self._queue is not None
         commits_since_housekeeping = 0
@@ -220,14 +300,22 @@ class GitWriter:
             await asyncio.sleep(_BATCH_WINDOW_SECONDS)
             while not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
-            by_source: dict[str, list[_Job]] = {}
-            for job in jobs:
-                by_source.setdefault(job.source, []).append(job)
-            for source, group in by_source.items():
-                async with self.lock.held():
-                    await self._commit_group(source, group)
-            for _ in jobs:
-                self._queue.task_done()
+            while jobs:
+                # Commits up to the next piece of work run first, grouped by source; then that work alone.
+                cut = next((n for n, job in enumerate(jobs) if job.work is not None), len(jobs))
+                commits, work, jobs = jobs[:cut], jobs[cut : cut + 1], jobs[cut + 1 :]
+                by_source: dict[str, list[_Job]] = {}
+                for job in commits:
+                    by_source.setdefault(job.source, []).append(job)
+                for source, group in by_source.items():
+                    async with self.lock.held():
+                        await self._keep_acknowledged()
+                        await self._commit_group(source, group)
+                for job in work:
+                    async with self.lock.held():
+                        await self._run_work(job)
+                for _ in commits + work:
+                    self._queue.task_done()
 
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
         paths = [p for job in jobs for p in job.paths] + list(self._failed.paths)
@@ -328,6 +416,9 @@ class GitWriter:
             return
         self.status.last_commit = sha
         self.status.last_commit_at = time.time()
+        self.acknowledged.note(sha)
+        if self.on_commit is not None:
+            self.on_commit()
 
 
 def message(lines: list[str], source: str, more: int = 0) -> str:

@@ -15,6 +15,7 @@ import time
 from types import TracebackType
 
 from server.config import Settings
+from server.remote import without_credentials
 
 # What phonenumbers accepts between the digits of a number (spaces of any kind, dashes of any kind,
 # dots, slashes, brackets, tildes), and the same characters percent-encoded in a URL.
@@ -52,14 +53,14 @@ def _redact_candidate(match: re.Match[str]) -> str:
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Replace every configured secret, and every run of 7 or more digits that may be a phone number.
+    """Replace every configured secret, a URL's credentials, and every run of 7+ digits that may be a phone number.
 
     A run is digits with the separators people and phonenumbers use between them (`+1 (415) 555-0177`,
     `+44 20  7946 0958`, `415.555.0177`, `%2B14155550177`), whatever the grouping; dates stay.
     """
     for secret in secrets:
         text = text.replace(secret, "[secret]")
-    return _CANDIDATE.sub(_redact_candidate, text)
+    return _CANDIDATE.sub(_redact_candidate, without_credentials(text))
 
 
 class RedactingFilter(logging.Filter):
@@ -131,6 +132,7 @@ def configure(settings: Settings) -> None:
         settings.elevenlabs_webhook_secret,
         settings.admin_api_key,
         settings.phone_hash_key,
+        settings.sync_webhook_secret,
     )
     handler.addFilter(RedactingFilter(tuple(s for s in secrets if s)))
     if settings.log_format == "json":

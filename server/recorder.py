@@ -119,7 +119,8 @@ class CallRecorder:
             return
         async with self.writes.holding([job.relpath for job in jobs]):
             try:
-                results = await self._count_calls(jobs)
+                async with self.writes.gate.passing():
+                    results = await self._count_calls(jobs)
             except BaseException:
                 self._hold(batch)  # nothing says which files were written: keep every call, try again later
                 raise

@@ -18,6 +18,7 @@ from server.gitwriter import GitWriter
 from server.identity import Identities
 from server.index import Index
 from server.memory import Memory
+from server.sync import Sync, join_remote
 from server.vault import Vault
 from server.watcher import Watcher
 from server.worker import Worker
@@ -32,6 +33,7 @@ class Service:
     settings: Settings
     memory: Memory
     watcher: Watcher
+    sync: Sync
     started_at: float
     ready_seconds: float = 0.0
     worker: Worker | None = None
@@ -53,6 +55,7 @@ class Service:
         await self.memory.recorder.start(self.worker)
         if watch:
             await self.watcher.start()
+            await self.sync.start()
         self.ready_seconds = time.monotonic() - self.started_at
 
     async def stop(self) -> None:
@@ -60,6 +63,7 @@ class Service:
         await self.watcher.stop()
         await self.memory.recorder.stop()
         await self.memory.git.stop()
+        await self.sync.stop()  # after the last commits, which it pushes
         if self.worker is not None:
             await self.worker.stop()
         cache.save(self.memory.vault.root, self.watcher.snapshot())
@@ -113,7 +117,9 @@ def open_service(settings: Settings) -> Service:
     vault = Vault(settings.vault_dir)
     vault.root.mkdir(parents=True, exist_ok=True)
     git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email)
-    created_repo = git.ensure_repo()
+    created_repo = git.ensure_repo(settings.git_branch)
+    if settings.git_remote is not None:
+        join_remote(settings, git, created_repo)
     vault.ensure_layout()
     stale = vault.remove_stale_temp_files()
     if stale:
@@ -149,4 +155,5 @@ def open_service(settings: Settings) -> Service:
         index.caller_count,
         len(index.errors()),
     )
-    return Service(settings, memory, watcher, started)
+    sync = Sync(settings, git, memory.writes.gate)
+    return Service(settings, memory, watcher, sync, started)

@@ -40,6 +40,45 @@ class FileFull(WriteError):
     """A write refused because the file would grow past what the service writes (below the loader's limit)."""
 
 
+class Gate:
+    """Lets the service's file writes through, or holds new ones while the branch is merged in the working tree.
+
+    A merge rewrites files; a write landing in the middle would be lost by git or would make git
+    refuse the merge. Writes pass one by one; `closed()` waits for those passing to finish.
+    """
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self._passing = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def passing(self) -> AsyncIterator[None]:
+        """Around a file write: waits while the gate is closed."""
+        while not self._open.is_set():
+            await self._open.wait()
+        self._passing += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._passing -= 1
+            if self._passing == 0:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def closed(self) -> AsyncIterator[None]:
+        """Hold new file writes, and wait for those under way, for as long as this is held."""
+        self._open.clear()
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
+
+
 class WritePath:
     """One vault's writes: file change → git commit → index update, in that order, one place."""
 
@@ -49,6 +88,8 @@ class WritePath:
         self.git = git
         # Held while a file's current text is read, changed and written back.
         self.edit_lock = asyncio.Lock()
+        # Closed while a merge (sync) rewrites files in the working tree.
+        self.gate = Gate()
         # Files written but not yet committed, with the future their commit resolves.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
 
@@ -75,7 +116,7 @@ class WritePath:
             written: list[tuple[str, str, str, int]] = []
             exact: dict[str, Exact] = {}
             refused: list[WriteError | vault.DiskError] = []
-            async with self.edit_lock:
+            async with self.gate.passing(), self.edit_lock:
                 for n, (relpath, change) in enumerate(changes, 1):
                     try:
                         # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
@@ -106,7 +147,7 @@ class WritePath:
     async def delete(self, relpath: str, line: str, source: str, before: Callable[[], Awaitable[None]]) -> None:
         """Remove a file in a commit of its own; `before` runs under the edit lock, just before the removal."""
         async with self.holding([relpath]):
-            async with self.edit_lock:
+            async with self.gate.passing(), self.edit_lock:
                 await before()
                 base = self.vault.delete(relpath)
                 seq = self.vault.next_seq()

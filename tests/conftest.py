@@ -18,6 +18,9 @@ import pytest
 
 from server.config import Settings, load_settings
 
+# Real git remotes (git daemon on loopback) and laptops, for the sync tests.
+pytest_plugins = ["tests.remotes"]
+
 FIXTURES = Path(__file__).parent / "fixtures" / "elevenlabs"
 
 WEBHOOK_SECRET = "test-webhook-secret"

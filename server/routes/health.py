@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -34,6 +35,8 @@ def health_report(service: Service) -> dict[str, Any]:
     disk_error = service.memory.vault.disk_error
     degraded = bool(errors) or not watcher_alive or git.last_error is not None or not service.memory.git.alive
     degraded = degraded or disk_error is not None
+    sync = service.sync
+    degraded = degraded or sync.status.last_error is not None
     return {
         "status": "degraded" if degraded else "ok",
         "callers": index.caller_count,
@@ -52,4 +55,7 @@ def health_report(service: Service) -> dict[str, Any]:
         "worker_alive": service.worker is not None and service.worker.alive,
         "worker_restarts": service.worker.restarts if service.worker is not None else 0,
         "ready_seconds": round(service.ready_seconds, 3),
+        # The remote as it may be shown (no credentials); None without GIT_REMOTE.
+        "sync": dataclasses.asdict(sync.status) if sync.enabled else None,
+        "restored_acknowledged": git.restored,
     }

@@ -1,0 +1,273 @@
+"""Sync: the vault and its git remote kept in step (SPEC §11).
+
+Commits are pushed soon after they are made, a few at a time. Every `SYNC_SECONDS`, and at once on
+a push event, the remote's branch is fetched and merged. Fetch and push talk to the network and run
+beside the git writer, never inside it, so a slow or dead remote holds up no write; a merge rewrites
+files and runs inside it, in turn with commits, while the service's file writes wait at the gate.
+A push the remote rejects (someone pushed first) is fetched, merged and pushed again, with backoff.
+Every round also checks that acknowledged commits are still in the branch (`server.acknowledged`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass
+
+from server import gitmerge
+from server.config import Settings
+from server.gitmerge import MergeOutcome
+from server.gitrun import GitError
+from server.gitwriter import GitWriter
+from server.remote import without_credentials
+from server.writes import Gate
+
+log = logging.getLogger("memory_bridge.sync")
+
+REMOTE = "origin"
+# Commits made within this long of each other go out in one push.
+_PUSH_BATCH_SECONDS = 0.1
+# A rejected push is fetched, merged and pushed again this many times in a row before waiting for the next round.
+_PUSH_TRIES = 6
+# After a failed round the next one waits this long, doubling up to SYNC_SECONDS.
+_FIRST_BACKOFF_SECONDS = 0.5
+
+
+@dataclass
+class SyncStatus:
+    """What `/health` and `doctor` report about sync; the remote is shown without credentials."""
+
+    remote: str
+    branch: str
+    ahead: int | None = None
+    behind: int | None = None
+    last_fetch_at: float | None = None
+    last_push_at: float | None = None
+    last_merge_at: float | None = None
+    merges: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+class SyncError(RuntimeError):
+    """The vault cannot sync with its remote as configured; the message says what to do."""
+
+
+class Joined(enum.Enum):
+    """How a vault joined its remote at start-up."""
+
+    CLONED = "cloned"  # a new vault, cloned from the remote
+    SEEDED = "seeded"  # a new vault or an existing one, and a remote without the branch: the first push makes it
+    JOINED = "joined"  # an existing vault whose history the remote shares
+    OFFLINE = "offline"  # an existing vault, the remote not reachable now: sync catches up later
+
+
+_FIRST_CLONE_SECONDS = 300.0
+# What git says when the remote has no such branch (an empty repository).
+_NO_BRANCH = "couldn't find remote ref"
+_START_FETCH_SECONDS = 10.0
+
+
+def join_remote(settings: Settings, git: GitWriter, created: bool) -> Joined:
+    """At start-up, before anything is served: point the vault at GIT_REMOTE and fetch it.
+
+    A vault created just now is cloned from the remote (an empty remote receives the starter vault
+    with the first push). A vault whose history is unrelated to the remote's stops start-up: merging
+    two vaults is a person's decision. Raises SyncError with what to do.
+    """
+    url, branch, runner = settings.git_remote, settings.git_branch, git.runner
+    assert url is not None
+    shown = without_credentials(url)
+    current = runner.run_sync("config", "--get", f"remote.{REMOTE}.url", check=False).stdout.strip()
+    if current != url:
+        runner.run_sync("config", f"remote.{REMOTE}.url", url)
+    refspec = f"+refs/heads/{branch}:refs/remotes/{REMOTE}/{branch}"
+    wait = _FIRST_CLONE_SECONDS if created else _START_FETCH_SECONDS
+    try:
+        runner.run_sync("fetch", "-q", "--no-tags", REMOTE, refspec, timeout=wait)
+    except GitError as exc:
+        if _NO_BRANCH in str(exc):
+            log.info("the remote %s has no branch %s yet: the vault's first push creates it", shown, branch)
+            return Joined.SEEDED
+        if not created:
+            log.warning("cannot reach the remote %s now (sync catches up once it answers): %s", shown, exc)
+            return Joined.OFFLINE
+        shutil.rmtree(git.root / ".git", ignore_errors=True)  # the next start tries the clone again
+        raise SyncError(
+            f"cannot clone the new vault from GIT_REMOTE ({shown}): {exc}. Check the URL and its credentials, "
+            "or unset GIT_REMOTE to start a vault without sync"
+        ) from None
+    tracking = f"refs/remotes/{REMOTE}/{branch}"
+    if created:
+        runner.run_sync("reset", "-q", "--hard", tracking)
+        log.info("cloned the vault from %s (%s)", shown, branch)
+        return Joined.CLONED
+    head = git.head()
+    if head is not None and runner.run_sync("merge-base", head, tracking, check=False).returncode != 0:
+        raise SyncError(
+            f"the vault at {git.root} has a history unrelated to branch {branch} of GIT_REMOTE ({shown}). "
+            "To serve the remote's vault, move this folder away and start again (it is cloned); to keep this "
+            "vault, point GIT_REMOTE at an empty repository (it is pushed there)"
+        )
+    return Joined.JOINED
+
+
+class Sync:
+    """One vault's sync loop (and, without a remote, just the check that acknowledged commits stay)."""
+
+    def __init__(self, settings: Settings, git: GitWriter, gate: Gate) -> None:
+        self.git = git
+        self.gate = gate
+        self.remote_url = settings.git_remote
+        self.branch = settings.git_branch
+        self.interval = settings.sync_seconds
+        self.status = SyncStatus(without_credentials(self.remote_url or ""), self.branch)
+        self._wake = asyncio.Event()
+        self._fetch_now = False
+        self._push_wanted = False
+        self._task: asyncio.Task[None] | None = None
+        # The remote's tip as last merged (or found merged already): no need to look again until it moves.
+        self._merged_tip: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a remote is configured."""
+        return self.remote_url is not None
+
+    @property
+    def tracking(self) -> str:
+        """The remote-tracking ref of the synced branch."""
+        return f"refs/remotes/{REMOTE}/{self.branch}"
+
+    async def start(self) -> None:
+        """Start the loop; every commit the writer makes from now on is pushed soon after."""
+        self.git.on_commit = self._committed
+        self._fetch_now = self._push_wanted = True
+        self._task = asyncio.create_task(self._loop(), name="sync")
+
+    async def stop(self) -> None:
+        """Stop the loop, after one last push of what is committed (bounded: the remote may be gone)."""
+        self.git.on_commit = None
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        if self.enabled:
+            with contextlib.suppress(GitError, TimeoutError):
+                await asyncio.wait_for(self._push(), 10)
+
+    def poke(self) -> None:
+        """Fetch and merge at once (a push event from the git host)."""
+        self._fetch_now = True
+        self._wake.set()
+
+    def _committed(self) -> None:
+        self._push_wanted = True
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        backoff = _FIRST_BACKOFF_SECONDS
+        next_fetch = 0.0
+        while True:
+            fetch = self._fetch_now or time.monotonic() >= next_fetch
+            self._fetch_now = False
+            if fetch:
+                next_fetch = time.monotonic() + self.interval
+            try:
+                await self.round(fetch=fetch)
+            except GitError as exc:
+                self._failed(exc)
+                await asyncio.sleep(min(backoff, self.interval))
+                backoff = min(backoff * 2, self.interval)
+                self._fetch_now = self._push_wanted = True
+                continue
+            backoff = _FIRST_BACKOFF_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_fetch - time.monotonic()))
+            self._wake.clear()
+            if self._push_wanted and not self._fetch_now:
+                await asyncio.sleep(_PUSH_BATCH_SECONDS)  # let the commits of a burst go out together
+
+    async def round(self, fetch: bool) -> None:
+        """One round: keep acknowledged commits, fetch (if `fetch`), merge what came, push what is ours."""
+        await self.git.keep_acknowledged()
+        if not self.enabled:
+            return
+        if fetch:
+            await self._fetch()
+        await self._merge_fetched()
+        self._push_wanted = False
+        for attempt in range(_PUSH_TRIES):
+            if await self._push():
+                break
+            # Someone pushed first: take their commits in, then try again, with a growing pause.
+            await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
+            await self._fetch()
+            await self._merge_fetched()
+        else:
+            raise GitError("the remote kept rejecting the push (others pushing all the time); trying again later")
+        await self._count()
+        self.status.last_error = None
+
+    async def _fetch(self) -> None:
+        refspec = f"+refs/heads/{self.branch}:{self.tracking}"
+        try:
+            await self.git.runner.run_network("fetch", "-q", "--no-tags", "--no-write-fetch-head", REMOTE, refspec)
+        except GitError as exc:
+            if _NO_BRANCH not in str(exc):
+                raise
+            # An empty remote (or one without the branch): the next push creates it.
+        self.status.last_fetch_at = time.time()
+
+    async def _merge_fetched(self) -> None:
+        runner = self.git.runner
+        tip = await gitmerge.rev(runner, self.tracking)
+        if tip is None or tip == self._merged_tip:
+            return  # the remote has no such branch yet (the first push makes it), or nothing new
+        head = await gitmerge.rev(runner, "HEAD")
+        if head is not None and await gitmerge.is_ancestor(runner, tip, head):
+            self._merged_tip = tip
+            return
+        async with self.gate.closed():
+            merged = await self.git.merge(self.tracking, f"merge {self.branch} from the remote")
+        if merged.outcome is MergeOutcome.REFUSED:
+            raise GitError(f"cannot merge the remote's {self.branch}: {merged.detail}")
+        self._merged_tip = tip
+        if merged.outcome is not MergeOutcome.UP_TO_DATE:
+            self.status.merges += 1
+            self.status.last_merge_at = time.time()
+            log.info("merged %d file(s) from the remote (%s)", len(merged.changed), merged.outcome.value)
+
+    async def _push(self) -> bool:
+        """Push the branch; False if the remote rejected it because it has commits we have not merged."""
+        code, out = await self.git.runner.run_network(
+            "push", "--porcelain", REMOTE, f"HEAD:refs/heads/{self.branch}", ok=(0, 1)
+        )
+        if code == 0:
+            self.status.last_push_at = time.time()
+            return True
+        if "[rejected]" in out:
+            return False
+        raise GitError(f"git push failed: {' '.join(out.split())[:300]}")
+
+    async def _count(self) -> None:
+        code, out = await self.git.runner.run(
+            "rev-list", "--left-right", "--count", f"HEAD...{self.tracking}", ok=(0, 128)
+        )
+        if code == 0:
+            ahead, behind = out.split()
+            self.status.ahead, self.status.behind = int(ahead), int(behind)
+
+    def _failed(self, exc: GitError) -> None:
+        text = without_credentials(str(exc))
+        if text != self.status.last_error:
+            log.warning("sync with the remote failed (retried; calls and writes go on): %s", text)
+        self.status.last_error = text
+        self.status.last_error_at = time.time()
