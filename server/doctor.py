@@ -14,6 +14,8 @@ from server.gitwriter import GitWriter
 from server.index import Index
 from server.keyfile import KEY_FILE
 from server.markdown import SOUL
+from server.remote import without_credentials
+from server.sync import REMOTE
 from server.vault import Vault
 from server.watcher import Watcher
 
@@ -37,6 +39,7 @@ def diagnose(settings: Settings) -> Iterator[Finding]:
         yield "fix", f"{vault.root} is not a git repository: run `git init` in it, or point VAULT_DIR elsewhere"
         return
     yield from _git(vault, settings)
+    yield from _sync(vault, settings)
     yield from _files(vault)
 
 
@@ -97,3 +100,45 @@ def _files(vault: Vault) -> Iterator[Finding]:
     yield "ok", f"{index.caller_count} caller(s) indexed"
     for path, error in index.errors().items():
         yield "fix", f"{path} {error}"
+
+
+# What git says when the remote refused the credentials (or asked for some it could not get).
+_AUTH_WORDS = ("authentication failed", "could not read username", "permission denied", "403", "401")
+
+
+def _sync(vault: Vault, settings: Settings) -> Iterator[Finding]:
+    url = settings.git_remote
+    if url is None:
+        yield (
+            "ok",
+            "GIT_REMOTE is not set: the vault is not synced (set it to share the vault with laptops or a replica)",
+        )
+        return
+    shown, branch = without_credentials(url), settings.git_branch
+    runner = GitWriter(vault.root, settings.git_author_name, settings.git_author_email).runner
+    configured = runner.run_sync("config", "--get", f"remote.{REMOTE}.url", check=False).stdout.strip()
+    if configured != url:
+        yield "warn", f"the vault does not point at GIT_REMOTE yet ({shown}): the service sets it at its next start"
+    target = REMOTE if configured == url else url
+    listed = runner.run_sync("ls-remote", "--heads", target, f"refs/heads/{branch}", check=False, timeout=20)
+    if listed.returncode != 0:
+        problem = without_credentials(" ".join(listed.stderr.split()))[:300]
+        if any(word in problem.lower() for word in _AUTH_WORDS):
+            yield "fix", f"the remote {shown} refused the credentials: {problem}"
+        else:
+            yield "fix", f"cannot reach the remote {shown}: {problem}"
+        return
+    tip = listed.stdout.split()[0] if listed.stdout.strip() else None
+    if tip is None:
+        yield "ok", f"the remote {shown} answers; it has no branch {branch} yet (the service's first push makes it)"
+        return
+    yield "ok", f"the remote {shown} answers; its {branch} is at {tip[:12]}"
+    counted = runner.run_sync(
+        "rev-list", "--left-right", "--count", f"HEAD...refs/remotes/{REMOTE}/{branch}", check=False
+    )
+    if counted.returncode == 0:
+        ahead, behind = (int(n) for n in counted.stdout.split())
+        if ahead or behind:
+            yield "warn", f"as of the last fetch: {ahead} commit(s) not pushed yet, {behind} not merged yet"
+        else:
+            yield "ok", "as of the last fetch, the vault and the remote are in step"
