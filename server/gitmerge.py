@@ -11,9 +11,16 @@ the branch and the files as they were. Only the git writer calls this, inside it
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from server.gitrun import GitError, GitRunner
+
+log = logging.getLogger("memory_bridge.git")
+
+# Present while the service's own merge runs: a merge found half-done at start-up with it is ours to abort.
+_MARK = Path(".git", "memory-bridge", "merging")
 
 
 class MergeOutcome(enum.Enum):
@@ -70,6 +77,29 @@ async def merge_in(runner: GitRunner, ref: str, subject: str, source: str) -> Me
     if not await related(runner, head, other):
         return Merged(MergeOutcome.REFUSED, head, detail="the two histories are unrelated")
     message = f"{subject}\n\nSource: {source}\n"
+    mark = runner.root / _MARK
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    try:
+        return await _merge(runner, head, other, message)
+    finally:
+        mark.unlink(missing_ok=True)
+
+
+def recover_interrupted(runner: GitRunner) -> bool:
+    """At start-up: abort a merge the service was killed in the middle of (never a person's). True if it did."""
+    mark = runner.root / _MARK
+    if not mark.exists():
+        return False
+    merging = runner.run_sync("rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).returncode == 0
+    if merging:
+        runner.run_sync("merge", "--abort", check=False)
+        log.warning("aborted a merge the service was stopped in the middle of; the next sync round merges again")
+    mark.unlink(missing_ok=True)
+    return merging
+
+
+async def _merge(runner: GitRunner, head: str, other: str, message: str) -> Merged:
     code, out = await runner.run(
         "merge", "--no-edit", "--no-verify", "--no-stat", "-X", "theirs", "-m", message, other, ok=(0, 1, 2, 128)
     )

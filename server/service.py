@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from server import cache, keyfile
+from server import cache, gitmerge, keyfile
 from server.config import Settings
 from server.gitlock import ServerMark, server_running
 from server.gitwriter import GitWriter
@@ -118,6 +118,7 @@ def open_service(settings: Settings) -> Service:
     vault.root.mkdir(parents=True, exist_ok=True)
     git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email)
     created_repo = git.ensure_repo(settings.git_branch)
+    gitmerge.recover_interrupted(git.runner)
     if settings.git_remote is not None:
         join_remote(settings, git, created_repo)
     vault.ensure_layout()
