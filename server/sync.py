@@ -87,6 +87,8 @@ def join_remote(settings: Settings, git: GitWriter, created: bool) -> Joined:
     if current != url:
         runner.run_sync("config", f"remote.{REMOTE}.url", url)
     refspec = f"+refs/heads/{branch}:refs/remotes/{REMOTE}/{branch}"
+    # With the fetch refspec configured, a push also moves the remote-tracking ref: ahead/behind stay true.
+    runner.run_sync("config", f"remote.{REMOTE}.fetch", refspec)
     wait = _FIRST_CLONE_SECONDS if created else _START_FETCH_SECONDS
     try:
         runner.run_sync("fetch", "-q", "--no-tags", REMOTE, refspec, timeout=wait)

@@ -202,7 +202,8 @@ def test_credentials_in_the_remote_url_are_never_shown(tmp_path: Path) -> None:
             timeout=60,
         )
         text += doctor.stdout + doctor.stderr
-        assert f"cannot reach the remote http://***@127.0.0.1:{closed_port}/team/vault.git" in doctor.stdout, doctor.stdout
+        shown = f"http://***@127.0.0.1:{closed_port}/team/vault.git"
+        assert f"cannot reach the remote {shown}" in doctor.stdout, doctor.stdout
     finally:
         server.stop()
     text += server.logs() + git(vault, "log", "--all", "-p", "--format=%H %an %s %b")
