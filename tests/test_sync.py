@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+
 from tests.conftest import MARIA, LiveServer, base_env, free_port, git
 from tests.live_helpers import MARIA_KEY, key_for, wait_until
 from tests.remotes import GitDaemon, Laptop, run_git
@@ -81,8 +83,13 @@ def test_an_empty_remote_receives_the_starter_vault_and_a_new_replica_is_cloned_
         first.stop()
 
 
-def test_a_write_on_one_replica_reaches_the_other_within_a_sync_round(tmp_path: Path, daemon: GitDaemon) -> None:
+@pytest.mark.parametrize("transport", ["git", "file"])
+def test_a_write_on_one_replica_reaches_the_other_within_a_sync_round(
+    tmp_path: Path, daemon: GitDaemon, transport: str
+) -> None:
     url = daemon.bare()
+    if transport == "file":
+        url = (daemon.base / "vault.git").as_uri()
     a = start(tmp_path, "a", url)
     b = start(tmp_path, "b", url)
     try:
