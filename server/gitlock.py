@@ -32,8 +32,10 @@ class WriterLock:
         self._root = vault_root
         self._fd: int | None = None
         # Nested holds in this process: the CLI holds the lock for a whole write, and its git
-        # writer's commit inside takes it again.
+        # writer's commit inside takes it again; in the server, every write in flight holds it.
         self._depth = 0
+        # One task at a time takes the lock from free (see `held`).
+        self._taking: asyncio.Lock | None = None
 
     def _descriptor(self) -> int:
         if self._fd is None:
@@ -53,14 +55,22 @@ class WriterLock:
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
-        """Hold the lock from the event loop: at once when it is free, else waiting in a thread."""
-        if self._depth == 0:
-            fd = self._descriptor()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
-        self._depth += 1
+        """Hold the lock from the event loop: at once when it is free, else waiting in a thread.
+
+        Tasks of this process share the hold. Taking it from free is one task's job at a time: two
+        tasks waiting in threads on the same descriptor could otherwise both count themselves in
+        while the first one's release had already dropped the lock.
+        """
+        if self._taking is None:
+            self._taking = asyncio.Lock()
+        async with self._taking:
+            if self._depth == 0:
+                fd = self._descriptor()
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            self._depth += 1
         try:
             yield
         finally:

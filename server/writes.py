@@ -172,7 +172,10 @@ class WritePath:
         done = asyncio.get_running_loop().create_future()
         self._in_flight.update(dict.fromkeys(paths, done))
         try:
-            yield
+            # The vault's writer lock, from the file change to its commit: the CLI (another process)
+            # must not read, change and commit a file between this process's write and its commit.
+            async with self.git.lock.held():
+                yield
         finally:
             for relpath in paths:
                 if self._in_flight.get(relpath) is done:
