@@ -7,24 +7,26 @@ rules; a running server sees them through its watcher.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from server import logs
-from server.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:  # imported where used: git starts `merge-file` once per file, and it must start fast
+    from server.config import Settings
+    from server.gitrun import GitRunner
 
 EXIT_USAGE = 2
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from server.config import load_settings
+
     overrides = {}
     if getattr(args, "vault", None):
         overrides["VAULT_DIR"] = str(args.vault)
@@ -33,6 +35,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    import asyncio
+
     from server.service import open_service
 
     async def run() -> int:
@@ -201,6 +205,44 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if problems else 0
 
 
+def cmd_merge_file(args: argparse.Namespace) -> int:
+    """git's merge driver for one vault file: writes the merge over OURS; non-zero only if it could not merge."""
+    logs.configure_command("memory-bridge merge-file")
+    from server.mergefile import run_driver
+
+    # git runs its drivers in the top folder of the work tree.
+    return run_driver(Path(args.base), Path(args.ours), Path(args.theirs), args.path, _runner(Path(".")))
+
+
+def _runner(root: Path) -> GitRunner:
+    """Git in a repository that is not the service's vault (no settings: the defaults' identity; it never commits)."""
+    from server.gitrun import GitRunner
+
+    return GitRunner(root, "memory-bridge", "memory-bridge@localhost")
+
+
+def cmd_merge_driver_install(args: argparse.Namespace) -> int:
+    """Register the merge driver in a clone: its command in `.git/config`, its paths in `.gitattributes`."""
+    from server.gitrun import GitError
+    from server.mergedriver import LAPTOP_COMMAND, install
+
+    try:
+        top = _runner(Path(args.repo)).run_sync("rev-parse", "--show-toplevel").stdout.strip()
+        installed = install(_runner(Path(top)), args.command or LAPTOP_COMMAND)
+    except GitError as exc:
+        print(f"memory-bridge: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"memory-bridge: could not write .gitattributes: {exc}", file=sys.stderr)
+        return 1
+    print(f"merge driver {'registered' if installed.config_written else 'already registered'} in .git/config")
+    for line in installed.attribute_lines:
+        print(f"added to .gitattributes: {line}")
+    if installed.attribute_lines:
+        print("commit .gitattributes so that every clone merges these files the same way")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------------
 
 
@@ -237,12 +279,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("import-seed", cmd_import_seed, "import the predecessor's data/ (sessions, memories, notes); safe to rerun")
     p.add_argument("data_dir", help="the predecessor's data directory")
     add("doctor", cmd_doctor, "check config, vault, git and secrets; say what to fix")
+    # Commands git runs, or that set up a person's clone: no settings, no vault of the service's.
+    p = add("merge-file", cmd_merge_file, "git's merge driver for one vault file (%%O %%A %%B %%P); writes OURS")
+    p.set_defaults(plain=True)
+    for name, what in (
+        ("base", "%%O"),
+        ("ours", "%%A, overwritten with the result"),
+        ("theirs", "%%B"),
+        ("path", "%%P"),
+    ):
+        p.add_argument(name, help=what)
+    p = add("merge-driver", cmd_merge_driver_install, "set up the vault's merge driver in a git clone")
+    p.set_defaults(plain=True)
+    p.add_argument("action", choices=["install"], help="install: register it (.git/config, .gitattributes)")
+    p.add_argument("--repo", default=".", help="the clone (default: the current directory's repository)")
+    p.add_argument("--command", help="the driver command git runs (default: memory-bridge on PATH)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `memory-bridge` console script."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "plain", False):
+        return int(args.func(args))
+    import msgspec
+
+    from server.config import ConfigError
+
     try:
         settings = _settings(args)
     except ConfigError as exc:

@@ -321,5 +321,11 @@ def _wrap(text: str, width: int = 100) -> list[str]:
     return [*lines, line]
 
 
+def git_dir_from_environment(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The repository named by GIT_DIR, which git sets for the commands it starts when it was told one."""
+    value = (os.environ if environ is None else environ).get("GIT_DIR", "")
+    return Path(value) if value.strip() else None
+
+
 if __name__ == "__main__":
     print(env_example(), end="")

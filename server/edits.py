@@ -41,11 +41,26 @@ def _newline(text: str) -> str:
 
 
 def _render_entry(key: str, value: object, nl: str) -> list[str]:
+    if value is None:
+        return [f"{key}:{nl}"]  # YAML's null, as Obsidian writes an empty property
     if isinstance(value, list | tuple):
         if not value:
             return [f"{key}: []{nl}"]
         return [f"{key}:{nl}"] + [f"  - {yaml_scalar(v)}{nl}" for v in value]
     return [f"{key}: {yaml_scalar(value)}{nl}"]
+
+
+def _entry_span(block: list[str], key: str) -> tuple[int, int] | None:
+    """Where a key's own lines are in the frontmatter block's lines: (start, stop), or None if absent."""
+    own = re.compile(rf"""^(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*:""")  # bare or quoted key
+    start = next((i for i, line in enumerate(block) if own.match(line)), None)
+    if start is None:
+        return None
+    stop = start + 1
+    # The entry's own lines: indented continuations and block-list items.
+    while stop < len(block) and (block[stop][:1] in {" ", "\t"} or block[stop].startswith("- ")):
+        stop += 1
+    return start, stop
 
 
 def set_properties(text: str, changes: dict[str, object]) -> str:
@@ -63,20 +78,31 @@ def set_properties(text: str, changes: dict[str, object]) -> str:
     end = found.close
     block = lines[1:end]
     for key, value in changes.items():
-        own = re.compile(rf"""^(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*:""")  # bare or quoted key
-        start = next((i for i, line in enumerate(block) if own.match(line)), None)
+        span = _entry_span(block, key)
         rendered = _render_entry(key, value, nl)
-        if start is None:
+        if span is None:
             if block and not block[-1].endswith(("\n", "\r")):
                 block[-1] += nl
             block += rendered
-            continue
-        stop = start + 1
-        # The entry's own lines: indented continuations and block-list items.
-        while stop < len(block) and (block[stop][:1] in {" ", "\t"} or block[stop].startswith("- ")):
-            stop += 1
-        block[start:stop] = rendered
+        else:
+            block[span[0] : span[1]] = rendered
     return "".join([lines[0], *block, *lines[end:]])
+
+
+def remove_properties(text: str, keys: list[str]) -> str:
+    """Remove frontmatter keys, each with its own lines; every other byte stays. Absent keys are no change."""
+    lines = text.splitlines(keepends=True)
+    found = find_frontmatter(lines)
+    if found is None:
+        return text
+    if isinstance(found, Unclosed):
+        raise VaultFileError("the frontmatter has no closing '---' line")
+    block = lines[1 : found.close]
+    for key in keys:
+        span = _entry_span(block, key)
+        if span is not None:
+            del block[span[0] : span[1]]
+    return "".join([lines[0], *block, *lines[found.close :]])
 
 
 def append_to_section(text: str, section: str, line: str) -> str:

@@ -7,15 +7,18 @@ identity comes from settings, never from the machine's git configuration.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.remote import without_credentials
-from server.worker import Worker, WorkerError, WorkerGone
+
+if TYPE_CHECKING:
+    from server.worker import Worker
 
 log = logging.getLogger("memory_bridge.git")
 
@@ -118,6 +121,10 @@ class GitRunner:
 
     async def run(self, *args: str, ok: tuple[int, ...] = (0,), stdin: bytes = b"") -> tuple[int, str]:
         """Run git (in the worker process when there is one); its exit code and output. Raises GitError."""
+        # asyncio and the worker are imported where they are used: the merge driver, which git starts
+        # once per conflicting file, runs git through this module and must start fast.
+        import asyncio
+
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
             code, out, err = await self._spawn(self.args(*args), stdin)
@@ -140,6 +147,8 @@ class GitRunner:
         a fork of the whole server would. Stopped after `timeout` seconds. Raises GitError (whose
         message never holds the remote's credentials).
         """
+        import asyncio  # here, not at the top: the merge driver imports this module and must start fast
+
         argv = self.args(*args)
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -162,6 +171,10 @@ class GitRunner:
         return code, out.decode(errors="replace")
 
     async def _spawn(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        import asyncio
+
+        from server.worker import WorkerError, WorkerGone
+
         if self.worker is not None:
             # Started by the worker process: forking the server itself would stall its calls.
             try:
@@ -183,6 +196,25 @@ class GitRunner:
         )
         out, err = await proc.communicate(stdin)
         return proc.returncode or 0, out, err
+
+    def merge_file(self, base: str, ours: str, theirs: str, marker_size: int) -> str:
+        """`git merge-file --diff3` of three texts: the merged text, each conflict marked with all three versions.
+
+        Needs no repository. Bytes that are not UTF-8 travel as surrogate escapes and come back as they were.
+        """
+        with tempfile.TemporaryDirectory(prefix="memory-bridge-merge-") as tmp:
+            paths = []
+            for name, text in (("ours", ours), ("base", base), ("theirs", theirs)):
+                path = Path(tmp) / name
+                path.write_bytes(text.encode("utf-8", "surrogateescape"))
+                paths.append(str(path))
+            labels = ("-L", "ours", "-L", "base", "-L", "theirs")
+            argv = self.args("merge-file", "-p", "--diff3", f"--marker-size={marker_size}", *labels, *paths)
+            proc = subprocess.run(argv, env=self._env, capture_output=True, check=False, process_group=0)
+        # The exit code counts the conflicts (up to 127); an error is negative (255).
+        if not 0 <= proc.returncode <= 127:
+            raise GitError(f"git merge-file failed: {proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout.decode("utf-8", "surrogateescape")
 
     def recover_lock(self) -> None:
         """Remove an `index.lock` that has not moved for a while: a crash left it."""

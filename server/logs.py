@@ -13,9 +13,12 @@ import sys
 import threading
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from server.config import Settings
 from server.remote import without_credentials
+
+if TYPE_CHECKING:  # not imported at run time: the merge driver git starts must start fast
+    from server.config import Settings
 
 # What phonenumbers accepts between the digits of a number (spaces of any kind, dashes of any kind,
 # dots, slashes, brackets, tildes), and the same characters percent-encoded in a URL.
@@ -148,3 +151,17 @@ def configure(settings: Settings) -> None:
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
+
+
+def configure_command(prefix: str) -> None:
+    """Log INFO and up to stderr, redacted, each line after `prefix`: for a command git starts (the merge driver).
+
+    Reads no settings: git runs it in a person's clone too, where there is no `.env` to read.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
+    setattr(handler, _CONFIGURED, True)
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not getattr(h, _CONFIGURED, False)] + [handler]
+    root.setLevel(logging.INFO)

@@ -11,9 +11,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from server import cache, gitmerge, keyfile
+from server import cache, gitmerge, keyfile, mergedriver
 from server.config import Settings
 from server.gitlock import ServerMark, server_running
+from server.gitrun import GitError
 from server.gitwriter import GitWriter
 from server.identity import Identities
 from server.index import Index
@@ -111,6 +112,17 @@ def open_view(settings: Settings) -> VaultView:
     return VaultView(settings, index, Identities(settings, index, read_key(settings)))
 
 
+def _register_merge_driver(git: GitWriter) -> tuple[str, ...]:
+    """Register the vault's merge driver (SPEC §11) at every start; the lines it added to `.gitattributes`."""
+    # This interpreter runs it, so git needs no `memory-bridge` on its PATH.
+    try:
+        return mergedriver.install(git.runner, mergedriver.service_command(sys.executable)).attribute_lines
+    except (GitError, OSError) as exc:
+        # Calls and writes do not need it; merges without it stop at conflicts instead.
+        log.warning("could not register the vault's merge driver: %s", " ".join(str(exc).split()))
+        return ()
+
+
 def open_service(settings: Settings) -> Service:
     """Open (creating on first use) the vault of `settings` and index it. Does not start tasks."""
     started = time.monotonic()
@@ -131,9 +143,12 @@ def open_service(settings: Settings) -> Service:
             "PHONE_HASH_KEY is not set: using a key kept in the vault's .git folder (never committed). "
             "Set PHONE_HASH_KEY and keep a copy: without the key, callers cannot be recognised."
         )
+    attributes = _register_merge_driver(git)
     if created_repo or git.head() is None:
         git.commit_sync(["."], ["create the vault"], "cli")  # and whatever the folder already held
         log.info("created a new vault at %s", vault.root)
+    elif attributes and not server_running(vault.root):
+        git.commit_sync([".gitattributes"], ["merge driver: .gitattributes names caller files, notes and souls"], "cli")
     # Files changed while no server ran; with a server running (this is the CLI), they are its to commit.
     dirty = [] if server_running(vault.root) else git.dirty_paths()
     if dirty:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from server.edits import append_to_section, new_caller_text, set_properties, yaml_scalar
+from server.edits import append_to_section, new_caller_text, remove_properties, set_properties, yaml_scalar
 from server.parse import VaultFileError, parse_caller, sections, split_frontmatter
 from server.records import Caller, CallLine
 from tests.vault_samples import HAND, H, changed_lines
@@ -39,6 +39,26 @@ def test_set_properties_replaces_a_whole_multiline_entry() -> None:
     caller = parse_caller(out)
     assert caller.aliases == ("Maria Lopez", "no")
     assert caller.extra["favourite_colour"] == "green"
+
+
+def test_remove_properties_takes_out_only_each_keys_own_lines() -> None:
+    out = remove_properties(HAND, ["aliases", "favourite_colour", "call_count", "no_such_key"])
+    expected = HAND.replace('aliases:\n- Maria\n- "M. Lopez"\n', "").replace(
+        "favourite_colour: >-\n  deep\n  blue\n", ""
+    )
+    assert out == expected.replace('"call_count": 3\n', "")
+    meta, body = split_frontmatter(out)
+    assert "aliases" not in meta and "call_count" not in meta and meta["name"] == "Maria Lopez"
+    assert body == split_frontmatter(HAND)[1]
+    assert remove_properties("# no frontmatter\n", ["name"]) == "# no frontmatter\n"
+    with pytest.raises(VaultFileError):
+        remove_properties("---\nname: x\n", ["name"])
+
+
+def test_set_properties_writes_none_as_an_empty_property() -> None:
+    out = set_properties(f"---\nphone_hash: {H}\nvoice_id: abc\n---\n", {"voice_id": None})
+    assert out == f"---\nphone_hash: {H}\nvoice_id:\n---\n"
+    assert split_frontmatter(out)[0]["voice_id"] is None
 
 
 def test_set_properties_adds_new_keys_at_the_end_of_the_block() -> None:
