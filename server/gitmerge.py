@@ -87,16 +87,20 @@ async def merge_in(runner: GitRunner, ref: str, subject: str, source: str) -> Me
 
 
 def recover_interrupted(runner: GitRunner) -> bool:
-    """At start-up: abort a merge the service was killed in the middle of (never a person's). True if it did."""
+    """At start-up: undo a merge the service was killed in the middle of (never a person's). True if there was one."""
     mark = runner.root / _MARK
     if not mark.exists():
         return False
     merging = runner.run_sync("rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).returncode == 0
     if merging:
         runner.run_sync("merge", "--abort", check=False)
-        log.warning("aborted a merge the service was stopped in the middle of; the next sync round merges again")
+    runner.recover_lock()  # git itself was stopped too, and may have left its index lock
+    log.warning(
+        "a merge was interrupted when the service stopped%s; the next sync round merges again",
+        " (its half-done state aborted)" if merging else "",
+    )
     mark.unlink(missing_ok=True)
-    return merging
+    return True
 
 
 async def _merge(runner: GitRunner, head: str, other: str, message: str) -> Merged:

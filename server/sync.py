@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import random
@@ -19,7 +20,9 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from server import gitmerge
+import msgspec
+
+from server import gitmerge, mergefile
 from server.config import Settings
 from server.gitmerge import MergeOutcome
 from server.gitrun import GitError
@@ -52,6 +55,8 @@ class SyncStatus:
     merges: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
+    # Files the merge driver settled by a rule a person should check (remote-won keys, prose kept twice).
+    merge_conflicts: list[dict[str, object]] = dataclasses.field(default_factory=list)
 
 
 class SyncError(RuntimeError):
@@ -133,6 +138,7 @@ class Sync:
         self._fetch_now = False
         self._push_wanted = False
         self._task: asyncio.Task[None] | None = None
+        self._conflicts_stamp: int | None = None
         # The remote's tip as last merged (or found merged already): no need to look again until it moves.
         self._merged_tip: str | None = None
 
@@ -200,6 +206,7 @@ class Sync:
     async def round(self, fetch: bool) -> None:
         """One round: keep acknowledged commits, fetch (if `fetch`), merge what came, push what is ours."""
         await self.git.keep_acknowledged()
+        self._read_conflicts()
         if not self.enabled:
             return
         if fetch:
@@ -266,6 +273,18 @@ class Sync:
         if code == 0:
             ahead, behind = out.split()
             self.status.ahead, self.status.behind = int(ahead), int(behind)
+
+    def _read_conflicts(self) -> None:
+        """Refresh the list of files the merge driver settled, when its record changed."""
+        record = self.git.root / ".git" / mergefile.CONFLICTS_FILE
+        try:
+            stamp = record.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if stamp != self._conflicts_stamp:
+            self._conflicts_stamp = stamp
+            found = mergefile.read_conflicts(self.git.root / ".git")
+            self.status.merge_conflicts = [msgspec.to_builtins(conflict) for conflict in found]
 
     def _failed(self, exc: GitError) -> None:
         text = without_credentials(str(exc))

@@ -115,6 +115,8 @@ class Laptop:
     @classmethod
     def clone(cls, url: str, path: Path, driver: bool = False) -> Laptop:
         env = git_env()
+        if driver:  # the driver is `memory-bridge merge-file`, found on PATH as on a laptop with it installed
+            env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         run_git(path.parent, "clone", "-q", url, path.name, env=env)
         laptop = cls(path, env)
         if driver:

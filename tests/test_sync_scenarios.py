@@ -68,7 +68,7 @@ def test_a_laptop_and_a_call_edit_the_same_caller_at_once_and_both_are_kept(tmp_
     server = start(tmp_path, "server", url)
     try:
         add_fact(server, MARIA, "Prefers mornings")
-        wait_until(lambda: settled(server), timeout=10, what="the first fact pushed")
+        wait_until(lambda: in_step(daemon, server), timeout=10, what="the first fact pushed")
         for driver, laptop_name in ((True, "with-driver"), (False, "without-driver")):
             laptop = Laptop.clone(url, tmp_path / laptop_name, driver=driver)
             relpath = maria_file(laptop.path).relative_to(laptop.path).as_posix()
@@ -79,7 +79,7 @@ def test_a_laptop_and_a_call_edit_the_same_caller_at_once_and_both_are_kept(tmp_
             add_fact(server, MARIA, f"Said on the phone while {laptop_name} edited")
             call(server, MARIA, f"CA{laptop_name}")
             laptop.sync()  # pull (merge), then push, as obsidian-git's commit-and-sync does
-            wait_until(lambda: settled(server), timeout=15, what="the server in step with the remote")
+            wait_until(lambda: in_step(daemon, server), timeout=15, what="the server in step with the remote")
             served = facts_of(server, MARIA)
             assert f"Typed on the laptop {laptop_name}" in served
             assert f"Said on the phone while {laptop_name} edited" in served
@@ -89,6 +89,21 @@ def test_a_laptop_and_a_call_edit_the_same_caller_at_once_and_both_are_kept(tmp_
             assert f"- Said on the phone while {laptop_name} edited" in on_laptop
             no_markers_anywhere(on_laptop, maria_file(server.vault).read_text())
         assert len(set(facts_of(server, MARIA))) == len(facts_of(server, MARIA)) == 5
+        # A key both sides changed differently (a person on the server's vault, another on a laptop): the
+        # remote's value wins, and /health names the file for a person to check.
+        laptop = Laptop.clone(url, tmp_path / "linguist", driver=True)
+        relpath = maria_file(laptop.path).relative_to(laptop.path).as_posix()
+        set_language = lambda text, lang: text.replace("\n---\n# ", f"\nlanguage: {lang}\n---\n# ", 1)  # noqa: E731
+        laptop.write(relpath, set_language(laptop.read(relpath), "fr"))
+        laptop.commit_all("she speaks French")
+        on_server = server.vault / relpath
+        on_server.write_text(set_language(on_server.read_text(), "de"))
+        wait_until(lambda: git(server.vault, "status", "--porcelain") == "", timeout=10, what="the hand edit committed")
+        laptop.sync()
+        wait_until(lambda: in_step(daemon, server), timeout=15, what="the laptop's change merged")
+        assert "\nlanguage: fr\n" in on_server.read_text()
+        conflicts = server.admin("GET", "/health").json()["merge_conflicts"]
+        assert [(c["path"], c["remote_keys"]) for c in conflicts] == [(relpath, ["language"])], conflicts
     finally:
         server.stop()
     no_markers_anywhere(git(server.vault, "log", "-p", "--all"))
@@ -99,7 +114,7 @@ def test_a_laptop_renames_a_caller_file_while_calls_come_in(tmp_path: Path, daem
     server = start(tmp_path, "server", url)
     try:
         add_fact(server, MARIA, "Prefers mornings")
-        wait_until(lambda: settled(server), timeout=10, what="the first fact pushed")
+        wait_until(lambda: in_step(daemon, server), timeout=10, what="the first fact pushed")
         count = int(re.search(r"call_count: (\d+)", maria_file(server.vault).read_text()).group(1))  # type: ignore[union-attr]
         laptop = Laptop.clone(url, tmp_path / "laptop", driver=True)
         old = maria_file(laptop.path).relative_to(laptop.path).as_posix()
@@ -108,7 +123,7 @@ def test_a_laptop_renames_a_caller_file_while_calls_come_in(tmp_path: Path, daem
         for n in range(5):
             call(server, MARIA, f"CA{n}")
         laptop.sync()
-        wait_until(lambda: settled(server), timeout=20, what="the server in step with the remote")
+        wait_until(lambda: in_step(daemon, server), timeout=20, what="the server in step with the remote")
         files = sorted(p.name for p in (server.vault / "callers").glob("*.md"))
         assert files == ["Maria Lopez.md"], files
         text = (server.vault / "callers" / "Maria Lopez.md").read_text()
@@ -124,7 +139,7 @@ def test_a_laptop_pushes_a_file_with_conflict_markers(tmp_path: Path, daemon: Gi
     server = start(tmp_path, "server", url)
     try:
         add_fact(server, MARIA, "Prefers mornings")
-        wait_until(lambda: settled(server), timeout=10, what="the first fact pushed")
+        wait_until(lambda: in_step(daemon, server), timeout=10, what="the first fact pushed")
         laptop = Laptop.clone(url, tmp_path / "laptop")
         relpath = maria_file(laptop.path).relative_to(laptop.path).as_posix()
         good = laptop.read(relpath)
@@ -189,7 +204,7 @@ def test_the_remote_goes_away_during_a_write_storm_and_every_acknowledged_write_
 
         asyncio.run(storm())
         assert len(acknowledged) == 300
-        wait_until(lambda: settled(server), timeout=30, what="everything pushed once the remote is back")
+        wait_until(lambda: in_step(daemon, server), timeout=30, what="everything pushed once the remote is back")
         for number, fact in acknowledged:
             text = remote_file(daemon, f"callers/{key_for(number)[:12]}.md") or ""
             assert text.count(f"- {fact}\n") == 1, (number, fact)
@@ -203,7 +218,7 @@ def test_two_replicas_take_500_writes_to_the_same_20_callers_at_once(tmp_path: P
     b = start(tmp_path, "b", url)
     acknowledged: list[tuple[str, str]] = []
     try:
-        wait_until(lambda: settled(a) and settled(b), timeout=10, what="both replicas in step")
+        wait_until(lambda: in_step(daemon, a, b), timeout=10, what="both replicas in step")
 
         async def storm() -> None:
             async with (
@@ -260,7 +275,7 @@ def test_sigkill_of_a_replica_in_the_middle_of_a_merge_then_restart(tmp_path: Pa
     laptop_dir = tmp_path / "laptop"
     try:
         add_fact(server, MARIA, "Prefers mornings")
-        wait_until(lambda: settled(server), timeout=10, what="the first fact pushed")
+        wait_until(lambda: in_step(daemon, server), timeout=10, what="the first fact pushed")
         # The next merge of Maria's file hangs in its driver, as a slow disk or a big file might.
         started = tmp_path / "driver-started"
         hang = tmp_path / "hang.sh"
@@ -283,17 +298,17 @@ def test_sigkill_of_a_replica_in_the_middle_of_a_merge_then_restart(tmp_path: Pa
         os.kill(pid, signal.SIGKILL)
         server.proc.wait()
         server.proc = None
-        assert (server.vault / ".git" / "MERGE_HEAD").exists(), "the kill did not land mid-merge"
+        assert (server.vault / ".git" / "memory-bridge" / "merging").exists(), "the kill did not land mid-merge"
     finally:
         server.stop()
     restarted = LiveServer(vault=server.vault, env=server.env, log_path=tmp_path / "restarted.log")
     restarted.start()
     try:
-        wait_until(lambda: settled(restarted), timeout=20, what="the restarted replica in step")
+        wait_until(lambda: in_step(daemon, restarted), timeout=20, what="the restarted replica in step")
         assert not (restarted.vault / ".git" / "MERGE_HEAD").exists()
         facts = facts_of(restarted, MARIA)
         assert sorted(facts) == sorted(["Prefers mornings", "Acknowledged before the crash", "From the laptop"])
         no_markers_anywhere(maria_file(restarted.vault).read_text())
-        assert "aborted a merge the service was stopped in the middle of" in restarted.logs()
+        assert "a merge was interrupted when the service stopped" in restarted.logs()
     finally:
         restarted.stop()

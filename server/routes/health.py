@@ -58,4 +58,6 @@ def health_report(service: Service) -> dict[str, Any]:
         # The remote as it may be shown (no credentials); None without GIT_REMOTE.
         "sync": dataclasses.asdict(sync.status) if sync.enabled else None,
         "restored_acknowledged": git.restored,
+        # Files a merge settled by a rule (the remote's value kept, prose kept twice): for a person to check.
+        "merge_conflicts": sync.status.merge_conflicts,
     }
