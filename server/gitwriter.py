@@ -20,6 +20,7 @@ from server import gitstage
 from server.gitlock import WriterLock
 from server.gitrun import GitError, GitRunner
 from server.gitstage import Exact, blob_id
+from server.gitstate import OperationInProgress, Operations
 from server.worker import Worker
 
 log = logging.getLogger("memory_bridge.git")
@@ -92,6 +93,8 @@ class GitWriter:
         # path -> blob this writer last committed there from exact bytes (saves asking git); recent paths only.
         self._blobs: OrderedDict[str, str | None] = OrderedDict()
         self.runner = GitRunner(root, author_name, author_email)
+        # A person's merge, rebase or cherry-pick in the working tree: no commit is made while one lasts.
+        self.operations = Operations(root)
 
     # -- running git -----------------------------------------------------------------------------
 
@@ -200,8 +203,13 @@ class GitWriter:
 
     async def commit_hand_edits(self, edits: dict[str, str]) -> None:
         """Commit people's changes to files (path -> "edited" or "removed") in one `Source: hand-edit` commit."""
-        self.hand_edits.difference_update(edits)
-        await self.commit(list(edits), [f"hand edit: {path} {what}" for path, what in edits.items()], "hand-edit")
+        try:
+            await self.commit(list(edits), [f"hand edit: {path} {what}" for path, what in edits.items()], "hand-edit")
+        finally:
+            # Only once committed: until then a service write to these files waits for this commit
+            # (`WritePath.holding`), which stages them as they are on disk, and may wait for a long
+            # time while a person's git operation is in progress.
+            self.hand_edits.difference_update(edits)
 
     async def _loop(self) -> None:
         assert self._queue is not None
@@ -224,6 +232,8 @@ class GitWriter:
             for job in jobs:
                 by_source.setdefault(job.source, []).append(job)
             for source, group in by_source.items():
+                if not await self._after_operations(group):
+                    continue
                 async with self.lock.held():
                     await self._commit_group(source, group)
             for _ in jobs:
@@ -263,6 +273,30 @@ class GitWriter:
                 job.done.set_result(sha)
         self.status.pending -= len(jobs)
 
+    # -- people's git operations (SPEC §11) ------------------------------------------------------
+
+    async def _after_operations(self, jobs: list[_Job]) -> bool:
+        """Wait while a person's merge, rebase or cherry-pick is in progress; False if `jobs` had to fail.
+
+        Waits outside the writer lock, so that the CLI and `doctor` can look at the vault meanwhile. Only
+        when the service stops before the operation ends do the jobs fail; their files stay on disk and
+        are committed with the next commit (or at the next start).
+        """
+        try:
+            waited = await self.operations.wait_clear(None)
+        except OperationInProgress as exc:
+            for job in jobs:
+                self._failed.add(job.paths, job.lines)
+                if not job.done.done():
+                    job.done.set_exception(GitError(str(exc)))
+            self.status.pending -= len(jobs)
+            return False
+        if waited:
+            # The person's git moved HEAD and rewrote git's index: what this writer knew of them is stale.
+            self._blobs.clear()
+            self._last_tree = None
+        return True
+
     async def _bases_first(self, exact: dict[str, Exact]) -> None:
         """Commit, as a person's change, any base that is not what git has: a hand edit made just before ours."""
         unknown = [path for path in exact if path not in self._blobs]
@@ -297,6 +331,10 @@ class GitWriter:
             return None  # nothing to commit: a person's git, or an earlier batch, already has it
         parents = ("-p", parent) if parent is not None else ()
         sha = (await self.runner.run("commit-tree", tree, *parents, "-F", "-", stdin=text.encode()))[1].strip()
+        if (began := self.operations.current()) is not None:
+            # A person's git began during this commit and may have taken what was staged: none is made
+            # under it, and the changes, not acknowledged, are committed with the next commit after it.
+            raise GitError(f"not committed: a git {began.value} began in the vault during the commit")
         # Moves HEAD's branch only if it is still `parent` (a person's commit meanwhile fails this one).
         subject = text.split("\n", 1)[0]
         await self.runner.run("update-ref", "-m", f"commit: {subject}", "HEAD", sha, *(parent,) if parent else ())

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request, get
 from litestar.datastructures import State
 
+from server import gitstate
 from server.auth import is_admin
 from server.routes.replies import service_of
 from server.service import Service
@@ -34,6 +35,9 @@ def health_report(service: Service) -> dict[str, Any]:
     disk_error = service.memory.vault.disk_error
     degraded = bool(errors) or not watcher_alive or git.last_error is not None or not service.memory.git.alive
     degraded = degraded or disk_error is not None
+    # A person's merge, rebase or cherry-pick in the vault: nothing is committed or written until it ends.
+    operation = gitstate.state(service.memory.vault.root)
+    degraded = degraded or operation is not None
     return {
         "status": "degraded" if degraded else "ok",
         "callers": index.caller_count,
@@ -52,4 +56,15 @@ def health_report(service: Service) -> dict[str, Any]:
         "worker_alive": service.worker is not None and service.worker.alive,
         "worker_restarts": service.worker.restarts if service.worker is not None else 0,
         "ready_seconds": round(service.ready_seconds, 3),
+        "git_operation": None if operation is None else _operation(operation, service),
+    }
+
+
+def _operation(operation: gitstate.InProgress, service: Service) -> dict[str, Any]:
+    return {
+        "operation": operation.operation.value,
+        "since": operation.since,
+        "seconds": round(max(0.0, time.time() - operation.since), 1),
+        "waiting_writes": service.memory.git.operations.waiting,
+        "detail": operation.describe(),
     }
