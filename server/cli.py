@@ -37,10 +37,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
     import asyncio
 
+    from server import gitstate
     from server.service import open_service
 
     async def run() -> int:
         service = open_service(settings)
+        if (busy := gitstate.state(service.memory.vault.root)) is not None:
+            wait = settings.git_wait_seconds
+            print(f"memory-bridge: {busy.describe()}; waiting up to {wait:g} s for it to end", file=sys.stderr)
         # The whole write under the vault's writer lock: a server or another CLI run beside this one
         # commits before or after it, never in the middle of its read, write and commit.
         with service.memory.git.lock.hold():
@@ -315,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # log (the same failure in the service's longer words) speaks up only when something crashes.
     logs.configure(settings if args.command == "serve" else msgspec.structs.replace(settings, log_level="CRITICAL"))
     from server.gitrun import GitError
+    from server.gitstate import OperationInProgress
     from server.service import VaultMissing
     from server.vault import DiskError
 
@@ -325,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GitError as exc:
         # git's own words, on one line: what failed is the person's to see, not a traceback.
         print(f"memory-bridge: {' '.join(str(exc).split())}", file=sys.stderr)
-    except DiskError as exc:
+    except (DiskError, OperationInProgress) as exc:
         print(f"memory-bridge: {exc}", file=sys.stderr)
     return 1
 

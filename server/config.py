@@ -144,6 +144,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_seconds: Annotated[
         float, _doc("Tuning: seconds between reconcile scans of the whole vault.", ge=0.1, le=86_400.0)
     ] = 60.0
+    git_wait_seconds: Annotated[
+        float,
+        _doc(
+            "Tuning: seconds a write waits for a person's merge, rebase or cherry-pick in the vault to end before "
+            "it is refused (503, nothing written). Commits, call counting and hand edits wait without a limit.",
+            ge=0.0,
+            le=86_400.0,
+        ),
+    ] = 60.0
     personalize_deadline_ms: Annotated[
         float,
         _doc(

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
+from server import gitstate
 from server.config import Settings
 from server.gitwriter import GitWriter
 from server.index import Index
@@ -81,6 +82,8 @@ def _git(vault: Vault, settings: Settings) -> Iterator[Finding]:
         yield "warn", "the vault has no commits yet: `memory-bridge serve` makes the first one"
     else:
         yield "ok", f"vault history at {head[:12]}"
+    if (busy := gitstate.state(vault.root)) is not None:
+        yield "fix", f"{busy.describe()}; until then the service commits nothing and holds its writes"
     if (vault.root / ".git" / "index.lock").exists():
         yield "fix", "a .git/index.lock exists: if no git is running in the vault, the service removes it at start"
     dirty = git.dirty_paths()

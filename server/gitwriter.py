@@ -24,6 +24,7 @@ from server.gitlock import WriterLock
 from server.gitmerge import Merged, MergeOutcome
 from server.gitrun import GitError, GitRunner
 from server.gitstage import Exact, blob_id
+from server.gitstate import OperationInProgress, Operations
 from server.worker import Worker
 
 log = logging.getLogger("memory_bridge.git")
@@ -85,8 +86,12 @@ class GitStatus:
 class GitWriter:
     """Serialises every git write of one vault."""
 
-    def __init__(self, root: Path, author_name: str, author_email: str) -> None:
+    def __init__(
+        self, root: Path, author_name: str, author_email: str, conflicted: Callable[[str], bool] | None = None
+    ) -> None:
         self.root = root
+        # Whether a file holds git's conflict markers: such a file is never committed (SPEC §11).
+        self._conflicted = conflicted or (lambda relpath: False)
         self.status = GitStatus()
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -105,6 +110,8 @@ class GitWriter:
         self.on_commit: Callable[[], None] | None = None
         # The newest commit whose changes were acknowledged: it must stay in the branch's history.
         self.acknowledged = Acknowledged(root)
+        # A person's merge, rebase or cherry-pick in the working tree: no commit is made while one lasts.
+        self.operations = Operations(root)
 
     # -- running git -----------------------------------------------------------------------------
 
@@ -213,8 +220,13 @@ class GitWriter:
 
     async def commit_hand_edits(self, edits: dict[str, str]) -> None:
         """Commit people's changes to files (path -> "edited" or "removed") in one `Source: hand-edit` commit."""
-        self.hand_edits.difference_update(edits)
-        await self.commit(list(edits), [f"hand edit: {path} {what}" for path, what in edits.items()], "hand-edit")
+        try:
+            await self.commit(list(edits), [f"hand edit: {path} {what}" for path, what in edits.items()], "hand-edit")
+        finally:
+            # Only once committed: until then a service write to these files waits for this commit
+            # (`WritePath.holding`), which stages them as they are on disk, and may wait for a long
+            # time while a person's git operation is in progress.
+            self.hand_edits.difference_update(edits)
 
     async def exclusive(self, work: Callable[[], Awaitable[Any]]) -> Any:
         """Run `work` in turn with commits, alone and under the writer lock; returns what it returns."""
@@ -245,7 +257,8 @@ class GitWriter:
             job.done.set_result(result)
 
     async def _merge(self, ref: str, subject: str) -> Merged:
-        dirty = await gitmerge.dirty_paths(self.runner)
+        # A file with conflict markers stays out: if the merge needs it, git refuses and says so.
+        dirty = [path for path in await gitmerge.dirty_paths(self.runner) if not self._conflicted(path)]
         if dirty:
             # git would refuse to merge over them: a person's edits still in their quiet period are
             # committed now, as theirs.
@@ -308,10 +321,14 @@ class GitWriter:
                 for job in commits:
                     by_source.setdefault(job.source, []).append(job)
                 for source, group in by_source.items():
+                    if not await self._after_operations(group):
+                        continue
                     async with self.lock.held():
                         await self._keep_acknowledged()
                         await self._commit_group(source, group)
                 for job in work:
+                    if not await self._after_operations([job]):
+                        continue
                     async with self.lock.held():
                         await self._run_work(job)
                 for _ in commits + work:
@@ -351,6 +368,30 @@ class GitWriter:
                 job.done.set_result(sha)
         self.status.pending -= len(jobs)
 
+    # -- people's git operations (SPEC §11) ------------------------------------------------------
+
+    async def _after_operations(self, jobs: list[_Job]) -> bool:
+        """Wait while a person's merge, rebase or cherry-pick is in progress; False if `jobs` had to fail.
+
+        Waits outside the writer lock, so that the CLI and `doctor` can look at the vault meanwhile. Only
+        when the service stops before the operation ends do the jobs fail; their files stay on disk and
+        are committed with the next commit (or at the next start).
+        """
+        try:
+            waited = await self.operations.wait_clear(None)
+        except OperationInProgress as exc:
+            for job in jobs:
+                self._failed.add(job.paths, job.lines)
+                if not job.done.done():
+                    job.done.set_exception(GitError(str(exc)))
+            self.status.pending -= len(jobs)
+            return False
+        if waited:
+            # The person's git moved HEAD and rewrote git's index: what this writer knew of them is stale.
+            self._blobs.clear()
+            self._last_tree = None
+        return True
+
     async def _bases_first(self, exact: dict[str, Exact]) -> None:
         """Commit, as a person's change, any base that is not what git has: a hand edit made just before ours."""
         unknown = [path for path in exact if path not in self._blobs]
@@ -385,6 +426,10 @@ class GitWriter:
             return None  # nothing to commit: a person's git, or an earlier batch, already has it
         parents = ("-p", parent) if parent is not None else ()
         sha = (await self.runner.run("commit-tree", tree, *parents, "-F", "-", stdin=text.encode()))[1].strip()
+        if (began := self.operations.current()) is not None:
+            # A person's git began during this commit and may have taken what was staged: none is made
+            # under it, and the changes, not acknowledged, are committed with the next commit after it.
+            raise GitError(f"not committed: a git {began.value} began in the vault during the commit")
         # Moves HEAD's branch only if it is still `parent` (a person's commit meanwhile fails this one).
         subject = text.split("\n", 1)[0]
         await self.runner.run("update-ref", "-m", f"commit: {subject}", "HEAD", sha, *(parent,) if parent else ())

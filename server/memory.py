@@ -63,7 +63,7 @@ class Memory:
         self.index = index
         self.git = git
         self.identities = Identities(settings, index, key)
-        self.writes = WritePath(vault_, index, git)
+        self.writes = WritePath(vault_, index, git, settings.git_wait_seconds)
         self.recorder = CallRecorder(settings, vault_, self.writes, self.identities, self.today)
         self.forgets = Forgets(vault_.root)
 

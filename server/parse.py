@@ -13,6 +13,7 @@ import re
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
+from server.conflicts import first_marker
 from server.markdown import HEADING, LIST_ITEM, Kind, Unclosed, frontmatter_of, kind_of
 from server.phone import is_caller_key
 from server.records import Caller, CallLine, DailyNote, Scalar, Soul
@@ -45,6 +46,13 @@ _YAML = YAMLHandler()
 
 class VaultFileError(ValueError):
     """A vault file that cannot be used as it is; the message says why, for `/health` and the log."""
+
+
+def _resolved(text: str) -> None:
+    """Refuse a file in the middle of a merge: serving or committing git's conflict markers is never right."""
+    line = first_marker(text)
+    if line is not None:
+        raise VaultFileError(f"has conflict markers (line {line}): resolve the merge")
 
 
 def split_frontmatter(text: str) -> tuple[dict[str, object], str]:
@@ -137,7 +145,8 @@ def parse_call(item: str) -> CallLine:
 
 
 def parse_caller(text: str) -> Caller:
-    """Parse a caller file. Raises VaultFileError when it has no usable `phone_hash`."""
+    """Parse a caller file. Raises VaultFileError when it has no usable `phone_hash`, or conflict markers."""
+    _resolved(text)
     meta, body = split_frontmatter(text)
     key = _text(meta.get("phone_hash")).lower()
     if not key:
@@ -168,6 +177,7 @@ def parse_caller(text: str) -> Caller:
 
 def parse_soul(text: str) -> Soul:
     """Parse `soul.md`: the body is the prompt; frontmatter holds greetings and variable defaults."""
+    _resolved(text)
     meta, body = split_frontmatter(text)
     variables = {}
     for key, value in meta.items():
@@ -185,6 +195,7 @@ def parse_soul(text: str) -> Soul:
 
 def parse_note(date: str, text: str) -> DailyNote:
     """Parse a daily note; its title line (`# 2026-11-25`), if any, is not part of what callers hear."""
+    _resolved(text)
     _, body = split_frontmatter(text)
     lines = body.strip().splitlines()
     if lines and lines[0].lstrip("#").strip() == date and lines[0].startswith("#"):

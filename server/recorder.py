@@ -22,6 +22,7 @@ from server import phone
 from server.callcount import CallsToRecord, Counted, Recorded, count_calls
 from server.config import Settings
 from server.gitstage import Exact
+from server.gitstate import OperationInProgress
 from server.identity import Identities, Identity
 from server.markdown import Kind
 from server.records import Caller
@@ -108,6 +109,13 @@ class CallRecorder:
         return len(batch)
 
     async def _record(self, batch: Waiting) -> None:
+        try:
+            # While a person's merge, rebase or cherry-pick is in progress the calls wait, without a
+            # bound (no client waits for them), and only then is it decided which files they go to.
+            await self.writes.git.operations.wait_clear(None)
+        except OperationInProgress:
+            self._hold(batch)  # the service stops first: kept, and reported as not counted
+            raise
         today = self._today()
         jobs = []
         for key, (who, calls) in batch.items():
@@ -117,8 +125,10 @@ class CallRecorder:
             jobs.append(CallsToRecord(relpath, key, calls, today, stored, new))
         if not jobs:
             return
-        async with self.writes.holding([job.relpath for job in jobs]):
+        async with self.writes.holding([job.relpath for job in jobs], bounded=False):
             try:
+                # The worker rewrites the files outside the edit lock: looked at again just before.
+                await self.writes.git.operations.wait_clear(None)
                 async with self.writes.gate.passing():
                     results = await self._count_calls(jobs)
             except BaseException:
@@ -207,6 +217,8 @@ class CallRecorder:
             started, noted = loop.time(), self._noted
             try:
                 await self.record_calls(limit=RECORD_BATCH)
+            except OperationInProgress:
+                pass  # stopping during a person's git operation: the calls are held, and counted in `stop`
             except Exception:  # a failed batch is logged; the recorder must keep running
                 log.exception("could not record calls")
             if self._pending:
@@ -231,7 +243,11 @@ class CallRecorder:
             await self._task
             self._task = None
         self._requeue_held()
-        await self.record_calls()
+        try:
+            await self.record_calls()
+        except OperationInProgress as exc:
+            log.warning("%d call(s) not counted: %s", self.pending_calls, exc)
+            return
         if self._held:
             lost = sum(calls for _, calls in self._held.values())
             log.warning("%d call(s) not counted: their callers' files were moved or removed while stopping", lost)

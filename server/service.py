@@ -9,9 +9,9 @@ import gc
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from server import cache, gitmerge, keyfile, mergedriver
+from server import cache, gitmerge, gitstate, keyfile, mergedriver
 from server.config import Settings
 from server.gitlock import ServerMark, server_running
 from server.gitrun import GitError
@@ -39,6 +39,9 @@ class Service:
     ready_seconds: float = 0.0
     worker: Worker | None = None
     mark: ServerMark | None = None
+    # Files changed while no server ran, left uncommitted at start-up (a person's git operation was
+    # in progress): the watcher commits them once it has ended.
+    deferred: list[str] = field(default_factory=list)
 
     async def start(self, watch: bool = True) -> None:
         """Start the git writer and, for the server, the worker process and the watcher."""
@@ -56,11 +59,15 @@ class Service:
         await self.memory.recorder.start(self.worker)
         if watch:
             await self.watcher.start()
+            self.watcher.adopt(self.deferred)
             await self.sync.start()
         self.ready_seconds = time.monotonic() - self.started_at
 
     async def stop(self) -> None:
         """Stop watching, commit what is pending, stop the git writer, save the index cache."""
+        # Nothing waits any longer for a person's git operation: what cannot be committed now stays on
+        # disk, for the next start.
+        self.memory.git.operations.stop_waiting()
         await self.watcher.stop()
         await self.memory.recorder.stop()
         await self.memory.git.stop()
@@ -128,7 +135,7 @@ def open_service(settings: Settings) -> Service:
     started = time.monotonic()
     vault = Vault(settings.vault_dir)
     vault.root.mkdir(parents=True, exist_ok=True)
-    git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email)
+    git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email, vault.conflicted)
     created_repo = git.ensure_repo(settings.git_branch)
     gitmerge.recover_interrupted(git.runner)
     if settings.git_remote is not None:
@@ -151,7 +158,13 @@ def open_service(settings: Settings) -> Service:
         git.commit_sync([".gitattributes"], ["merge driver: .gitattributes names caller files, notes and souls"], "cli")
     # Files changed while no server ran; with a server running (this is the CLI), they are its to commit.
     dirty = [] if server_running(vault.root) else git.dirty_paths()
-    if dirty:
+    # Never committed: a file with conflict markers (a person resolves it; it is listed on /health) ...
+    dirty = [path for path in dirty if not vault.conflicted(path)]
+    operation = gitstate.in_progress(vault.root)
+    deferred = dirty if operation is not None else []  # ... nor anything during a person's merge or rebase
+    if operation is not None:
+        log.warning("a git %s is in progress in the vault: nothing is committed until it ends", operation.value)
+    elif dirty:
         # Edits made while the service was not running (or a write interrupted before its commit).
         line = f"hand edits made while memory-bridge was stopped ({len(dirty)} file(s))"
         git.commit_sync(dirty, [line], "hand-edit")
@@ -172,4 +185,4 @@ def open_service(settings: Settings) -> Service:
         len(index.errors()),
     )
     sync = Sync(settings, git, memory.writes.gate)
-    return Service(settings, memory, watcher, sync, started)
+    return Service(settings, memory, watcher, sync, started, deferred=deferred)

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from server import atomic
+from server.conflicts import found_in
 from server.markdown import CALLERS, NOTE_NAME, NOTES, SOUL, Kind, kind_of
 from server.ownwrites import OwnWrites
 from server.parse import MAX_FILE_BYTES, VaultFileError, parse
@@ -226,6 +227,17 @@ class Vault:
                 return digest(fh.read(MAX_FILE_BYTES + 1))
         except OSError:
             return None
+
+    def conflicted(self, relpath: str) -> bool:
+        """Whether a vault file on disk holds git's conflict markers (never committed by the service)."""
+        if kind_of(relpath) is Kind.OTHER:
+            return False
+        try:
+            with open(self.root / relpath, "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)
+        except OSError:
+            return False
+        return found_in(data)
 
     # -- writing -------------------------------------------------------------------------------
 

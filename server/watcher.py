@@ -268,8 +268,25 @@ class Watcher:
                 handle.cancel()
         self._background(self._commit_hand_edits(due))
 
+    def adopt(self, relpaths: list[str]) -> None:
+        """Commit these changed files as hand edits after the quiet period (start-up leaves them to the watcher)."""
+        for relpath in relpaths:
+            self._schedule_commit(relpath)
+
     async def _commit_hand_edits(self, relpaths: list[str]) -> None:
-        edits = {path: "edited" if path in self.index.files else "removed" for path in relpaths}
+        # A file with conflict markers stays out of the commit, uncommitted and listed on /health,
+        # until a person resolves it: that edit is seen, and committed, like any other.
+        conflicted = set(await asyncio.to_thread(lambda: [p for p in relpaths if self.vault.conflicted(p)]))
+        if conflicted:
+            self.git.hand_edits.difference_update(conflicted)
+            log.warning("not committing %s: conflict markers; resolve the merge", ", ".join(sorted(conflicted)))
+            relpaths = [path for path in relpaths if path not in conflicted]
+            if not relpaths:
+                return
+        edits = {
+            path: "edited" if path in self.index.files or self.vault.stat(path) is not None else "removed"
+            for path in relpaths
+        }
         try:
             await self.git.commit_hand_edits(edits)
         except GitError as exc:

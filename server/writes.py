@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from server import parse, text, vault
+from server import conflicts, parse, text, vault
 from server.gitstage import Exact
 from server.gitwriter import GitWriter
 from server.index import Index
@@ -82,10 +82,13 @@ class Gate:
 class WritePath:
     """One vault's writes: file change → git commit → index update, in that order, one place."""
 
-    def __init__(self, vault_: Vault, index: Index, git: GitWriter) -> None:
+    def __init__(self, vault_: Vault, index: Index, git: GitWriter, patience: float | None = None) -> None:
         self.vault = vault_
         self.index = index
         self.git = git
+        # How long a write waits for a person's git operation in the vault to end before it is refused
+        # (OperationInProgress), its file untouched; None: no limit.
+        self.patience = patience
         # Held while a file's current text is read, changed and written back.
         self.edit_lock = asyncio.Lock()
         # Closed while a merge (sync) rewrites files in the working tree.
@@ -116,11 +119,12 @@ class WritePath:
             written: list[tuple[str, str, str, int]] = []
             exact: dict[str, Exact] = {}
             refused: list[WriteError | vault.DiskError] = []
-            async with self.gate.passing(), self.edit_lock:
+            async with self.gate.passing(), self.editing():
                 for n, (relpath, change) in enumerate(changes, 1):
                     try:
                         # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
-                        result = await asyncio.to_thread(self.vault.update, relpath, within_limit(relpath, change))
+                        bounded = within_limit(relpath, resolved(relpath, change))
+                        result = await asyncio.to_thread(self.vault.update, relpath, bounded)
                     except (WriteError, vault.DiskError) as exc:
                         refused.append(exc)  # one refused file never holds back the rest of a batch
                         log.warning("%s: %s", relpath, exc)
@@ -147,20 +151,30 @@ class WritePath:
     async def delete(self, relpath: str, line: str, source: str, before: Callable[[], Awaitable[None]]) -> None:
         """Remove a file in a commit of its own; `before` runs under the edit lock, just before the removal."""
         async with self.holding([relpath]):
-            async with self.gate.passing(), self.edit_lock:
+            async with self.gate.passing(), self.editing():
                 await before()
                 base = self.vault.delete(relpath)
                 seq = self.vault.next_seq()
+            # A base with conflict markers is never committed, not even as the person's version before
+            # the removal: the removal is staged from the disk instead.
+            exact = {relpath: Exact(base, None)} if base is None or not conflicts.found_in(base) else None
             try:
-                await self.git.commit([relpath], line, source, {relpath: Exact(base, None)})
+                await self.git.commit([relpath], line, source, exact)
             finally:
                 self.index.apply(relpath, None, seq)
 
     @contextlib.asynccontextmanager
-    async def holding(self, paths: list[str]) -> AsyncIterator[None]:
-        """The write path's hold on `paths`, from before their change until their commit is indexed."""
+    async def holding(self, paths: list[str], *, bounded: bool = True) -> AsyncIterator[None]:
+        """The write path's hold on `paths`, from before their change until their commit is indexed.
+
+        Waits first while a person's git operation is in progress (see `editing`); `bounded`: for at
+        most `patience` seconds, then OperationInProgress, nothing written. The call recorder waits
+        without a bound: no client is waiting for it.
+        """
+        await self.git.operations.wait_clear(self.patience if bounded else None)
         for n, relpath in enumerate(paths, 1):
-            if relpath in self.git.hand_edits or self._edited_behind_our_back(relpath):
+            edited = relpath in self.git.hand_edits or self._edited_behind_our_back(relpath)
+            if edited and not self.vault.conflicted(relpath):
                 # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
                 await self.git.commit_hand_edits({relpath: "edited"})
             if n % SLICE == 0:
@@ -181,6 +195,21 @@ class WritePath:
                 if self._in_flight.get(relpath) is done:
                     del self._in_flight[relpath]
             done.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def editing(self) -> AsyncIterator[None]:
+        """The edit lock, held only while no person's git operation is in progress in the vault.
+
+        The one check before the service touches a file: a `rebase --abort`, `merge --abort` or
+        `reset` would throw away a change written during the operation, after it was acknowledged.
+        `holding` waited already; this looks again under the lock, for an operation begun since.
+        """
+        while True:
+            async with self.edit_lock:
+                if self.git.operations.current() is None:
+                    yield
+                    return
+            await self.git.operations.wait_clear(self.patience)
 
     async def commit_and_index(
         self,
@@ -232,6 +261,19 @@ def within_limit(relpath: str, change: Change) -> Change:
         return updated
 
     return bounded
+
+
+def resolved(relpath: str, change: Change) -> Change:
+    """Refuse to change a file that holds conflict markers: it is on /health, for a person to resolve."""
+
+    def guarded(current: str | None) -> str | None:
+        line = None if current is None else conflicts.first_marker(current)
+        if line is not None:
+            what = "the caller's file" if kind_of(relpath) is Kind.CALLER else f"the file {relpath}"
+            raise WriteError(f"{what} has conflict markers (line {line}): resolve the merge first")
+        return change(current)
+
+    return guarded
 
 
 def intact(change: Change) -> Change:

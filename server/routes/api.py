@@ -15,6 +15,7 @@ from litestar.exceptions import NotFoundException, ServiceUnavailableException, 
 from server.answers import answer_bytes, caller_json
 from server.auth import admin_guard
 from server.gitrun import GitError
+from server.gitstate import OperationInProgress
 from server.routes.replies import API_BODY_LIMIT, NOT_COMMITTED, NOT_SAVED, service_of
 from server.service import Service
 from server.vault import DiskError
@@ -37,9 +38,15 @@ class NoteBody(msgspec.Struct):
 
 @contextlib.contextmanager
 def _write_errors() -> Iterator[None]:
-    """A refused write answers 400; a disk or git failure 503, for nothing is acknowledged that is not committed."""
+    """A refused write answers 400; a disk or git failure 503, for nothing is acknowledged that is not committed.
+
+    A write that waited in vain for a person's merge or rebase in the vault to end is 503 too, in words
+    that say which, and its file was not touched.
+    """
     try:
         yield
+    except OperationInProgress as exc:
+        raise ServiceUnavailableException(str(exc)) from None
     except WriteError as exc:
         raise ValidationException(str(exc)) from None
     except DiskError:

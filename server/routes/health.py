@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Request, get
 from litestar.datastructures import State
 
+from server import gitstate
 from server.auth import is_admin
 from server.routes.replies import service_of
 from server.service import Service
@@ -37,6 +38,9 @@ def health_report(service: Service) -> dict[str, Any]:
     degraded = degraded or disk_error is not None
     sync = service.sync
     degraded = degraded or sync.status.last_error is not None
+    # A person's merge, rebase or cherry-pick in the vault: nothing is committed or written until it ends.
+    operation = gitstate.state(service.memory.vault.root)
+    degraded = degraded or operation is not None
     return {
         "status": "degraded" if degraded else "ok",
         "callers": index.caller_count,
@@ -60,4 +64,15 @@ def health_report(service: Service) -> dict[str, Any]:
         "restored_acknowledged": git.restored,
         # Files a merge settled by a rule (the remote's value kept, prose kept twice): for a person to check.
         "merge_conflicts": sync.status.merge_conflicts,
+        "git_operation": None if operation is None else _operation(operation, service),
+    }
+
+
+def _operation(operation: gitstate.InProgress, service: Service) -> dict[str, Any]:
+    return {
+        "operation": operation.operation.value,
+        "since": operation.since,
+        "seconds": round(max(0.0, time.time() - operation.since), 1),
+        "waiting_writes": service.memory.git.operations.waiting,
+        "detail": operation.describe(),
     }

@@ -16,6 +16,7 @@ from litestar.exceptions import (
 from server import phone
 from server.elevenlabs import PayloadError, PostCallEvent, finished_call, parse_signature
 from server.gitrun import GitError
+from server.gitstate import OperationInProgress
 from server.routes.replies import NOT_COMMITTED, NOT_SAVED, POST_CALL_BODY_LIMIT, decode, json_response, service_of
 from server.vault import DiskError
 from server.writes import WriteError
@@ -63,6 +64,9 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
             e164=who.caller_id.e164,
             legacy=who.legacy,
         )
+    except OperationInProgress as exc:
+        # A person's merge or rebase in the vault outlasted the wait: nothing written; a retry is welcome.
+        raise ServiceUnavailableException(str(exc)) from None
     except GitError:
         # On disk but not committed: 503 makes ElevenLabs deliver again, which is idempotent.
         raise ServiceUnavailableException(NOT_COMMITTED) from None

@@ -9,6 +9,7 @@ from server import text
 from server.auth import webhook_guard
 from server.elevenlabs import ToolAnswer, ToolRemember
 from server.gitrun import GitError
+from server.gitstate import OperationInProgress
 from server.routes.replies import WEBHOOK_BODY_LIMIT, service_of
 from server.vault import DiskError
 from server.writes import FileFull, WriteError
@@ -29,6 +30,9 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
         return ToolAnswer("not_saved", "That's too long for me to save. Could you say it in one short sentence?")
     try:
         await service.memory.add_fact(who.key, fact, "tool", e164=who.caller_id.e164, legacy=who.legacy)
+    except OperationInProgress:
+        # Someone is merging the vault's history by hand and took longer than the wait: nothing was written.
+        return ToolAnswer("not_saved", "Sorry, I couldn't save that just now. Please mention it again next time.")
     except FileFull:
         return ToolAnswer("not_saved", "I couldn't save that: there's no room left in my notes for you.")
     except WriteError as exc:
