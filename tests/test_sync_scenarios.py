@@ -93,7 +93,7 @@ def test_a_laptop_and_a_call_edit_the_same_caller_at_once_and_both_are_kept(tmp_
         # remote's value wins, and /health names the file for a person to check.
         laptop = Laptop.clone(url, tmp_path / "linguist", driver=True)
         relpath = maria_file(laptop.path).relative_to(laptop.path).as_posix()
-        set_language = lambda text, lang: text.replace("\n---\n# ", f"\nlanguage: {lang}\n---\n# ", 1)  # noqa: E731
+        set_language = lambda text, lang: text.replace("\nname: ", f"\nlanguage: {lang}\nname: ", 1)  # noqa: E731
         laptop.write(relpath, set_language(laptop.read(relpath), "fr"))
         laptop.commit_all("she speaks French")
         on_server = server.vault / relpath
