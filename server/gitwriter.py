@@ -3,7 +3,9 @@
 One writer task per vault drains a queue of commit requests. Requests that arrive while a commit is
 running are committed together in the next one (one commit per source, each change listed), which is
 what lets many concurrent writers be acknowledged quickly without one `git commit` each. Commands
-start in `server.gitrun` (the only code that runs git); files reach the index through `server.gitstage`.
+start in `server.gitrun` (the only code that runs git); files reach the index through `server.gitstage`
+and become a commit in `server.gitcommit`. Merges (sync, and acknowledged commits a person's git
+dropped) run here too, in turn with commits.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from server import gitmerge, gitstage
 from server.acknowledged import Acknowledged, Held
+from server.gitcommit import MAX_LISTED, Committer, message
 from server.gitlock import WriterLock
 from server.gitmerge import Merged, MergeOutcome
 from server.gitrun import GitError, GitRunner
@@ -31,9 +34,6 @@ log = logging.getLogger("memory_bridge.git")
 
 SOURCES = ("api", "webhook", "tool", "cli", "hand-edit", "sync")
 _BATCH_WINDOW_SECONDS = 0.005
-# A commit message lists at most this many changes, then says how many more: a message (and its
-# memory) must not grow with a commit of a hundred thousand files.
-MAX_LISTED = 200
 
 
 # Housekeeping (`git gc --auto`: pack loose objects once there are many) runs after this long
@@ -101,8 +101,6 @@ class GitWriter:
         self.hand_edits: set[str] = set()
         # Another memory-bridge process (the CLI beside a running server) commits to the same vault.
         self.lock = WriterLock(root)
-        # (commit, its tree) of the last commit this writer made or looked up: to see when there is nothing to commit.
-        self._last_tree: tuple[str, str] | None = None
         # path -> blob this writer last committed there from exact bytes (saves asking git); recent paths only.
         self._blobs: OrderedDict[str, str | None] = OrderedDict()
         self.runner = GitRunner(root, author_name, author_email)
@@ -112,6 +110,7 @@ class GitWriter:
         self.acknowledged = Acknowledged(root)
         # A person's merge, rebase or cherry-pick in the working tree: no commit is made while one lasts.
         self.operations = Operations(root)
+        self.committer = Committer(self.runner, self.operations)
 
     # -- running git -----------------------------------------------------------------------------
 
@@ -123,16 +122,6 @@ class GitWriter:
             return False
         self.runner.run_sync("init", "-q", "-b", branch)
         return True
-
-    def _head_from_files(self) -> str | None:
-        """The commit HEAD points to, read from .git without starting a process (None: ask git)."""
-        try:
-            head = (self.root / ".git" / "HEAD").read_text().strip()
-            if head.startswith("ref: "):
-                head = (self.root / ".git" / head[5:]).read_text().strip()
-        except OSError:
-            return None
-        return head if len(head) == 40 else None
 
     def head(self) -> str | None:
         """The current commit id, or None before the first commit."""
@@ -264,19 +253,19 @@ class GitWriter:
             # committed now, as theirs.
             await gitstage.stage(self.runner, dirty)
             lines = [f"hand edit: {path} edited" for path in dirty]
-            self._note_commit(await self._commit_index(message(lines, "hand-edit")), lines)
+            self._note_commit(await self.committer.commit(message(lines, "hand-edit")), lines)
             self.hand_edits.difference_update(dirty)
         merged = await gitmerge.merge_in(self.runner, ref, subject, "sync")
         if merged.outcome in (MergeOutcome.MERGED, MergeOutcome.FAST_FORWARD):
             # The merge rewrote files behind this writer's back: what it knew of them is stale.
             self._blobs.clear()
-            self._last_tree = None
+            self.committer.forget_tree()
             self._note_commit(merged.head, [subject])
         return merged
 
     async def _keep_acknowledged(self) -> None:
         """Merge acknowledged commits back if the branch moved so that they left its history."""
-        held = await self.acknowledged.held_by(self.runner, await self._head())
+        held = await self.acknowledged.held_by(self.runner, await self.committer.head())
         if held is Held.YES:
             return
         sha = self.acknowledged.sha or ""
@@ -346,7 +335,7 @@ class GitWriter:
             for path in from_disk:
                 self._blobs.pop(path, None)  # staged from disk: this writer no longer knows its blob
             await gitstage.stage(self.runner, from_disk)
-            sha = await self._commit_index(message(lines, source, more=self._failed.more))
+            sha = await self.committer.commit(message(lines, source, more=self._failed.more))
             self._note_commit(sha, lines)
             self.status.last_error = None
             self._failed = _Retry({}, [])
@@ -389,7 +378,7 @@ class GitWriter:
         if waited:
             # The person's git moved HEAD and rewrote git's index: what this writer knew of them is stale.
             self._blobs.clear()
-            self._last_tree = None
+            self.committer.forget_tree()
         return True
 
     async def _bases_first(self, exact: dict[str, Exact]) -> None:
@@ -403,7 +392,7 @@ class GitWriter:
             return
         lines = [f"hand edit: {path} {'edited' if base is not None else 'removed'}" for path, base in behind.items()]
         await gitstage.stage_exact(self.runner, behind)
-        sha = await self._commit_index(message(lines, "hand-edit"))
+        sha = await self.committer.commit(message(lines, "hand-edit"))
         self._note_commit(sha, lines)
         log.info("committed %d hand edit(s) made just before the service's own change", len(behind))
 
@@ -413,40 +402,6 @@ class GitWriter:
             self._blobs.move_to_end(path)
         while len(self._blobs) > _KNOWN_BLOBS:
             self._blobs.popitem(last=False)
-
-    async def _commit_index(self, text: str) -> str | None:
-        """Commit what is staged; returns the new commit, or None when the tree is HEAD's already.
-
-        Plumbing rather than `git commit`, which would first stat every file of the vault to refresh
-        the index (thousands of callers) and then start git's housekeeping: a third of the cost.
-        """
-        tree = (await self.runner.run("write-tree"))[1].strip()
-        parent = await self._head()
-        if parent is not None and tree == await self._tree_of(parent):
-            return None  # nothing to commit: a person's git, or an earlier batch, already has it
-        parents = ("-p", parent) if parent is not None else ()
-        sha = (await self.runner.run("commit-tree", tree, *parents, "-F", "-", stdin=text.encode()))[1].strip()
-        if (began := self.operations.current()) is not None:
-            # A person's git began during this commit and may have taken what was staged: none is made
-            # under it, and the changes, not acknowledged, are committed with the next commit after it.
-            raise GitError(f"not committed: a git {began.value} began in the vault during the commit")
-        # Moves HEAD's branch only if it is still `parent` (a person's commit meanwhile fails this one).
-        subject = text.split("\n", 1)[0]
-        await self.runner.run("update-ref", "-m", f"commit: {subject}", "HEAD", sha, *(parent,) if parent else ())
-        self._last_tree = (sha, tree)
-        return sha
-
-    async def _head(self) -> str | None:
-        # From .git's files when they have it; git knows when they do not (say, refs packed by a gc).
-        if (head := self._head_from_files()) is not None:
-            return head
-        code, out = await self.runner.run("rev-parse", "--verify", "-q", "HEAD", ok=(0, 1))
-        return out.strip() or None if code == 0 else None
-
-    async def _tree_of(self, commit: str) -> str:
-        if self._last_tree is None or self._last_tree[0] != commit:
-            self._last_tree = (commit, (await self.runner.run("rev-parse", f"{commit}^{{tree}}"))[1].strip())
-        return self._last_tree[1]
 
     async def _housekeeping(self) -> None:
         # git's own threshold decides whether there is anything to do; the gc detaches and works on
@@ -465,20 +420,3 @@ class GitWriter:
         if self.on_commit is not None:
             self.on_commit()
 
-
-def message(lines: list[str], source: str, more: int = 0) -> str:
-    """A commit message: what changed for whom (by short hash), a trailer, and the changes listed.
-
-    At most MAX_LISTED changes are listed; the rest, and `more` changes without a line of their own,
-    are counted ("... and K more").
-    """
-    # One line per change: a file name with a newline in it must not be able to fake a trailer.
-    listed = [" ".join(line.split()) for line in lines[:MAX_LISTED]]
-    total = len(lines) + more
-    if total == 1:
-        subject, body = listed[0], ""
-    else:
-        subject = f"{total} changes"
-        rest = [f"- ... and {total - len(listed)} more"] if total > len(listed) else []
-        body = "\n".join([*(f"- {line}" for line in listed), *rest]) + "\n\n"
-    return f"{subject}\n\n{body}Source: {source}\n"
