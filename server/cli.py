@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from server import logs
+from server import filemodes, logs
 from server.config import ConfigError, Settings, load_settings
 
 EXIT_USAGE = 2
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `memory-bridge` console script."""
+    # Before anything can create a file: the vault (and git's files in it) are for this user alone.
+    filemodes.keep_new_files_private()
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from server import cache, keyfile
+from server import cache, filemodes, keyfile
 from server.config import Settings
 from server.gitlock import ServerMark, server_running
 from server.gitwriter import GitWriter
@@ -114,6 +114,14 @@ def open_service(settings: Settings) -> Service:
     vault.root.mkdir(parents=True, exist_ok=True)
     git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email)
     created_repo = git.ensure_repo()
+    tightened = filemodes.tighten_once(vault.root)
+    if tightened.total:
+        log.warning(
+            "made %d file(s) and %d folder(s) of the vault readable by its owner only (0600/0700); "
+            "new ones are created so",
+            tightened.files,
+            tightened.folders,
+        )
     vault.ensure_layout()
     stale = vault.remove_stale_temp_files()
     if stale:
