@@ -34,7 +34,7 @@ RUN if ! command -v git >/dev/null || ! command -v tini >/dev/null; then \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && groupadd --system --gid 10001 memory-bridge \
- && useradd --system --uid 10001 --gid memory-bridge --home-dir /vault --no-create-home \
+ && useradd --system --uid 10001 --gid memory-bridge --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin memory-bridge \
  && install -d -o memory-bridge -g memory-bridge -m 0700 /vault
 COPY --from=build /opt/memory-bridge /opt/memory-bridge
