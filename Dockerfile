@@ -1,10 +1,12 @@
 # memory-bridge in a container: the service as a non-root user, the vault on a volume at /vault.
 #
 #   docker build -t memory-bridge .
-#   docker run -d -p 127.0.0.1:8000:8000 -v memory-bridge-vault:/vault --env-file .env memory-bridge
+#   docker run -d -p 127.0.0.1:8000:8000 -v memory-bridge-vault:/vault --env-file .env \
+#     -e HOST=0.0.0.0 -e VAULT_DIR=/vault memory-bridge
 #
-# It listens on all interfaces (HOST=0.0.0.0), which the service refuses without WEBHOOK_SECRET: set it
-# (and PHONE_HASH_KEY, ADMIN_API_KEY, ...) in the environment, or the container exits at once saying so.
+# It listens on all interfaces (HOST=0.0.0.0; -e wins over a .env's local HOST and VAULT_DIR), which
+# the service refuses without WEBHOOK_SECRET: set it (and PHONE_HASH_KEY, ADMIN_API_KEY, ...) in the
+# environment, or the container exits at once saying so.
 # Give it time to stop (`docker stop -t 60`, compose's stop_grace_period): on SIGTERM it commits every
 # pending write and call before it exits.
 #
@@ -44,7 +46,7 @@ ENV PATH=/opt/memory-bridge/bin:$PATH \
     PORT=8000 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-# Not in the vault: a .env there would be read as settings, and committed.
+# Commands read a .env from where they run: not from the vault.
 WORKDIR /opt/memory-bridge
 USER memory-bridge
 VOLUME ["/vault"]
