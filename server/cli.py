@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server import logs
+from server import filemodes, logs
 
 if TYPE_CHECKING:  # imported where used: git starts `merge-file` once per file, and it must start fast
     from server.config import Settings
@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `memory-bridge` console script."""
+    # Before anything can create a file: the vault (and git's files in it) are for this user alone.
+    filemodes.keep_new_files_private()
     args = build_parser().parse_args(argv)
     if getattr(args, "plain", False):
         return int(args.func(args))

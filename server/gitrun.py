@@ -81,6 +81,9 @@ class GitRunner:
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_LITERAL_PATHSPECS": "1",  # a file named `[ab].md` or `*.md` is that file, not a pattern
+            # A new vault's .git gets no templates: no sample hooks (executables) or description, only
+            # what git needs, each file 0600 (objects 0400) under the service's umask.
+            "GIT_TEMPLATE_DIR": "",
             "LC_ALL": "C",
         }
 

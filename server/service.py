@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from server import cache, gitmerge, gitstate, keyfile, mergedriver
+from server import cache, filemodes, gitmerge, gitstate, keyfile, mergedriver
 from server.config import Settings
 from server.gitlock import ServerMark, server_running
 from server.gitrun import GitError
@@ -137,6 +137,14 @@ def open_service(settings: Settings) -> Service:
     vault.root.mkdir(parents=True, exist_ok=True)
     git = GitWriter(vault.root, settings.git_author_name, settings.git_author_email, vault.conflicted)
     created_repo = git.ensure_repo(settings.git_branch)
+    tightened = filemodes.tighten_once(vault.root)
+    if tightened.total:
+        log.warning(
+            "made %d file(s) and %d folder(s) of the vault readable by its owner only (0600/0700); "
+            "new ones are created so",
+            tightened.files,
+            tightened.folders,
+        )
     gitmerge.recover_interrupted(git.runner)
     if settings.git_remote is not None:
         join_remote(settings, git, created_repo)
