@@ -7,8 +7,10 @@ Modules:
 - `httpclient`: a small keep-alive HTTP/1.1 client for the write, edit and webhook scenarios.
 - `fixedrate`: an open-loop, fixed-rate load generator for latency percentiles.
 - `loadgen`: full-speed load with `wrk` (installed from Debian when missing).
+- `sync`: the sync scenarios (two replicas, a git remote on loopback); `githook`: that remote's push webhook.
 - `probes`: small in-process measurements that explain the big numbers.
 - `machine`: what the numbers were measured on.
 - `report`: BENCHMARKS.md from the results.
+- `syncreport`: the sync rows of the report and how they are measured.
 - `run`: the scenarios and the command line.
 """

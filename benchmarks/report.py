@@ -6,6 +6,7 @@ import math
 import statistics
 from typing import Any
 
+from benchmarks import syncreport
 from server.recorder import RECORD_BATCH, RECORD_INTERVAL
 
 MB = 1_000_000
@@ -130,7 +131,7 @@ def _rows(meta: dict[str, Any], r: dict[str, Any]) -> list[tuple[str, str, str, 
             pc["max"] <= 1000 and pc["missed"] == 0 and pc["failures"] == 0 if pc else None,
         )
     )
-    return rows
+    return rows + syncreport.rows(meta, r)
 
 
 def _throughput(r: dict[str, Any]) -> list[str]:
@@ -503,7 +504,7 @@ def notes(meta: dict[str, Any], r: dict[str, Any]) -> list[str]:
             "add + commit + rev-parse, vfork spawns, and sharding `callers/` (smaller trees to rewrite per commit, "
             "reference/libraries.md §5.2)."
         )
-    return out
+    return out + syncreport.notes(meta, r)
 
 
 def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
@@ -564,7 +565,7 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
             "## Notes",
             "",
             "What bounds each missed or nearly missed target, what a first start without the derived cache costs, "
-            "and what would lift them. The numbers are this run's; the explanations "
+            "and what would lift them; how the sync rows are measured. The numbers are this run's; the explanations "
             "come from profiles of the service (cProfile in process; on the live server, an event-loop lag probe "
             "and perf sched) and should be "
             "re-checked when the code they name changes.",

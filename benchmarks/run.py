@@ -17,6 +17,7 @@ Scenarios (`--only NAME`, repeatable):
 - `writes`: 32 concurrent API writers; acknowledged writes/s, then every acknowledged fact is
   checked in the files and in git's HEAD.
 - `post-call`: signed post-call webhook, then call until the answer carries the summary.
+- `sync-visibility`, `sync-busy`: two replicas syncing through a git remote (`benchmarks/sync.py`).
 - `probes`: in-process costs and the event-loop cost of starting git (diagnostics for the notes).
 
 `--quick` shrinks sizes and durations for a smoke run; it and `--only` write the report to
@@ -46,13 +47,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fixedrate, generate, loadgen, machine, probes, report, servers
+from benchmarks import fixedrate, generate, loadgen, machine, probes, report, servers, sync
 from benchmarks.httpclient import Connection, HttpError
 from server import edits
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
-SCENARIOS = ("startup", "throughput", "latency", "latency-busy", "hand-edit", "writes", "post-call", "probes")
+SCENARIOS: tuple[str, ...] = ("startup", "throughput", "latency", "latency-busy", "hand-edit", "writes", "post-call")
+SCENARIOS += ("sync-visibility", "sync-busy", "probes")
 FIXTURE = ROOT / "tests" / "fixtures" / "elevenlabs" / "post_call_transcription.json"
 
 
@@ -77,6 +79,8 @@ class Config:
     write_seconds: float = 10
     writers: int = 32
     post_calls: int = 40
+    sync_writes: int = 40  # per mode of sync-visibility
+    sync_writes_per_s: float = 10  # on replica B during sync-busy
     seed: int = 1
 
 
@@ -93,6 +97,7 @@ QUICK = Config(
     hand_edits=30,
     write_seconds=3,
     post_calls=10,
+    sync_writes=10,
 )
 
 
@@ -847,6 +852,8 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "writes": scenario_writes,
     "post-call": scenario_post_call,
     "latency-busy": scenario_latency_busy,  # it restarts the service with a 1 s reconcile
+    "sync-visibility": sync.scenario_visibility,
+    "sync-busy": sync.scenario_busy,
     "probes": scenario_probes,
 }
 
@@ -924,4 +931,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `benchmarks.run`, the module benchmarks.sync imports, so that there is one copy of it (one clock for log).
+    from benchmarks.run import main as run_main
+
+    sys.exit(run_main())
