@@ -49,10 +49,14 @@ class Acknowledged:
         except OSError as exc:
             log.warning("cannot note the acknowledged commit: %s", exc)
 
+    def known_held_by(self, head: str | None) -> bool:
+        """Whether `head` is known to hold the newest acknowledged commit, without asking git."""
+        return self.sha is None or head is None or head in (self.sha, self._checked_head)
+
     async def held_by(self, runner: GitRunner, head: str | None) -> Held:
         """Whether commit `head` holds the newest acknowledged commit in its history."""
         sha = self.sha
-        if sha is None or head is None or head in (sha, self._checked_head):
+        if sha is None or head is None or self.known_held_by(head):
             return Held.YES
         if await gitmerge.rev(runner, sha) is None:
             return Held.GONE

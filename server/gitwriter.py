@@ -419,4 +419,3 @@ class GitWriter:
         self.acknowledged.note(sha)
         if self.on_commit is not None:
             self.on_commit()
-

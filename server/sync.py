@@ -73,6 +73,8 @@ class Joined(enum.Enum):
 
 
 _FIRST_CLONE_SECONDS = 300.0
+# What a remote says when another push to the branch was landing at the same moment.
+_RACED_PUSH = ("failed to update ref", "cannot lock ref", "failed to lock")
 # What git says when the remote has no such branch (an empty repository).
 _NO_BRANCH = "couldn't find remote ref"
 _START_FETCH_SECONDS = 10.0
@@ -204,17 +206,18 @@ class Sync:
                 await asyncio.sleep(_PUSH_BATCH_SECONDS)  # let the commits of a burst go out together
 
     async def round(self, fetch: bool) -> None:
-        """One round: keep acknowledged commits, fetch (if `fetch`), merge what came, push what is ours."""
-        await self.git.keep_acknowledged()
-        self._read_conflicts()
+        """One round: fetch (if `fetch`), keep acknowledged commits, merge what came, push what is ours."""
+        if self.enabled and fetch:
+            await self._fetch()  # first: the network is the slow part, and needs no turn in the writer
+        if not self.git.acknowledged.known_held_by(self.git.committer.head_from_files()):
+            await self.git.keep_acknowledged()  # the branch moved by other hands: a turn in the writer to check
         if not self.enabled:
+            self._read_conflicts()
             return
-        if fetch:
-            await self._fetch()
         await self._merge_fetched()
         self._push_wanted = False
         for attempt in range(_PUSH_TRIES):
-            if await self._push():
+            if not await self._ahead() or await self._push():
                 break
             # Someone pushed first: take their commits in, then try again, with a growing pause.
             await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
@@ -250,19 +253,30 @@ class Sync:
             raise GitError(f"cannot merge the remote's {self.branch}: {merged.detail}")
         self._merged_tip = tip
         if merged.outcome is not MergeOutcome.UP_TO_DATE:
+            self._read_conflicts()
             self.status.merges += 1
             self.status.last_merge_at = time.time()
             log.info("merged %d file(s) from the remote (%s)", len(merged.changed), merged.outcome.value)
 
+    async def _ahead(self) -> bool:
+        """Whether the branch has commits the remote's (as last fetched or pushed) does not."""
+        head = self.git.committer.head_from_files() or await gitmerge.rev(self.git.runner, "HEAD")
+        tip = await gitmerge.rev(self.git.runner, self.tracking)
+        if head is None or head == tip:
+            return False
+        return tip is None or not await gitmerge.is_ancestor(self.git.runner, head, tip)
+
     async def _push(self) -> bool:
-        """Push the branch; False if the remote rejected it because it has commits we have not merged."""
+        """Push the branch; False if the remote turned it away for now (someone pushed first, or at the same moment)."""
         code, out = await self.git.runner.run_network(
             "push", "--porcelain", REMOTE, f"HEAD:refs/heads/{self.branch}", ok=(0, 1)
         )
         if code == 0:
             self.status.last_push_at = time.time()
             return True
-        if "[rejected]" in out:
+        # `[rejected]`: the remote has commits we have not merged. `failed to update ref` / `cannot
+        # lock ref`: another push to the same branch was landing at that moment. Both: merge, try again.
+        if "[rejected]" in out or any(words in out for words in _RACED_PUSH):
             return False
         raise GitError(f"git push failed: {' '.join(out.split())[:300]}")
 

@@ -96,10 +96,14 @@ def test_a_laptop_and_a_call_edit_the_same_caller_at_once_and_both_are_kept(tmp_
         set_language = lambda text, lang: text.replace("\nname: ", f"\nlanguage: {lang}\nname: ", 1)  # noqa: E731
         laptop.write(relpath, set_language(laptop.read(relpath), "fr"))
         laptop.commit_all("she speaks French")
+        # The git host is out of the server's reach while both edits are made, so that the server is
+        # the one that merges them (the laptop pushes straight into the repository).
+        daemon.stop()
         on_server = server.vault / relpath
         on_server.write_text(set_language(on_server.read_text(), "de"))
         wait_until(lambda: git(server.vault, "status", "--porcelain") == "", timeout=10, what="the hand edit committed")
-        laptop.sync()
+        laptop.git("push", "-q", (daemon.base / "vault.git").as_uri(), "HEAD:main")
+        daemon.start()
         wait_until(lambda: in_step(daemon, server), timeout=15, what="the laptop's change merged")
         assert "\nlanguage: fr\n" in on_server.read_text()
         conflicts = server.admin("GET", "/health").json()["merge_conflicts"]
