@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -216,6 +217,49 @@ def server_factory(tmp_path: Path) -> Iterator:
 def server(server_factory) -> LiveServer:  # type: ignore[no-untyped-def]
     """A running server on a fresh vault."""
     return server_factory()
+
+
+# Linux lets a program's arguments and environment take a quarter of the stack limit, never less than
+# 128 KiB: 2 MiB under the usual 8 MiB stack, which 100,000 file names overflow. Under a 512 KiB stack
+# the room is 128 KiB, which 10,000 file names overflow the same way ("Argument list too long").
+SMALL_STACK_BYTES = 512 * 1024
+ARGUMENT_ROOM_BYTES = 128 * 1024
+
+
+def argument_bytes(args: list[str]) -> int:
+    """The room `args` take as a program's arguments: each string, its NUL and its pointer."""
+    return sum(len(arg.encode()) + 1 + 8 for arg in args)
+
+
+def _stack_in_use() -> int:
+    """Bytes of this process's main stack mapped so far (it never shrinks)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmStk:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.fixture
+def small_argument_room() -> Iterator[int]:
+    """Lower the soft stack limit to 512 KiB for one test; yields the 128 KiB left for a program's arguments.
+
+    The limit is checked when a program is started, and every process started meanwhile (the worker,
+    a CLI, git) inherits it: a command line that grows with the number of files fails with a tenth of
+    the files it takes on a default machine, so the scale tests prove the same with a tenth of them.
+    Only the main thread's stack is bound by it (threads' stacks are sized when the process starts),
+    and what this test process already uses of it is checked to leave ample room.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if hard != resource.RLIM_INFINITY and hard < SMALL_STACK_BYTES:
+        pytest.fail(f"the hard stack limit ({hard} bytes) is below {SMALL_STACK_BYTES}")
+    in_use = _stack_in_use()
+    assert in_use < SMALL_STACK_BYTES // 2, f"this process already uses {in_use} bytes of stack"
+    resource.setrlimit(resource.RLIMIT_STACK, (SMALL_STACK_BYTES, hard))
+    try:
+        yield ARGUMENT_ROOM_BYTES
+    finally:
+        resource.setrlimit(resource.RLIMIT_STACK, (soft, hard))
 
 
 @pytest.fixture
