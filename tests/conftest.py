@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,6 +189,69 @@ def running_server(folder: Path, **extra: str) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+# -- one server for a module's tests ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One running server for the tests of a module that take it (through `shared`).
+
+    Starting a server costs more than most tests that use one. It suits tests that need no vault of
+    their own: each keeps to callers and files of its own (`fresh_number`), checks only what it did,
+    and leaves nothing broken behind. The module's SHARED_SERVER_ENV, if it has one, holds the
+    server's settings. Under xdist a module's tests that share a server run on one worker, so one
+    server is started per module (see `pytest_collection_modifyitems`).
+    """
+    settings = getattr(request.module, "SHARED_SERVER_ENV", {})
+    with running_server(tmp_path_factory.mktemp("shared"), **settings) as server:
+        yield server
+
+
+def settled(server: LiveServer) -> bool:
+    """Every write and recorded call is committed, and nothing on disk is left to commit."""
+    status = server.client.get("/health").json()
+    return (
+        status["pending_writes"] == 0
+        and status["pending_calls"] == 0
+        and git(server.vault, "status", "--porcelain", "--untracked-files=all") == ""
+    )
+
+
+@pytest.fixture
+def shared(shared_server: LiveServer) -> Iterator[LiveServer]:
+    """The module's shared server, with nothing of an earlier test pending, nor of this one after it."""
+    assert shared_server.wait_for(lambda: settled(shared_server), timeout=10), "an earlier test left work pending"
+    yield shared_server
+    assert shared_server.wait_for(lambda: settled(shared_server), timeout=10), "the test left work pending"
+
+
+@pytest.fixture(scope="session")
+def _number_counter() -> Iterator[int]:
+    return itertools.count(1000)
+
+
+@pytest.fixture
+def fresh_number(_number_counter: Iterator[int]) -> Callable[[], str]:
+    """Phone numbers (+1 212 555 ....) no other test of this process uses: for tests on a shared server."""
+    return lambda: f"+1212555{next(_number_counter):04d}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` start first; a module's tests that share module-scoped fixtures run together.
+
+    The slow ones (seconds each, mostly waiting) then overlap everything else instead of running
+    last and alone. A module-scoped fixture (a shared server) is made once per worker that runs one
+    of its tests: with `--dist loadgroup` the xdist_group mark keeps them on one worker.
+    """
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info is not None else []
+        if any(defs and defs[-1].scope == "module" for defs in definitions):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture
