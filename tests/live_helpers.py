@@ -154,9 +154,9 @@ def known_file(server: LiveServer, number: str) -> str | None:
     return response.json()["file"] if response.status_code == 200 else None
 
 
-def commits(vault: Path) -> list[dict[str, Any]]:
-    """The vault's history, newest first: sha, full message and the files each commit touched."""
-    out = git(vault, "log", "--format=%x1e%H%x1f%B%x1f", "--name-only")
+def commits(vault: Path, since: str | None = None) -> list[dict[str, Any]]:
+    """The vault's history (after commit `since`), newest first: sha, full message and the files each touched."""
+    out = git(vault, "log", "--format=%x1e%H%x1f%B%x1f", "--name-only", *([f"{since}..HEAD"] if since else []))
     result = []
     for chunk in out.split("\x1e")[1:]:
         sha, message, files = chunk.split("\x1f")
