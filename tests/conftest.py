@@ -253,10 +253,10 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `slow` start first; a module's tests that share module-scoped fixtures run together.
+    """Tests marked `slow` start first, longest first; a module's tests that share module-scoped fixtures run together.
 
-    The slow ones (seconds each, mostly waiting) then overlap everything else instead of running
-    last and alone. A module-scoped fixture (a shared server) is made once per worker that runs one
+    The slow ones (`seconds` each, about, alone on a quiet machine) then overlap everything else
+    instead of running last and alone. A module-scoped fixture (a shared server) is made once per worker that runs one
     of its tests: with `--dist loadgroup` the xdist_group mark keeps them on one worker.
     """
     for item in items:
@@ -264,7 +264,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         definitions = info.name2fixturedefs.values() if info is not None else []
         if any(defs and defs[-1].scope == "module" for defs in definitions):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=lambda item: -(mark.kwargs.get("seconds", 1) if (mark := item.get_closest_marker("slow")) else 0))
 
 
 @pytest.fixture

@@ -445,6 +445,7 @@ def test_odd_paths_and_methods_never_get_a_500(untouched: LiveServer) -> None:
 # -- every write route: one commit each with its source, and no raw number anywhere --------------------
 
 
+@pytest.mark.slow(seconds=5)
 def test_every_write_is_one_commit_with_its_source_and_no_raw_number_is_anywhere(server_factory) -> None:  # type: ignore[no-untyped-def]
     # The CLI writes while this server watches. A hand-edit commit of the server can take a CLI write
     # the CLI has not committed yet (a known race, reported); a quiet period nearer the default of 3 s

@@ -453,7 +453,7 @@ def git_clean(vault: Path) -> bool:
     return git(vault, "status", "--porcelain") == ""
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=5)
 def test_every_answered_call_is_recorded_when_the_server_stops_mid_batch(server_factory) -> None:  # type: ignore[no-untyped-def]
     server: LiveServer = server_factory()
     numbers = [f"+1415555{i:04d}" for i in range(1000, 2000)]

@@ -58,6 +58,7 @@ def _open_fds(server: LiveServer) -> int:
     return len(os.listdir(f"/proc/{server.proc.pid}/fd"))
 
 
+@pytest.mark.slow(seconds=5)
 def test_idle_and_slow_header_connections_neither_block_calls_nor_stay_open(server_factory) -> None:  # type: ignore[no-untyped-def]
     server: LiveServer = server_factory(HEAD_TIMEOUT_SECONDS=str(HEAD_TIMEOUT))
     _allow_files(FLOOD + 512)

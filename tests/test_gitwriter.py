@@ -460,6 +460,7 @@ def write_many(root: Path, count: int, folder: str = "callers") -> list[str]:
     return paths
 
 
+@pytest.mark.slow(seconds=2)
 @pytest.mark.anyio
 async def test_a_failed_commit_of_many_files_leaves_the_writer_able_to_commit(
     tmp_path: Path, small_argument_room: int
@@ -506,6 +507,7 @@ async def test_a_failed_commit_of_many_files_leaves_the_writer_able_to_commit(
     assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
 
 
+@pytest.mark.slow(seconds=2)
 def test_start_up_commits_many_files_changed_while_stopped(tmp_path: Path, small_argument_room: int) -> None:
     # A sync tool dropped ten thousand files into the vault while the service was stopped: start-up
     # commits them all, as one hand-edit commit, instead of failing on the argument limit.

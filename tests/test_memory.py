@@ -177,6 +177,7 @@ def test_identities_are_remembered_but_junk_is_not(tmp_path: Path) -> None:
     assert memory.identities._cached.cache_info().currsize == remembered, "junk caller IDs must not fill the cache"
 
 
+@pytest.mark.slow(seconds=5)
 @pytest.mark.anyio
 async def test_many_calls_waiting_at_stop_are_all_counted_and_committed(
     tmp_path: Path, small_argument_room: int

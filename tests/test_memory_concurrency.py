@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import ADMIN_KEY, ELEVENLABS_SECRET, WEBHOOK_SECRET, fixture_json, git
 from tests.live_helpers import key_for
@@ -124,6 +125,7 @@ async def storm(url: str) -> tuple[dict[str, str], list[int]]:
     return acknowledged, personalize_codes
 
 
+@pytest.mark.slow(seconds=10)
 def test_write_storm_with_hand_edits_loses_nothing(server_factory, vault_dir: Path) -> None:
     server = server_factory(vault_dir, HAND_EDIT_QUIET_SECONDS="0.5")
     # Every caller exists before the storm, so the person has files to append to.

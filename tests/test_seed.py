@@ -171,6 +171,7 @@ def test_import_seed_creates_every_caller_in_one_commit_and_a_rerun_changes_noth
     assert vault_snapshot(vault) == files
 
 
+@pytest.mark.slow(seconds=5)
 def test_an_imported_caller_is_recognised_and_upgraded_to_the_keyed_hash(
     tmp_path: Path, seed_dir: Path, server_factory
 ) -> None:  # type: ignore[no-untyped-def]
@@ -292,6 +293,7 @@ def test_a_bad_data_directory_is_refused_and_nothing_is_written(
 BIG_IMPORT = 5_000
 
 
+@pytest.mark.slow(seconds=5)
 def test_a_big_import_is_committed_in_full(tmp_path: Path, small_argument_room: int) -> None:
     # A big predecessor: every imported file is committed by the import itself (none left for the
     # next start to commit as hand edits), and the commit message stays bounded.
