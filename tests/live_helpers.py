@@ -173,6 +173,15 @@ def source_of(message: str) -> str:
     return source
 
 
+def caller_files_but(vault: Path, *left_out: str) -> dict[str, bytes]:
+    """The bytes of every caller file (vault-relative path) but those named: what else a test's writes touched."""
+    return {
+        path.relative_to(vault).as_posix(): path.read_bytes()
+        for path in (vault / "callers").rglob("*.md")
+        if path.relative_to(vault).as_posix() not in left_out
+    }
+
+
 def vault_files(vault: Path) -> list[Path]:
     """Every file in a vault outside .git."""
     return [p for p in vault.rglob("*") if p.is_file() and ".git" not in p.relative_to(vault).parts[:1]]

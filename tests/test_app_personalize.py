@@ -36,6 +36,7 @@ from tests.conftest import (
 )
 from tests.live_helpers import (
     assert_valid_answer,
+    caller_files_but,
     caller_md,
     commits,
     first_message_of,
@@ -109,8 +110,8 @@ def file_of(number: str) -> str:
 
 
 def callers_but(vault: Path, *left_out: str) -> dict[str, bytes]:
-    """The bytes of every caller file but those named."""
-    return {p.name: p.read_bytes() for p in (vault / "callers").glob("*.md") if p.name not in left_out}
+    """The bytes of every caller file but those named (file names in callers/)."""
+    return caller_files_but(vault, *(f"callers/{name}" for name in left_out))
 
 
 def recorded(server: LiveServer, number: str, count: int) -> bool:
