@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -52,6 +53,11 @@ class Call:
     @property
     def key(self) -> str:
         return key_for(self.number)
+
+    @property
+    def url(self) -> str:
+        """The number as a URL path segment (%2B...)."""
+        return quote(self.number, safe="")
 
     @property
     def file(self) -> str:
