@@ -318,7 +318,7 @@ def test_editing_the_soul_changes_the_next_answer(server: LiveServer) -> None:
 
 
 def test_the_services_own_writes_are_not_hand_edits(server_factory) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory()  # the reconcile scan every 2 s must not take them for hand edits either
+    server = server_factory(RECONCILE_SECONDS="0.5")  # the reconcile scan must not take them for hand edits either
     personalize(server, OTHER)
     wait_until(lambda: known_file(server, OTHER), what="the call to be recorded")
     wait_until(lambda: settled(server))
@@ -326,8 +326,8 @@ def test_the_services_own_writes_are_not_hand_edits(server_factory) -> None:  # 
     wait_until(lambda: len(commits(server.vault)) == 3 and settled(server), what="the second call to be recorded")
     response = server.admin("POST", f"/api/memory/{OTHER}", json={"fact": "Likes jazz"})
     assert response.status_code == 200, response.text
-    # Longer than the quiet period (0.3 s) and one reconcile scan (2 s).
-    time.sleep(2.5)
+    # Longer than the quiet period (0.3 s) and a reconcile scan (every 0.5 s) after the write.
+    time.sleep(1.2)
     assert [source_of(c["message"]) for c in commits(server.vault)] == ["api", "webhook", "webhook", "cli"]
     assert git(server.vault, "status", "--porcelain") == ""
 
