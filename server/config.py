@@ -162,6 +162,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             le=10_000.0,
         ),
     ] = 500.0
+    head_timeout_seconds: Annotated[
+        float,
+        _doc(
+            "Tuning: seconds a client may take to send a request's head (the request line and headers) before "
+            "its connection is closed. A real client sends it at once; a client that connects and sends nothing, "
+            "or trickles its headers, would otherwise hold a connection for ever.",
+            ge=1.0,
+            le=3600.0,
+        ),
+    ] = 10.0
 
     def __post_init__(self) -> None:
         # Checks a type cannot express; a ValueError here becomes a ValidationError of `convert`.

@@ -178,7 +178,7 @@ def open_service(settings: Settings) -> Service:
         git.commit_sync(dirty, [line], "hand-edit")
     index = Index()
     memory = Memory(settings, vault, index, git, key)
-    watcher = Watcher(vault, index, git, settings.hand_edit_quiet_seconds, settings.reconcile_seconds)
+    watcher = Watcher(vault, index, memory.writes, settings.hand_edit_quiet_seconds, settings.reconcile_seconds)
     parsed = watcher.load_all(cache.load(vault.root))
     # The index lives as long as the process: keep it out of the garbage collector's full
     # collections, which would otherwise walk it every so often and pause calls for milliseconds.

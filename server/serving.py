@@ -13,6 +13,7 @@ idle and slow clients cannot use up the process's file descriptors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import resource
 from typing import Any
 
@@ -22,9 +23,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from server.config import Settings
 
 KEEP_ALIVE_SECONDS = 5
-# From the connection (or the first byte of the next request) to the end of its headers. Real
-# clients send a head in one packet; a slow-header client is cut off after this.
-HEAD_TIMEOUT_SECONDS = 10.0
 # A request head (request line and headers) larger than this is refused with 431.
 HEAD_MAX_BYTES = 64 * 1024
 BACKLOG = 2048
@@ -67,8 +65,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     it notes when its head began, and one sweep a second closes the connections whose head is late.
     """
 
-    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: Any = None,
+        *,
+        head_timeout: float,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        # From the connection (or the first byte of the next request) to the end of its headers
+        # (HEAD_TIMEOUT_SECONDS). Real clients send a head in one packet; a slow-header client is cut off.
+        self.head_timeout = head_timeout
         self._awaiting_head = False
         self._head_since = 0.0
         self._head_bytes = 0
@@ -110,8 +119,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes = 0
 
     def head_overdue(self, now: float) -> bool:
-        """Whether this connection has waited longer than `HEAD_TIMEOUT_SECONDS` for a request head."""
-        return self._awaiting_head and now - self._head_since > HEAD_TIMEOUT_SECONDS
+        """Whether this connection has waited longer than its head timeout for a request head."""
+        return self._awaiting_head and now - self._head_since > self.head_timeout
 
 
 class _HeadSweeper:
@@ -162,7 +171,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # the worker is down; uvloop forks the whole server to start a child (milliseconds with a
         # big index), stalling every call meanwhile, where asyncio's loop uses vfork.
         "loop": "asyncio",
-        "http": GuardedHttpToolsProtocol,
+        "http": functools.partial(GuardedHttpToolsProtocol, head_timeout=settings.head_timeout_seconds),
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 20,

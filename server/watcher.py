@@ -21,10 +21,10 @@ from typing import Any
 import watchfiles
 
 from server.gitrun import GitError
-from server.gitwriter import GitWriter
 from server.index import Index
 from server.markdown import CALLERS, NOTES, Kind, kind_of
 from server.vault import Loaded, Vault
+from server.writes import WritePath
 
 log = logging.getLogger("memory_bridge.watcher")
 
@@ -53,11 +53,12 @@ class Watcher:
     """Watches one vault and feeds the index; commits hand edits after a quiet period."""
 
     def __init__(
-        self, vault: Vault, index: Index, git: GitWriter, quiet_seconds: float, reconcile_seconds: float
+        self, vault: Vault, index: Index, writes: WritePath, quiet_seconds: float, reconcile_seconds: float
     ) -> None:
         self.vault = vault
         self.index = index
-        self.git = git
+        # Hand edits are committed through the write path: never while a write of ours to the file is uncommitted.
+        self.writes = writes
         self.quiet_seconds = quiet_seconds
         self.reconcile_seconds = reconcile_seconds
         self.heartbeat: float | None = None
@@ -255,7 +256,7 @@ class Watcher:
         loop = asyncio.get_running_loop()
         if (handle := self._pending.pop(relpath, None)) is not None:
             handle.cancel()
-        self.git.hand_edits.add(relpath)
+        self.writes.git.hand_edits.add(relpath)
         self._pending[relpath] = loop.call_later(self.quiet_seconds, self._fire, relpath)
 
     def _fire(self, relpath: str) -> None:
@@ -288,7 +289,7 @@ class Watcher:
             for path in relpaths
         }
         try:
-            await self.git.commit_hand_edits(edits)
+            await self.writes.commit_hand_edits(edits)
         except GitError as exc:
             log.error("could not commit the hand edits of %s: %s", ", ".join(relpaths), exc)
 

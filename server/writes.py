@@ -93,7 +93,8 @@ class WritePath:
         self.edit_lock = asyncio.Lock()
         # Closed while a merge (sync) rewrites files in the working tree.
         self.gate = Gate()
-        # Files written but not yet committed, with the future their commit resolves.
+        # Files held (written but not yet committed, or a person's edit being committed), with the
+        # future their release resolves.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
 
     async def write(self, relpath: str, change: Change, line: str, source: str) -> bool:
@@ -172,15 +173,29 @@ class WritePath:
         without a bound: no client is waiting for it.
         """
         await self.git.operations.wait_clear(self.patience if bounded else None)
-        for n, relpath in enumerate(paths, 1):
-            edited = relpath in self.git.hand_edits or self._edited_behind_our_back(relpath)
-            if edited and not self.vault.conflicted(relpath):
-                # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
-                await self.git.commit_hand_edits({relpath: "edited"})
-            if n % SLICE == 0:
-                await asyncio.sleep(0)
-        # git commits whole files: a second write to a file whose first write is not committed yet
-        # would land in the first one's commit, under its Source. So it waits for that commit.
+        async with self._held(paths):
+            for n, relpath in enumerate(paths, 1):
+                edited = relpath in self.git.hand_edits or self._edited_behind_our_back(relpath)
+                if edited and not self.vault.conflicted(relpath):
+                    # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
+                    await self.git.commit_hand_edits({relpath: "edited"})
+                if n % SLICE == 0:
+                    await asyncio.sleep(0)
+            yield
+
+    async def commit_hand_edits(self, edits: dict[str, str]) -> None:
+        """Commit people's changes to files (path -> "edited" or "removed"), as they are on disk, as theirs."""
+        async with self._held(list(edits)):
+            await self.git.commit_hand_edits(edits)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, paths: list[str]) -> AsyncIterator[None]:
+        """`paths` to ourselves: no write of ours to them is uncommitted, and none starts, until the block ends.
+
+        git commits whole files. A second write to a file whose first write is not committed yet
+        would land in the first one's commit, under its Source; a person's edit committed from the
+        disk meanwhile would take our write into their commit. So both wait for that commit.
+        """
         while busy := next((f for p in paths if (f := self._in_flight.get(p)) is not None), None):
             await busy
         done = asyncio.get_running_loop().create_future()

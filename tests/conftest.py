@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import resource
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,30 @@ PHONE_HASH_KEY = "test-phone-hash-key-0123456789"
 MARIA = "+14155550123"
 AGENT_NUMBER = "+14155550199"
 OTHER = "+442071838750"
+
+
+# -- where the tests' files go -----------------------------------------------------------------------
+
+# Linux's shared-memory tmpfs: files there never touch a block device.
+_TMPFS = Path("/dev/shm")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Put the run's temporary folders on tmpfs when there is one and none was asked for.
+
+    Almost every test makes a vault and commits to it, and git writes many small files (objects,
+    the index, refs) and syncs some: on a slow virtual disk that was half of the suite's time, and on
+    tmpfs it costs next to nothing. Each run gets a folder of its own, so two runs at once never
+    share one, and the folder is removed when the run ends (tmpfs is memory). xdist's workers are
+    given a folder inside it by the controller, so only the controller makes one. Where /dev/shm is
+    missing or read-only, pytest's usual temporary folder is used.
+    """
+    if config.option.basetemp or not (_TMPFS.is_dir() and os.access(_TMPFS, os.W_OK | os.X_OK)):
+        return
+    run_folder = Path(tempfile.mkdtemp(prefix=f"pytest-{os.getuid()}-", dir=_TMPFS))
+    config.option.basetemp = str(run_folder / "base")
+    config.add_cleanup(lambda: shutil.rmtree(run_folder, ignore_errors=True))
 
 
 def fixture_json(name: str) -> dict:
@@ -166,6 +194,82 @@ def running_server(folder: Path, **extra: str) -> Iterator[LiveServer]:
         server.stop()
 
 
+# -- one server for a module's tests ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One running server for the tests of a module that take it (through `shared`).
+
+    Starting a server costs more than most tests that use one. It suits tests that need no vault of
+    their own: each keeps to callers and files of its own (`fresh_number`), checks only what it did,
+    and leaves nothing broken behind. The module's SHARED_SERVER_ENV, if it has one, holds the
+    server's settings. Under xdist a module's tests that share a server run on one worker, so one
+    server is started per module (see `pytest_collection_modifyitems`).
+    """
+    settings = getattr(request.module, "SHARED_SERVER_ENV", {})
+    with running_server(tmp_path_factory.mktemp("shared"), **settings) as server:
+        yield server
+
+
+def settled(server: LiveServer) -> bool:
+    """Every write and recorded call is committed, and nothing on disk is left to commit."""
+    status = server.client.get("/health").json()
+    return (
+        status["pending_writes"] == 0
+        and status["pending_calls"] == 0
+        and git(server.vault, "status", "--porcelain", "--untracked-files=all") == ""
+    )
+
+
+@pytest.fixture
+def shared(shared_server: LiveServer) -> Iterator[LiveServer]:
+    """The module's shared server, with nothing of an earlier test pending, nor of this one after it."""
+    assert shared_server.wait_for(lambda: settled(shared_server), timeout=10), "an earlier test left work pending"
+    yield shared_server
+    assert shared_server.wait_for(lambda: settled(shared_server), timeout=10), "the test left work pending"
+
+
+@pytest.fixture(scope="session")
+def _number_counter() -> Iterator[int]:
+    return itertools.count(1000)
+
+
+@pytest.fixture
+def fresh_number(_number_counter: Iterator[int]) -> Callable[[], str]:
+    """Phone numbers (+1 212 555 ....) no other test of this process uses: for tests on a shared server."""
+    return lambda: f"+1212555{next(_number_counter):04d}"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: a worker per core and one more, unless PYTEST_XDIST_AUTO_NUM_WORKERS says otherwise.
+
+    Most tests wait now and then (for a server to start, a quiet period, a commit): one worker more
+    than cores keeps the cores busy meanwhile. More than that only adds collection and contention
+    (measured on two cores: 3 workers took 72 s where 2 took 77 s and 4 took 72 s, with more CPU).
+    """
+    if "PYTEST_XDIST_AUTO_NUM_WORKERS" in os.environ:
+        return None  # xdist's own hook reads it
+    return len(os.sched_getaffinity(0)) + 1
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` start first, longest first; a module's tests that share module-scoped fixtures run together.
+
+    The slow ones (`seconds` each, about, alone on a quiet machine) then overlap everything else
+    instead of running last and alone. A module-scoped fixture (a shared server) is made once per worker that runs one
+    of its tests: with `--dist loadgroup` the xdist_group mark keeps them on one worker.
+    """
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info is not None else []
+        if any(defs and defs[-1].scope == "module" for defs in definitions):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: -(mark.kwargs.get("seconds", 1) if (mark := item.get_closest_marker("slow")) else 0))
+
+
 @pytest.fixture
 def vault_dir(tmp_path: Path) -> Path:
     """A path for a fresh vault (created by the service on first start)."""
@@ -193,6 +297,49 @@ def server_factory(tmp_path: Path) -> Iterator:
 def server(server_factory) -> LiveServer:  # type: ignore[no-untyped-def]
     """A running server on a fresh vault."""
     return server_factory()
+
+
+# Linux lets a program's arguments and environment take a quarter of the stack limit, never less than
+# 128 KiB: 2 MiB under the usual 8 MiB stack, which 100,000 file names overflow. Under a 512 KiB stack
+# the room is 128 KiB, which 10,000 file names overflow the same way ("Argument list too long").
+SMALL_STACK_BYTES = 512 * 1024
+ARGUMENT_ROOM_BYTES = 128 * 1024
+
+
+def argument_bytes(args: list[str]) -> int:
+    """The room `args` take as a program's arguments: each string, its NUL and its pointer."""
+    return sum(len(arg.encode()) + 1 + 8 for arg in args)
+
+
+def _stack_in_use() -> int:
+    """Bytes of this process's main stack mapped so far (it never shrinks)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmStk:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.fixture
+def small_argument_room() -> Iterator[int]:
+    """Lower the soft stack limit to 512 KiB for one test; yields the 128 KiB left for a program's arguments.
+
+    The limit is checked when a program is started, and every process started meanwhile (the worker,
+    a CLI, git) inherits it: a command line that grows with the number of files fails with a tenth of
+    the files it takes on a default machine, so the scale tests prove the same with a tenth of them.
+    Only the main thread's stack is bound by it (threads' stacks are sized when the process starts),
+    and what this test process already uses of it is checked to leave ample room.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if hard != resource.RLIM_INFINITY and hard < SMALL_STACK_BYTES:
+        pytest.fail(f"the hard stack limit ({hard} bytes) is below {SMALL_STACK_BYTES}")
+    in_use = _stack_in_use()
+    assert in_use < SMALL_STACK_BYTES // 2, f"this process already uses {in_use} bytes of stack"
+    resource.setrlimit(resource.RLIMIT_STACK, (SMALL_STACK_BYTES, hard))
+    try:
+        yield ARGUMENT_ROOM_BYTES
+    finally:
+        resource.setrlimit(resource.RLIMIT_STACK, (soft, hard))
 
 
 @pytest.fixture

@@ -154,9 +154,9 @@ def known_file(server: LiveServer, number: str) -> str | None:
     return response.json()["file"] if response.status_code == 200 else None
 
 
-def commits(vault: Path) -> list[dict[str, Any]]:
-    """The vault's history, newest first: sha, full message and the files each commit touched."""
-    out = git(vault, "log", "--format=%x1e%H%x1f%B%x1f", "--name-only")
+def commits(vault: Path, since: str | None = None) -> list[dict[str, Any]]:
+    """The vault's history (after commit `since`), newest first: sha, full message and the files each touched."""
+    out = git(vault, "log", "--format=%x1e%H%x1f%B%x1f", "--name-only", *([f"{since}..HEAD"] if since else []))
     result = []
     for chunk in out.split("\x1e")[1:]:
         sha, message, files = chunk.split("\x1f")
@@ -171,6 +171,15 @@ def source_of(message: str) -> str:
     source = last.removeprefix("Source: ")
     assert source in SOURCES, message
     return source
+
+
+def caller_files_but(vault: Path, *left_out: str) -> dict[str, bytes]:
+    """The bytes of every caller file (vault-relative path) but those named: what else a test's writes touched."""
+    return {
+        path.relative_to(vault).as_posix(): path.read_bytes()
+        for path in (vault / "callers").rglob("*.md")
+        if path.relative_to(vault).as_posix() not in left_out
+    }
 
 
 def vault_files(vault: Path) -> list[Path]:

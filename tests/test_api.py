@@ -1,11 +1,15 @@
 """The REST API end to end (SPEC §5, §3, §7) on the real server under uvicorn, plus the rules every
-write route shares: one commit per write with its `Source:` trailer, and no raw phone number anywhere."""
+write route shares: one commit per write with its `Source:` trailer, and no raw phone number anywhere.
+
+The documented successes share one server, each for a caller of its own; today's daily note is
+every caller's, so the test of daily notes has a server of its own.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
@@ -30,6 +34,7 @@ from tests.conftest import (
     vault_snapshot,
 )
 from tests.live_helpers import MARIA_KEY, OTHER_KEY, key_for
+from tests.test_app_postcall import Call
 
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 OTHER_FILE = f"callers/{OTHER_KEY[:12]}.md"
@@ -269,37 +274,51 @@ def test_every_endpoint_whose_secret_is_unset_refuses_with_403_naming_the_variab
 # -- the documented successes --------------------------------------------------------------------------
 
 
-def test_add_fact_takes_the_predecessors_body_by_hash_or_by_number(server: LiveServer) -> None:
+@pytest.fixture
+def server(shared: LiveServer) -> LiveServer:
+    """The module's shared server."""
+    return shared
+
+
+@pytest.fixture
+def caller(fresh_number: Callable[[], str]) -> Call:
+    """A caller of the test's own, and the fixture's call as theirs."""
+    number = fresh_number()
+    return Call(number, f"conv_{number[-4:]}k5zvyjhmfg983brhmhkd98n6", f"CA{number[-4:]}456789abcdef0123456789abcdef")
+
+
+def test_add_fact_takes_the_predecessors_body_by_hash_or_by_number(server: LiveServer, caller: Call) -> None:
     start = vault_head(server.vault)
     # A number that has never called: the caller is created, and only by keyed hash.
-    response = server.admin("POST", f"/api/memory/{MARIA_URL}", json={"fact": "Prefers morning appointments"})
+    response = server.admin("POST", f"/api/memory/{caller.url}", json={"fact": "Prefers morning appointments"})
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "phone_hash": MARIA_KEY, "file": MARIA_FILE}
-    assert commits_since(server.vault, start) == [f"fact for {MARIA_KEY[:12]}\n\nSource: api"]
+    assert response.json() == {"status": "saved", "phone_hash": caller.key, "file": caller.file}
+    assert commits_since(server.vault, start) == [f"fact for {caller.key[:12]}\n\nSource: api"]
 
-    for caller, fact in ((MARIA_KEY, "Has a dog named Rex"), (MARIA, "Allergic to penicillin")):
+    for address, fact in ((caller.key, "Has a dog named Rex"), (caller.number, "Allergic to penicillin")):
         head = vault_head(server.vault)
         response = server.client.post(
-            f"/api/memory/{caller}",
+            f"/api/memory/{address}",
             content=json.dumps({"fact": fact}).encode(),  # byte for byte what the predecessor's clients send
             headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
         )
         assert response.status_code == 200
-        assert response.json() == {"status": "saved", "phone_hash": MARIA_KEY, "file": MARIA_FILE}
-        assert commits_since(server.vault, head) == [f"fact for {MARIA_KEY[:12]}\n\nSource: api"]
+        assert response.json() == {"status": "saved", "phone_hash": caller.key, "file": caller.file}
+        assert commits_since(server.vault, head) == [f"fact for {caller.key[:12]}\n\nSource: api"]
 
-    text = (server.vault / MARIA_FILE).read_text()
+    text = (server.vault / caller.file).read_text()
     assert section(text, "Facts") == [
         "- Prefers morning appointments",
         "- Has a dog named Rex",
         "- Allergic to penicillin",
     ]
-    assert MARIA not in text
-    answer = server.personalize(fixture_json("personalize_request.json")).json()
+    assert caller.number not in text
+    answer = server.personalize(caller.personalize()).json()
     assert "- Fact: Allergic to penicillin" in answer["dynamic_variables"]["caller_memory"].splitlines()
 
 
-def test_notes_take_the_predecessors_bodies_daily_or_for_a_caller(server: LiveServer) -> None:
+def test_notes_take_the_predecessors_bodies_daily_or_for_a_caller(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server: LiveServer = server_factory()
     server.admin("POST", f"/api/memory/{MARIA_URL}", json={"fact": "Has a dog named Rex"})
     day = today()
 
@@ -341,19 +360,19 @@ def test_notes_take_the_predecessors_bodies_daily_or_for_a_caller(server: LiveSe
     assert "New year" not in json.dumps(maria)
 
 
-def test_preview_is_byte_for_byte_what_the_webhook_answers(server: LiveServer) -> None:
+def test_preview_is_byte_for_byte_what_the_webhook_answers(server: LiveServer, caller: Call) -> None:
     start = vault_head(server.vault)
-    server.personalize(fixture_json("personalize_request.json"))
+    server.personalize(caller.personalize())
     wait_for_commits(server, start, 1)
-    server.admin("POST", f"/api/memory/{MARIA_URL}", json={"fact": "Prefers {{morning}} appointments"})
+    server.admin("POST", f"/api/memory/{caller.url}", json={"fact": "Prefers {{morning}} appointments"})
     server.admin("POST", "/api/notes", json={"note": "Office closes at 3pm today"})
-    server.admin("POST", "/api/notes", json={"note": "Asked for a callback", "phone_hash": MARIA_KEY})
-    assert deliver_post_call(server).status_code == 200
+    server.admin("POST", "/api/notes", json={"note": "Asked for a callback", "phone_hash": caller.key})
+    assert deliver_post_call(server, caller.raw()).status_code == 200
 
     for _ in range(2):
         head = vault_head(server.vault)
-        previews = [server.admin("GET", f"/api/callers/{caller}/preview") for caller in (MARIA_URL, MARIA_KEY)]
-        answer = server.personalize(fixture_json("personalize_request.json"))
+        previews = [server.admin("GET", f"/api/callers/{address}/preview") for address in (caller.url, caller.key)]
+        answer = server.personalize(caller.personalize())
         for preview in previews:
             assert preview.status_code == 200
             assert preview.headers["content-type"].startswith("application/json")
@@ -364,35 +383,40 @@ def test_preview_is_byte_for_byte_what_the_webhook_answers(server: LiveServer) -
     assert answer.json()["dynamic_variables"]["call_count"] == 2
 
 
-def test_delete_forgets_the_caller_in_a_commit(server: LiveServer) -> None:
+def test_delete_forgets_the_caller_in_a_commit(server: LiveServer, caller: Call) -> None:
     start = vault_head(server.vault)
-    server.personalize(fixture_json("personalize_request.json"))
+    server.personalize(caller.personalize())
     wait_for_commits(server, start, 1)
-    server.admin("POST", f"/api/memory/{MARIA_URL}", json={"fact": "Has a dog named Rex"})
+    server.admin("POST", f"/api/memory/{caller.url}", json={"fact": "Has a dog named Rex"})
     head = vault_head(server.vault)
 
-    response = server.admin("DELETE", f"/api/callers/{MARIA_URL}")
+    response = server.admin("DELETE", f"/api/callers/{caller.url}")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "forgotten", "phone_hash": MARIA_KEY}
-    assert not (server.vault / MARIA_FILE).exists()
-    assert commits_since(server.vault, head) == [f"forget caller {MARIA_KEY[:12]}\n\nSource: api"]
-    assert git(server.vault, "show", "--name-status", "--format=", "HEAD").split() == ["D", MARIA_FILE]
-    assert MARIA_FILE not in git(server.vault, "ls-files").split()
+    assert response.json() == {"status": "forgotten", "phone_hash": caller.key}
+    assert not (server.vault / caller.file).exists()
+    assert commits_since(server.vault, head) == [f"forget caller {caller.key[:12]}\n\nSource: api"]
+    assert git(server.vault, "show", "--name-status", "--format=", "HEAD").split() == ["D", caller.file]
+    assert caller.file not in git(server.vault, "ls-files").split()
     assert git(server.vault, "status", "--porcelain") == ""
 
-    for method, path in (("GET", f"/api/callers/{MARIA_KEY}"), ("GET", f"/api/callers/{MARIA_URL}/preview")):
+    for method, path in (
+        ("GET", f"/api/callers/{caller.key}"),
+        ("GET", f"/api/callers/{caller.url}/preview"),
+    ):
         assert server.admin(method, path).status_code == 404
-    assert server.admin("DELETE", f"/api/callers/{MARIA_KEY}").status_code == 404
-    assert server.admin("POST", "/api/notes", json={"note": "x", "phone_hash": MARIA_KEY}).status_code == 404
-    answer = server.personalize(fixture_json("personalize_request.json")).json()
+    assert server.admin("DELETE", f"/api/callers/{caller.key}").status_code == 404
+    assert server.admin("POST", "/api/notes", json={"note": "x", "phone_hash": caller.key}).status_code == 404
+    answer = server.personalize(caller.personalize()).json()
     assert answer["dynamic_variables"]["caller_known"] is False
     assert answer["dynamic_variables"]["call_count"] == 0
     assert "Rex" not in json.dumps(answer)
 
 
-def test_a_burst_of_writes_shares_commits_and_lists_every_change_once(server: LiveServer) -> None:
-    numbers = [f"+1415555{n:04d}" for n in range(200, 212)]
+def test_a_burst_of_writes_shares_commits_and_lists_every_change_once(
+    server: LiveServer, fresh_number: Callable[[], str]
+) -> None:
+    numbers = [fresh_number() for _ in range(12)]
     keys = {number: key_for(number) for number in numbers}
     start = vault_head(server.vault)
 
@@ -445,6 +469,7 @@ def test_odd_paths_and_methods_never_get_a_500(untouched: LiveServer) -> None:
 # -- every write route: one commit each with its source, and no raw number anywhere --------------------
 
 
+@pytest.mark.slow(seconds=5)
 def test_every_write_is_one_commit_with_its_source_and_no_raw_number_is_anywhere(server_factory) -> None:  # type: ignore[no-untyped-def]
     # The CLI writes while this server watches. A hand-edit commit of the server can take a CLI write
     # the CLI has not committed yet (a known race, reported); a quiet period nearer the default of 3 s

@@ -1,10 +1,15 @@
-"""The personalize webhook over real HTTP: a real server, a real vault and real git (SPEC §6)."""
+"""The personalize webhook over real HTTP: a real server, a real vault and real git (SPEC §6).
+
+Most tests share one server: each calls with numbers of its own (`fresh_number`) and checks what its
+own calls did; Maria's file is written anew by each test that needs it. The ones that need other
+settings or stop the server start their own.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +19,24 @@ import pytest
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
-from server.answers import AnswerCache
+from server.answers import AnswerCache, caller_json
 from server.app import create_app
+from server.parse import parse_caller
 from server.service import open_service
-from tests.conftest import AGENT_NUMBER, MARIA, OTHER, WEBHOOK_SECRET, LiveServer, fixture_json, git, make_settings
+from tests.conftest import (
+    AGENT_NUMBER,
+    MARIA,
+    OTHER,
+    WEBHOOK_SECRET,
+    LiveServer,
+    fixture_json,
+    git,
+    make_settings,
+    vault_head,
+)
 from tests.live_helpers import (
     assert_valid_answer,
+    caller_files_but,
     caller_md,
     commits,
     first_message_of,
@@ -35,17 +52,29 @@ from tests.live_helpers import (
     wait_until,
 )
 
-NEW_NUMBER = "+14155550142"
+NEW_NUMBER = "+14155550142"  # on a server of the test's own
 NOTE = "Office closes early at 3pm today because of the staff party."
 MARIA_FACTS = ("Prefers morning appointments", "Has a dog named Rex")
 MARIA_SUMMARY = "Asked to move her dentist appointment to Friday."
+
+
+@pytest.fixture
+def server(shared: LiveServer) -> LiveServer:
+    """The module's shared server."""
+    return shared
 
 
 def add_maria(server: LiveServer, *, with_note: bool = True, **caller: Any) -> Path:
     """Write Maria's caller file (and today's note) by hand; wait until the server has indexed them."""
     path = server.vault / "callers" / "maria.md"
     path.write_text(caller_md(MARIA, **caller), encoding="utf-8")
-    wait_until(lambda: known_file(server, MARIA) == "callers/maria.md", what="Maria to be indexed")
+    # The file may be there from an earlier test: what is served must be its new content.
+    written = msgspec.json.decode(
+        msgspec.json.encode(caller_json(parse_caller(path.read_text(encoding="utf-8")), "callers/maria.md"))
+    )
+    wait_until(
+        lambda: server.admin("GET", f"/api/callers/{key_for(MARIA)}").json() == written, what="Maria to be indexed"
+    )
     if with_note:
         # Yesterday's and tomorrow's notes are written first: once today's is seen, they have been too.
         day = dt.date.fromisoformat(today())
@@ -73,6 +102,16 @@ def soul_body(vault: Path) -> str:
 
 def caller_files(vault: Path) -> set[str]:
     return {p.name for p in (vault / "callers").glob("*.md")}
+
+
+def file_of(number: str) -> str:
+    """The name of the file a call from a new caller `number` makes."""
+    return f"{key_for(number)[:12]}.md"
+
+
+def callers_but(vault: Path, *left_out: str) -> dict[str, bytes]:
+    """The bytes of every caller file but those named (file names in callers/)."""
+    return caller_files_but(vault, *(f"callers/{name}" for name in left_out))
 
 
 def recorded(server: LiveServer, number: str, count: int) -> bool:
@@ -108,7 +147,7 @@ def test_fixture_requests_get_the_flat_answer(server: LiveServer) -> None:
         assert NOTE in prompt_of(body)
 
 
-def test_known_caller_gets_memory_and_todays_note(server: LiveServer) -> None:
+def test_known_caller_gets_memory_and_todays_note(server: LiveServer, fresh_number: Callable[[], str]) -> None:
     add_maria(server)
     soul_vars = soul_variables(server.vault)
     soul_meta = frontmatter(server.vault / "soul.md")
@@ -137,7 +176,7 @@ def test_known_caller_gets_memory_and_todays_note(server: LiveServer) -> None:
     assert first_message_of(body) == soul_meta["first_message_returning"]
 
     # Another caller learns nothing about Maria, but today's note is for everyone.
-    other = answer(server, request(OTHER))
+    other = answer(server, request(fresh_number()))
     other_vars = assert_valid_answer(other, soul_vars)
     assert other_vars["caller_known"] is False
     assert other_vars["daily_notes"] == variables["daily_notes"]
@@ -147,10 +186,16 @@ def test_known_caller_gets_memory_and_todays_note(server: LiveServer) -> None:
     assert first_message_of(other) == soul_meta["first_message"]
 
 
-def test_unknown_and_withheld_callers_get_the_defaults(server: LiveServer) -> None:
+def test_unknown_and_withheld_callers_get_the_defaults(server: LiveServer, fresh_number: Callable[[], str]) -> None:
+    new = fresh_number()
     add_maria(server)
+    start, callers, others = (
+        vault_head(server.vault),
+        server.client.get("/health").json()["callers"],
+        callers_but(server.vault),
+    )
     soul_vars = soul_variables(server.vault)
-    baseline = answer(server, request(NEW_NUMBER))
+    baseline = answer(server, request(new))
     variables = assert_valid_answer(baseline, soul_vars)
     assert variables["caller_known"] is False
     assert variables["call_count"] == 0
@@ -160,7 +205,7 @@ def test_unknown_and_withheld_callers_get_the_defaults(server: LiveServer) -> No
     assert NOTE in variables["daily_notes"]
     for text in ("Maria", *MARIA_FACTS, MARIA_SUMMARY):
         assert text not in str(baseline), text
-    wait_until(lambda: recorded(server, NEW_NUMBER, 1), what="the new caller's call to be recorded")
+    wait_until(lambda: recorded(server, new, 1), what="the new caller's call to be recorded")
 
     withheld = fixture_json("withheld_caller_ids.json")
     assert len(withheld) == 17
@@ -173,20 +218,21 @@ def test_unknown_and_withheld_callers_get_the_defaults(server: LiveServer) -> No
             assert body == baseline, caller_id
 
     # A barrier: a later call's recording is committed, so the withheld calls' would have been too.
-    answer(server, request(NEW_NUMBER))
-    wait_until(lambda: recorded(server, NEW_NUMBER, 2), what="the barrier call to be recorded")
-    assert caller_files(server.vault) == {"maria.md", f"{key_for(NEW_NUMBER)[:12]}.md"}
+    answer(server, request(new))
+    wait_until(lambda: recorded(server, new, 2), what="the barrier call to be recorded")
+    assert callers_but(server.vault, file_of(new)) == others, "a withheld call made or changed a caller file"
     assert frontmatter(server.vault / "callers" / "maria.md")["call_count"] == 3
-    assert server.client.get("/health").json()["callers"] == 2
-    webhook = [c for c in commits(server.vault) if source_of(c["message"]) == "webhook"]
-    assert [c["files"] for c in webhook] == [[f"callers/{key_for(NEW_NUMBER)[:12]}.md"]] * 2
+    assert server.client.get("/health").json()["callers"] == callers + 1
+    webhook = [c for c in commits(server.vault, since=start) if source_of(c["message"]) == "webhook"]
+    assert [c["files"] for c in webhook] == [[f"callers/{file_of(new)}"]] * 2
 
 
-def test_caller_text_never_brings_placeholders(server: LiveServer) -> None:
+def test_caller_text_never_brings_placeholders(server: LiveServer, fresh_number: Callable[[], str]) -> None:
+    other = fresh_number()
     path = server.vault / "callers" / "other.md"
     path.write_text(
         caller_md(
-            OTHER,
+            other,
             name="{{evil}} Smith",
             facts=("Says {{anything}} is fine", "Closes }} and opens {{ braces", "{{system__caller_id}}"),
             calls=("2026-11-20 09:00 · Asked about {{system__call_sid}} (conv_abc)",),
@@ -195,8 +241,8 @@ def test_caller_text_never_brings_placeholders(server: LiveServer) -> None:
         ),
         encoding="utf-8",
     )
-    wait_until(lambda: known_file(server, OTHER), what="the caller to be indexed")
-    response = server.personalize(request(OTHER))
+    wait_until(lambda: known_file(server, other), what="the caller to be indexed")
+    response = server.personalize(request(other))
     assert response.status_code == 200
     body = response.json()
     variables = assert_valid_answer(body, soul_variables(server.vault))
@@ -216,6 +262,7 @@ def test_caller_text_never_brings_placeholders(server: LiveServer) -> None:
 
 def test_outbound_call_uses_the_customers_memory(server: LiveServer) -> None:
     add_maria(server, with_note=False)
+    files = caller_files(server.vault)
     body = answer(server, request(AGENT_NUMBER, called_number=MARIA))
     variables = assert_valid_answer(body, soul_variables(server.vault))
     assert variables["caller_known"] is True
@@ -226,7 +273,7 @@ def test_outbound_call_uses_the_customers_memory(server: LiveServer) -> None:
     path = server.vault / "callers" / "maria.md"
     wait_until(lambda: frontmatter(path)["call_count"] == 4, what="Maria's call to be recorded")
     wait_until(lambda: server.client.get("/health").json()["pending_writes"] == 0)
-    assert caller_files(server.vault) == {"maria.md"}
+    assert caller_files(server.vault) == files
     assert frontmatter(path)["last_call"].isoformat() == today()
 
 
@@ -247,22 +294,24 @@ BAD_BODIES = [
 ]
 
 
-def test_bad_bodies_get_a_valid_default_answer(server: LiveServer) -> None:
+def test_bad_bodies_get_a_valid_default_answer(server: LiveServer, fresh_number: Callable[[], str]) -> None:
+    new, others = fresh_number(), callers_but(server.vault)
     soul_vars = soul_variables(server.vault)
     baseline = answer(server, request("anonymous"))
     for body in BAD_BODIES:
         got = answer(server, body)
         assert_valid_answer(got, soul_vars)
         assert got == baseline, body
-    # Nothing is recorded for a bad body (Maria's number inside one must not create her).
-    answer(server, request(NEW_NUMBER))
-    wait_until(lambda: recorded(server, NEW_NUMBER, 1), what="the barrier call to be recorded")
-    assert caller_files(server.vault) == {f"{key_for(NEW_NUMBER)[:12]}.md"}
+    # Nothing is recorded for a bad body (Maria's number inside one must not create her, or count a call of hers).
+    answer(server, request(new))
+    wait_until(lambda: recorded(server, new, 1), what="the barrier call to be recorded")
+    assert callers_but(server.vault, file_of(new)) == others
 
 
-def test_webhook_secret_is_required_when_set(server: LiveServer) -> None:
+def test_webhook_secret_is_required_when_set(server: LiveServer, fresh_number: Callable[[], str]) -> None:
+    new, others = fresh_number(), callers_but(server.vault)
     url = f"{server.url}/webhook/personalize"
-    payload = request("+14155550143")
+    payload = request(fresh_number())
     wrong = [
         {},
         {"Authorization": "Bearer wrong-secret-123"},
@@ -280,11 +329,11 @@ def test_webhook_secret_is_required_when_set(server: LiveServer) -> None:
         assert response.json()["detail"], headers
     soul_vars = soul_variables(server.vault)
     for headers in [{"Authorization": f"Bearer {WEBHOOK_SECRET}"}, {"X-Webhook-Secret": WEBHOOK_SECRET}]:
-        response = httpx.post(url, json=request(NEW_NUMBER), headers=headers)
+        response = httpx.post(url, json=request(new), headers=headers)
         assert response.status_code == 200, headers
         assert_valid_answer(response.json(), soul_vars)
-    wait_until(lambda: recorded(server, NEW_NUMBER, 2), what="both authorised calls to be recorded")
-    assert caller_files(server.vault) == {f"{key_for(NEW_NUMBER)[:12]}.md"}, "a refused call records nothing"
+    wait_until(lambda: recorded(server, new, 2), what="both authorised calls to be recorded")
+    assert callers_but(server.vault, file_of(new)) == others, "a refused call records nothing"
 
 
 def test_the_bare_route_speaks_http_like_the_others(server: LiveServer) -> None:
@@ -368,15 +417,16 @@ def test_past_the_deadline_the_answer_is_the_default(server_factory) -> None:  #
     wait_until(lambda: "past the deadline" in server.logs()[logged:], what="the late answer to be logged")
 
 
-def test_a_new_callers_call_is_recorded_after_the_answer(server: LiveServer) -> None:
+def test_a_new_callers_call_is_recorded_after_the_answer(server: LiveServer, fresh_number: Callable[[], str]) -> None:
+    new = fresh_number()
     soul_vars = soul_variables(server.vault)
     before = len(commits(server.vault))
-    first = answer(server, request(NEW_NUMBER))
+    first = answer(server, request(new))
     assert assert_valid_answer(first, soul_vars)["caller_known"] is False
-    path = server.vault / "callers" / f"{key_for(NEW_NUMBER)[:12]}.md"
-    wait_until(lambda: recorded(server, NEW_NUMBER, 1), what="the first call to be recorded")
+    path = server.vault / "callers" / f"{key_for(new)[:12]}.md"
+    wait_until(lambda: recorded(server, new, 1), what="the first call to be recorded")
     meta = frontmatter(path)
-    assert meta["phone_hash"] == key_for(NEW_NUMBER)
+    assert meta["phone_hash"] == key_for(new)
     assert meta["call_count"] == 1
     assert meta["first_call"].isoformat() == today()
     assert meta["last_call"].isoformat() == today()
@@ -384,13 +434,13 @@ def test_a_new_callers_call_is_recorded_after_the_answer(server: LiveServer) -> 
     assert len(history) == before + 1
     assert source_of(history[0]["message"]) == "webhook"
     assert history[0]["files"] == [f"callers/{path.name}"]
-    assert key_for(NEW_NUMBER)[:12] in history[0]["message"]
+    assert key_for(new)[:12] in history[0]["message"]
 
-    second = answer(server, request(NEW_NUMBER))
+    second = answer(server, request(new))
     variables = assert_valid_answer(second, soul_vars)
     assert variables["caller_known"] is True
     assert variables["call_count"] == 1, "the answer shows the calls before this one"
-    wait_until(lambda: recorded(server, NEW_NUMBER, 2), what="the second call to be recorded")
+    wait_until(lambda: recorded(server, new, 2), what="the second call to be recorded")
     meta = frontmatter(path)
     assert meta["call_count"] == 2
     assert meta["first_call"].isoformat() == today()
@@ -404,7 +454,9 @@ def git_clean(vault: Path) -> bool:
     return git(vault, "status", "--porcelain") == ""
 
 
-def test_every_answered_call_is_recorded_when_the_server_stops_mid_batch(server: LiveServer) -> None:
+@pytest.mark.slow(seconds=5)
+def test_every_answered_call_is_recorded_when_the_server_stops_mid_batch(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server: LiveServer = server_factory()
     numbers = [f"+1415555{i:04d}" for i in range(1000, 2000)]
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"}) as client:
         for number in numbers:

@@ -1,5 +1,10 @@
 """`POST /webhook/post-call` end to end (SPEC §6 "Post-call", §3): ElevenLabs' signed payloads to the
-real server under uvicorn; the caller file, git history and the next personalize answer are checked."""
+real server under uvicorn; the caller file, git history and the next personalize answer are checked.
+
+The tests that store a call share one server: each delivers the fixture's event as another caller's
+call (its own number, conversation and call SID, put into the fixture's bytes). The refusals run on
+a server of their own that never stores anything.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import copy
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -16,7 +23,6 @@ from tests.conftest import (
     AGENT_NUMBER,
     FIXTURES,
     MARIA,
-    OTHER,
     LiveServer,
     commits_since,
     elevenlabs_signature,
@@ -25,7 +31,7 @@ from tests.conftest import (
     vault_head,
     vault_snapshot,
 )
-from tests.live_helpers import MARIA_KEY, OTHER_KEY
+from tests.live_helpers import MARIA_KEY, caller_files_but, key_for
 
 RAW = (FIXTURES / "post_call_transcription.json").read_bytes()
 CONV = "conv_8901k5zvyjhmfg983brhmhkd98n6"
@@ -33,7 +39,62 @@ SUMMARY = "Maria asked the agent to remember a penicillin allergy."
 # data.metadata.start_time_unix_secs 1764457163 is 2025-11-29 22:59:23 UTC (TIMEZONE is UTC).
 CALL_LINE = f"- 2025-11-29 22:59 · {SUMMARY} ({CONV})"
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
-OTHER_FILE = f"callers/{OTHER_KEY[:12]}.md"
+CALL_SID = "CA0123456789abcdef0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Call:
+    """The fixture's call as another caller's: their number, a conversation and a call SID of its own."""
+
+    number: str
+    conv: str
+    sid: str
+
+    @property
+    def key(self) -> str:
+        return key_for(self.number)
+
+    @property
+    def url(self) -> str:
+        """The number as a URL path segment (%2B...)."""
+        return quote(self.number, safe="")
+
+    @property
+    def file(self) -> str:
+        return f"callers/{self.key[:12]}.md"
+
+    @property
+    def line(self) -> str:
+        return CALL_LINE.replace(CONV, self.conv)
+
+    def raw(self) -> bytes:
+        """The transcription fixture's bytes, as ElevenLabs sent them, with this call's number, ids put in."""
+        raw = RAW
+        for old, new in ((MARIA, self.number), (CONV, self.conv), (CALL_SID, self.sid)):
+            assert len(old) == len(new) and old.encode() in raw
+            raw = raw.replace(old.encode(), new.encode())
+        return raw
+
+    def payload(self, changes: dict[str, object] | None = None) -> dict:
+        """`payload(changes)` for this call."""
+        data = json.loads(self.raw())
+        return payload(changes, data)
+
+    def personalize(self) -> dict:
+        """The fixture's personalize request, for this call."""
+        return {**fixture_json("personalize_request.json"), "caller_id": self.number, "call_sid": self.sid}
+
+
+@pytest.fixture
+def call(fresh_number: Callable[[], str]) -> Call:
+    number = fresh_number()
+    return Call(number, f"conv_{number[-4:]}k5zvyjhmfg983brhmhkd98n6", f"CA{number[-4:]}456789abcdef0123456789abcdef")
+
+
+@pytest.fixture
+def server(shared: LiveServer) -> LiveServer:
+    """The module's shared server."""
+    return shared
 
 
 def deliver(server: LiveServer, body: bytes, signature: str | bytes | None = "sign") -> httpx.Response:
@@ -46,9 +107,9 @@ def deliver(server: LiveServer, body: bytes, signature: str | bytes | None = "si
     return server.client.post("/webhook/post-call", content=body, headers=headers)
 
 
-def payload(changes: dict[str, object] | None = None) -> dict:
-    """The transcription fixture with `{"path.to.key": value}` changes (value None deletes the key)."""
-    data = copy.deepcopy(fixture_json("post_call_transcription.json"))
+def payload(changes: dict[str, object] | None = None, event: dict | None = None) -> dict:
+    """The transcription fixture (or `event`) with `{"path.to.key": value}` changes (value None deletes the key)."""
+    data = copy.deepcopy(event or fixture_json("post_call_transcription.json"))
     for dotted, value in (changes or {}).items():
         *parents, last = dotted.split(".")
         node = data
@@ -89,51 +150,53 @@ def detail(response: httpx.Response) -> str:
 
 
 def test_the_transcription_adds_one_call_line_fills_the_empty_name_and_a_retry_changes_nothing(
-    server: LiveServer,
+    server: LiveServer, call: Call
 ) -> None:
     start = vault_head(server.vault)
-    first = server.personalize(fixture_json("personalize_request.json")).json()
+    first = server.personalize(call.personalize()).json()
     assert first["dynamic_variables"]["caller_known"] is False
-    assert wait_for_commits(server, start, 1) == [f"call from {MARIA_KEY[:12]}\n\nSource: webhook"]
-    path = server.vault / MARIA_FILE
+    assert wait_for_commits(server, start, 1) == [f"call from {call.key[:12]}\n\nSource: webhook"]
+    path = server.vault / call.file
     before = path.read_text()
     assert 'name: ""\naliases: []\n' in before
     assert "## Calls\n\n## Notes\n" in before
     head = vault_head(server.vault)
 
-    signature = elevenlabs_signature(RAW)
-    response = deliver(server, RAW, signature)
+    raw = call.raw()
+    signature = elevenlabs_signature(raw)
+    response = deliver(server, raw, signature)
 
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": MARIA_KEY[:12]}
+    assert response.json() == {"status": "saved", "caller": call.key[:12]}
     after = path.read_text()
     expected = before.replace('name: ""\naliases: []\n', "name: Maria\naliases:\n  - Maria\n", 1)
-    expected = expected.replace("## Calls\n", f"## Calls\n{CALL_LINE}\n", 1)
+    expected = expected.replace("## Calls\n", f"## Calls\n{call.line}\n", 1)
     assert after == expected
-    assert after.count(CONV) == 1
+    assert after.count(call.conv) == 1
     # Committed before it was acknowledged: one commit, for whom by short hash, with its source.
-    assert commits_since(server.vault, head) == [f"call summary for {MARIA_KEY[:12]} ({CONV})\n\nSource: webhook"]
-    assert MARIA not in after and MARIA[1:] not in after
+    assert commits_since(server.vault, head) == [f"call summary for {call.key[:12]} ({call.conv})\n\nSource: webhook"]
+    assert call.number not in after and call.number[1:] not in after
 
     # A retried delivery, with the same header or a fresh one, changes nothing at all.
     files, head = vault_snapshot(server.vault), vault_head(server.vault)
-    for header in (signature, elevenlabs_signature(RAW)):
-        again = deliver(server, RAW, header)
+    for header in (signature, elevenlabs_signature(raw)):
+        again = deliver(server, raw, header)
         assert again.status_code == 200
-        assert again.json() == {"status": "duplicate", "caller": MARIA_KEY[:12]}
+        assert again.json() == {"status": "duplicate", "caller": call.key[:12]}
     assert vault_snapshot(server.vault) == files
     assert vault_head(server.vault) == head
 
 
-def test_the_summary_is_in_the_next_call_within_one_second(server: LiveServer) -> None:
+def test_the_summary_is_in_the_next_call_within_one_second(server: LiveServer, call: Call) -> None:
     # Signed 29 minutes ago: still inside the 30-minute tolerance.
-    response = deliver(server, RAW, elevenlabs_signature(RAW, timestamp=int(time.time()) - 29 * 60))
+    raw = call.raw()
+    response = deliver(server, raw, elevenlabs_signature(raw, timestamp=int(time.time()) - 29 * 60))
     acked = time.monotonic()
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": MARIA_KEY[:12]}
+    assert response.json() == {"status": "saved", "caller": call.key[:12]}
 
     def summary_seen() -> dict | None:
-        answer = server.personalize(fixture_json("personalize_request.json")).json()
+        answer = server.personalize(call.personalize()).json()
         return answer if answer["dynamic_variables"]["last_call_summary"] == SUMMARY else None
 
     answer = server.wait_for(summary_seen, timeout=1.0)
@@ -150,11 +213,12 @@ def test_the_summary_is_in_the_next_call_within_one_second(server: LiveServer) -
     assert "- Name: Maria" in prompt_of(answer).splitlines()
 
 
-def test_a_later_call_adds_its_own_line_and_never_overwrites_a_name(server: LiveServer) -> None:
-    assert deliver(server, RAW).json()["status"] == "saved"
-    second = payload(
+def test_a_later_call_adds_its_own_line_and_never_overwrites_a_name(server: LiveServer, call: Call) -> None:
+    assert deliver(server, call.raw()).json()["status"] == "saved"
+    later = f"{call.conv[:-6]}later"
+    second = call.payload(
         {
-            "data.conversation_id": "conv_2201k5zvyjhmfg983brhmhkd98n6",
+            "data.conversation_id": later,
             "data.metadata.start_time_unix_secs": 1764543600,  # 2025-11-30 23:00 UTC
             "data.analysis.transcript_summary": "Asked about opening hours.",
             "data.analysis.data_collection_results": {
@@ -164,58 +228,59 @@ def test_a_later_call_adds_its_own_line_and_never_overwrites_a_name(server: Live
     )
     response = deliver(server, encode(second))
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": MARIA_KEY[:12]}
-    caller = server.admin("GET", f"/api/callers/{MARIA_KEY}").json()
+    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    caller = server.admin("GET", f"/api/callers/{call.key}").json()
     assert caller["frontmatter"]["name"] == "Maria"
     assert caller["frontmatter"]["aliases"] == ["Maria"]
     assert [(c["date"], c["time"], c["summary"], c["conversation_id"]) for c in caller["calls"]] == [
-        ("2025-11-29", "22:59", SUMMARY, CONV),
-        ("2025-11-30", "23:00", "Asked about opening hours.", "conv_2201k5zvyjhmfg983brhmhkd98n6"),
+        ("2025-11-29", "22:59", SUMMARY, call.conv),
+        ("2025-11-30", "23:00", "Asked about opening hours.", later),
     ]
 
 
 # -- finding the caller --------------------------------------------------------------------------------
 
 
-def test_the_caller_is_found_from_system_caller_id_when_phone_call_is_absent(server: LiveServer) -> None:
+def test_the_caller_is_found_from_system_caller_id_when_phone_call_is_absent(server: LiveServer, call: Call) -> None:
     start = vault_head(server.vault)
-    body = encode(payload({"data.metadata.phone_call": None}))
+    body = encode(call.payload({"data.metadata.phone_call": None}))
     assert b"external_number" not in body
 
     response = deliver(server, body)
 
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": MARIA_KEY[:12]}
-    text = (server.vault / MARIA_FILE).read_text()
-    assert f"## Calls\n{CALL_LINE}\n" in text
+    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    text = (server.vault / call.file).read_text()
+    assert f"## Calls\n{call.line}\n" in text
     assert "name: Maria\n" in text
-    assert commits_since(server.vault, start) == [f"call summary for {MARIA_KEY[:12]} ({CONV})\n\nSource: webhook"]
+    assert commits_since(server.vault, start) == [f"call summary for {call.key[:12]} ({call.conv})\n\nSource: webhook"]
 
 
-def test_an_outbound_call_without_phone_call_is_written_to_the_called_party(server: LiveServer) -> None:
+def test_an_outbound_call_without_phone_call_is_written_to_the_called_party(server: LiveServer, call: Call) -> None:
     # Our own number as system__caller_id: the other party is system__called_number (SPEC §6).
+    others = caller_files_but(server.vault)
     body = encode(
-        payload(
+        call.payload(
             {
                 "data.metadata.phone_call": None,
                 "data.conversation_initiation_client_data.dynamic_variables.system__caller_id": AGENT_NUMBER,
-                "data.conversation_initiation_client_data.dynamic_variables.system__called_number": OTHER,
+                "data.conversation_initiation_client_data.dynamic_variables.system__called_number": call.number,
             }
         )
     )
     response = deliver(server, body)
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": OTHER_KEY[:12]}
-    assert f"## Calls\n{CALL_LINE}\n" in (server.vault / OTHER_FILE).read_text()
-    assert not (server.vault / MARIA_FILE).exists()
+    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert f"## Calls\n{call.line}\n" in (server.vault / call.file).read_text()
+    assert caller_files_but(server.vault, call.file) == others, "another caller's file was written"
 
 
-def test_the_caller_is_found_from_the_call_sid_seen_at_personalize_time(server: LiveServer) -> None:
+def test_the_caller_is_found_from_the_call_sid_seen_at_personalize_time(server: LiveServer, call: Call) -> None:
     start = vault_head(server.vault)
-    server.personalize(fixture_json("personalize_request.json"))  # call_sid CA0123456789abcdef0123456789abcdef
+    server.personalize(call.personalize())  # with the call's SID
     wait_for_commits(server, start, 1)
     head = vault_head(server.vault)
-    event = payload(
+    event = call.payload(
         {
             "data.metadata.phone_call": None,
             "data.conversation_initiation_client_data.dynamic_variables.system__caller_id": None,
@@ -227,14 +292,14 @@ def test_the_caller_is_found_from_the_call_sid_seen_at_personalize_time(server: 
     response = deliver(server, encode(event))
 
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": MARIA_KEY[:12]}
-    assert f"## Calls\n{CALL_LINE}\n" in (server.vault / MARIA_FILE).read_text()
-    assert commits_since(server.vault, head) == [f"call summary for {MARIA_KEY[:12]} ({CONV})\n\nSource: webhook"]
+    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert f"## Calls\n{call.line}\n" in (server.vault / call.file).read_text()
+    assert commits_since(server.vault, head) == [f"call summary for {call.key[:12]} ({call.conv})\n\nSource: webhook"]
 
     # A call SID the service never saw, with no number at all: nothing to write, nothing written.
     files, head = vault_snapshot(server.vault), vault_head(server.vault)
     unknown = copy.deepcopy(event)
-    unknown["data"]["conversation_id"] = "conv_3301k5zvyjhmfg983brhmhkd98n6"
+    unknown["data"]["conversation_id"] = f"{call.conv[:-6]}unseen"
     unknown["data"]["conversation_initiation_client_data"]["dynamic_variables"]["system__call_sid"] = "CA" + "f" * 32
     for variables in ({}, {"system__caller_id": "anonymous"}, {"system__caller_id": "client:alice"}):
         unknown["data"]["conversation_initiation_client_data"]["dynamic_variables"].update(variables)
@@ -356,21 +421,21 @@ def test_a_signed_but_malformed_event_gets_400_and_writes_nothing(quiet_server: 
     assert vault_head(quiet_server.vault) == head
 
 
-def test_odd_but_valid_events_never_get_a_500(server: LiveServer) -> None:
+def test_odd_but_valid_events_never_get_a_500(server: LiveServer, call: Call) -> None:
     # A start time no calendar holds: the call is dated now instead.
     before = dt.datetime.now(dt.UTC)
-    huge = payload({"data.metadata.start_time_unix_secs": 10**15})
+    huge = call.payload({"data.metadata.start_time_unix_secs": 10**15})
     response = deliver(server, encode(huge))
     after = dt.datetime.now(dt.UTC)
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": MARIA_KEY[:12]}
-    calls = server.admin("GET", f"/api/callers/{MARIA_KEY}").json()["calls"]
+    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    calls = server.admin("GET", f"/api/callers/{call.key}").json()["calls"]
     assert len(calls) == 1
     assert calls[0]["date"] in {before.date().isoformat(), after.date().isoformat()}
     # A call SID that is not a string, and no number: ignored, not a crash.
-    odd_sid = payload(
+    odd_sid = call.payload(
         {
-            "data.conversation_id": "conv_4401k5zvyjhmfg983brhmhkd98n6",
+            "data.conversation_id": f"{call.conv[:-6]}oddsid",
             "data.metadata.phone_call": None,
             "data.conversation_initiation_client_data.dynamic_variables.system__caller_id": None,
             "data.conversation_initiation_client_data.dynamic_variables.system__call_sid": ["CA1"],
@@ -380,8 +445,8 @@ def test_odd_but_valid_events_never_get_a_500(server: LiveServer) -> None:
     assert response.status_code == 200
     assert response.json() == {"status": "ignored", "reason": "no usable caller number"}
     # Unknown fields anywhere are ignored.
-    extra = payload({"data.conversation_id": "conv_5501k5zvyjhmfg983brhmhkd98n6", "data.something_new": {"a": [1, 2]}})
+    extra = call.payload({"data.conversation_id": f"{call.conv[:-6]}extras", "data.something_new": {"a": [1, 2]}})
     extra["also_new"] = True
     response = deliver(server, encode(extra))
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": MARIA_KEY[:12]}
+    assert response.json() == {"status": "saved", "caller": call.key[:12]}

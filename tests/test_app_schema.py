@@ -23,6 +23,7 @@ def live(tmp_path_factory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-d
         yield server
 
 
+@pytest.mark.slow(seconds=8)
 def test_no_generated_request_gets_a_server_error(live: LiveServer) -> None:
     schema = schemathesis.openapi.from_url(f"{live.url}/schema/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]

@@ -1,29 +1,51 @@
 """`POST /tools/remember` end to end (SPEC §6 "Tool remember", §3, §5): the agent's tool call, as
-ElevenLabs sends it, to the real server; the caller file, git history and the next call are checked."""
+ElevenLabs sends it, to the real server; the caller file, git history and the next call are checked.
+
+The tests share one server: those that save a fact save it for a caller of their own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import (
     AGENT_NUMBER,
-    MARIA,
-    OTHER,
     WEBHOOK_SECRET,
     LiveServer,
     commits_since,
     fixture_json,
     git,
-    running_server,
     vault_head,
     vault_snapshot,
 )
-from tests.live_helpers import MARIA_KEY, OTHER_KEY
+from tests.live_helpers import caller_files_but, key_for
 
 FACT = "Prefers to be called Mike"
+
+
+@pytest.fixture
+def server(shared: LiveServer) -> LiveServer:
+    """The module's shared server."""
+    return shared
+
+
+@pytest.fixture
+def quiet_server(shared: LiveServer) -> LiveServer:
+    """The shared server, for the tests that must write nothing."""
+    return shared
+
+
+def tool_request(number: str, **changes: Any) -> dict[str, Any]:
+    """The fixture's tool call, from the caller `number`."""
+    return {**fixture_json("tool_remember_request.json"), "caller_id": number, **changes}
+
+
+def file_of(number: str) -> str:
+    return f"callers/{key_for(number)[:12]}.md"
 
 
 def call_tool(server: LiveServer, body: dict | bytes, **headers: str) -> httpx.Response:
@@ -60,22 +82,26 @@ def not_saved(response: httpx.Response) -> str:
     return body["message"]
 
 
-def test_the_tool_saves_the_fact_for_the_caller_in_one_tool_commit(server: LiveServer) -> None:
+def test_the_tool_saves_the_fact_for_the_caller_in_one_tool_commit(
+    server: LiveServer, fresh_number: Callable[[], str]
+) -> None:
+    number = fresh_number()
+    key = key_for(number)
     start = vault_head(server.vault)
 
-    response = call_tool(server, fixture_json("tool_remember_request.json"))
+    response = call_tool(server, tool_request(number))
 
     saved(response)
-    text = (server.vault / f"callers/{MARIA_KEY[:12]}.md").read_text()
+    text = (server.vault / file_of(number)).read_text()
     assert section(text, "Facts") == [f"- {FACT}"]
-    assert f'phone_hash: "{MARIA_KEY}"' in text
-    assert MARIA not in text and MARIA[1:] not in text
+    assert f'phone_hash: "{key}"' in text
+    assert number not in text and number[1:] not in text
     # Committed before the answer: exactly one commit, saying for whom by short hash, Source: tool.
-    assert commits_since(server.vault, start) == [f"fact for {MARIA_KEY[:12]}\n\nSource: tool"]
-    assert git_files_of_last_commit(server) == [f"callers/{MARIA_KEY[:12]}.md"]
+    assert commits_since(server.vault, start) == [f"fact for {key[:12]}\n\nSource: tool"]
+    assert git_files_of_last_commit(server) == [file_of(number)]
 
     # The next call knows it.
-    answer = server.personalize(fixture_json("personalize_request.json")).json()
+    answer = server.personalize({**fixture_json("personalize_request.json"), "caller_id": number}).json()
     assert answer["dynamic_variables"]["caller_known"] is True
     assert f"- Fact: {FACT}" in answer["dynamic_variables"]["caller_memory"].splitlines()
     assert f"- Fact: {FACT}" in answer["conversation_config_override"]["agent"]["prompt"]["prompt"].splitlines()
@@ -85,21 +111,27 @@ def git_files_of_last_commit(server: LiveServer) -> list[str]:
     return git(server.vault, "show", "--name-only", "--format=", "HEAD").split()
 
 
-def test_a_second_fact_is_appended_and_the_secret_may_come_as_x_webhook_secret(server: LiveServer) -> None:
-    request = fixture_json("tool_remember_request.json")
-    saved(call_tool(server, request))
+def test_a_second_fact_is_appended_and_the_secret_may_come_as_x_webhook_secret(
+    server: LiveServer, fresh_number: Callable[[], str]
+) -> None:
+    number = fresh_number()
+    saved(call_tool(server, tool_request(number)))
     head = vault_head(server.vault)
 
-    saved(call_tool(server, {**request, "fact": "Has a dog named Rex"}, **{"X-Webhook-Secret": WEBHOOK_SECRET}))
+    saved(call_tool(server, tool_request(number, fact="Has a dog named Rex"), **{"X-Webhook-Secret": WEBHOOK_SECRET}))
 
-    text = (server.vault / f"callers/{MARIA_KEY[:12]}.md").read_text()
+    text = (server.vault / file_of(number)).read_text()
     assert section(text, "Facts") == [f"- {FACT}", "- Has a dog named Rex"]
-    assert commits_since(server.vault, head) == [f"fact for {MARIA_KEY[:12]}\n\nSource: tool"]
+    assert commits_since(server.vault, head) == [f"fact for {key_for(number)[:12]}\n\nSource: tool"]
 
 
-def test_a_fact_whose_commit_fails_is_not_saved_and_the_next_one_commits_both(server: LiveServer) -> None:
+def test_a_fact_whose_commit_fails_is_not_saved_and_the_next_one_commits_both(
+    server: LiveServer, fresh_number: Callable[[], str]
+) -> None:
     # Another git holds the branch's ref lock: the commit fails, so the agent must not say "saved".
-    request = fixture_json("tool_remember_request.json")
+    number = fresh_number()
+    short = key_for(number)[:12]
+    request = tool_request(number)
     head = vault_head(server.vault)
     lock = server.vault / ".git" / "refs" / "heads" / "main.lock"
     lock.write_text("")
@@ -109,44 +141,43 @@ def test_a_fact_whose_commit_fails_is_not_saved_and_the_next_one_commits_both(se
         assert vault_head(server.vault) == head
         assert server.admin("GET", "/health").json()["git_error"]
         # The admin API says the same thing its way.
-        api = server.admin("POST", f"/api/memory/{MARIA_KEY}", json={"fact": "Has a dog named Rex"})
+        api = server.admin("POST", f"/api/memory/{key_for(number)}", json={"fact": "Has a dog named Rex"})
         assert api.status_code == 503
     finally:
         lock.unlink()
 
     saved(call_tool(server, {**request, "fact": "Likes jazz"}))
 
-    text = (server.vault / f"callers/{MARIA_KEY[:12]}.md").read_text()
+    text = (server.vault / file_of(number)).read_text()
     assert section(text, "Facts") == [f"- {FACT}", "- Has a dog named Rex", "- Likes jazz"]
     # The failed changes rode along with the next commit, listed as retried; nothing is left dirty.
     assert commits_since(server.vault, head) == [
-        f"3 changes\n\n- fact for {MARIA_KEY[:12]}\n- fact for {MARIA_KEY[:12]} (commit retried)\n"
-        f"- fact for {MARIA_KEY[:12]} (commit retried)\n\nSource: tool"
+        f"3 changes\n\n- fact for {short}\n- fact for {short} (commit retried)\n"
+        f"- fact for {short} (commit retried)\n\nSource: tool"
     ]
     assert git(server.vault, "status", "--porcelain") == ""
     assert server.admin("GET", "/health").json()["git_error"] is None
 
 
-def test_on_an_outbound_call_the_fact_goes_to_the_called_party(server: LiveServer) -> None:
-    saved(call_tool(server, {"fact": FACT, "caller_id": AGENT_NUMBER, "called_number": OTHER}))
-    assert section((server.vault / f"callers/{OTHER_KEY[:12]}.md").read_text(), "Facts") == [f"- {FACT}"]
-    assert not (server.vault / f"callers/{MARIA_KEY[:12]}.md").exists()
+def test_on_an_outbound_call_the_fact_goes_to_the_called_party(
+    server: LiveServer, fresh_number: Callable[[], str]
+) -> None:
+    called = fresh_number()
+    others = caller_files_but(server.vault)
+    saved(call_tool(server, {"fact": FACT, "caller_id": AGENT_NUMBER, "called_number": called}))
+    assert section((server.vault / file_of(called)).read_text(), "Facts") == [f"- {FACT}"]
+    assert caller_files_but(server.vault, file_of(called)) == others, "another caller's file was written"
 
 
-def test_a_fact_is_one_line_whatever_the_model_sends(server: LiveServer) -> None:
-    saved(call_tool(server, {"fact": "  Likes\n## Notes\n- jazz  ", "caller_id": MARIA}))
-    text = (server.vault / f"callers/{MARIA_KEY[:12]}.md").read_text()
+def test_a_fact_is_one_line_whatever_the_model_sends(server: LiveServer, fresh_number: Callable[[], str]) -> None:
+    number = fresh_number()
+    saved(call_tool(server, {"fact": "  Likes\n## Notes\n- jazz  ", "caller_id": number}))
+    text = (server.vault / file_of(number)).read_text()
     assert section(text, "Facts") == ["- Likes ## Notes - jazz"]
     assert section(text, "Notes") == []
 
 
 # -- nothing written ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with running_server(tmp_path_factory.mktemp("tool-quiet")) as server:
-        yield server
 
 
 WITHHELD = ["anonymous", "", "client:x", None, "restricted", "+266696687", "sip:bob@example.com", "+1234"]

@@ -306,6 +306,7 @@ def test_a_git_failure_is_one_clear_line_and_a_non_zero_exit(vault: Path) -> Non
     assert result.stderr.startswith("memory-bridge: git ") and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow(seconds=5)
 def test_cli_writes_beside_a_running_server_never_race_its_commits(server: LiveServer) -> None:
     # The CLI and the server commit to one vault: one writer at a time, across processes.
     notes = [f"Note number {n}" for n in range(12)]

@@ -114,6 +114,7 @@ class Serve:
         return self.log.read_text(errors="replace")
 
 
+@pytest.mark.slow(seconds=20)
 def test_serve_sets_itself_up_on_a_fresh_copy(tmp_path: Path) -> None:
     project = fresh_copy(tmp_path / "project")
     vault = project / "vault"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import ADMIN_KEY, git
 from tests.live_helpers import key_for
@@ -46,6 +47,7 @@ async def storm_until_killed(server, kill_after: int) -> set[str]:  # type: igno
     return acknowledged
 
 
+@pytest.mark.slow(seconds=6)
 def test_sigkill_mid_storm_loses_no_acknowledged_write(server_factory, vault_dir: Path) -> None:
     server = server_factory(vault_dir)
     for number in CALLERS:
