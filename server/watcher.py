@@ -279,7 +279,7 @@ class Watcher:
         # until a person resolves it: that edit is seen, and committed, like any other.
         conflicted = set(await asyncio.to_thread(lambda: [p for p in relpaths if self.vault.conflicted(p)]))
         if conflicted:
-            self.git.hand_edits.difference_update(conflicted)
+            self.writes.git.hand_edits.difference_update(conflicted)
             log.warning("not committing %s: conflict markers; resolve the merge", ", ".join(sorted(conflicted)))
             relpaths = [path for path in relpaths if path not in conflicted]
             if not relpaths:
