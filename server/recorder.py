@@ -125,11 +125,15 @@ class CallRecorder:
             jobs.append(CallsToRecord(relpath, key, calls, today, stored, new))
         if not jobs:
             return
-        async with self.writes.holding([job.relpath for job in jobs], bounded=False):
+        async with (
+            self.writes.holding([job.relpath for job in jobs], bounded=False),
+            contextlib.AsyncExitStack() as locked,
+        ):
             try:
                 # The worker rewrites the files outside the edit lock: looked at again just before.
                 await self.writes.git.operations.wait_clear(None)
                 async with self.writes.gate.passing():
+                    await locked.enter_async_context(self.writes.changing())
                     results = await self._count_calls(jobs)
             except BaseException:
                 self._hold(batch)  # nothing says which files were written: keep every call, try again later

@@ -116,11 +116,12 @@ class WritePath:
         or None for "nothing to do". The current bytes are read under the edit lock, at write time,
         so a person's edit is never overwritten. Returns the files that changed.
         """
-        async with self.holding([relpath for relpath, _ in changes]):
+        async with self.holding([relpath for relpath, _ in changes]), contextlib.AsyncExitStack() as locked:
             written: list[tuple[str, str, str, int]] = []
             exact: dict[str, Exact] = {}
             refused: list[WriteError | vault.DiskError] = []
             async with self.gate.passing(), self.editing():
+                await locked.enter_async_context(self.changing())
                 for n, (relpath, change) in enumerate(changes, 1):
                     try:
                         # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
@@ -151,8 +152,9 @@ class WritePath:
 
     async def delete(self, relpath: str, line: str, source: str, before: Callable[[], Awaitable[None]]) -> None:
         """Remove a file in a commit of its own; `before` runs under the edit lock, just before the removal."""
-        async with self.holding([relpath]):
+        async with self.holding([relpath]), contextlib.AsyncExitStack() as locked:
             async with self.gate.passing(), self.editing():
+                await locked.enter_async_context(self.changing())
                 await before()
                 base = self.vault.delete(relpath)
                 seq = self.vault.next_seq()
@@ -201,15 +203,21 @@ class WritePath:
         done = asyncio.get_running_loop().create_future()
         self._in_flight.update(dict.fromkeys(paths, done))
         try:
-            # The vault's writer lock, from the file change to its commit: the CLI (another process)
-            # must not read, change and commit a file between this process's write and its commit.
-            async with self.git.lock.held():
-                yield
+            yield
         finally:
             for relpath in paths:
                 if self._in_flight.get(relpath) is done:
                     del self._in_flight[relpath]
             done.set_result(None)
+
+    def changing(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The vault's writer lock, held from a file change to its commit (taken once no git operation is in progress).
+
+        The CLI, another process, must not read, change and commit a file between this process's
+        write and its commit. Not held while waiting for a person's git operation to end, so the CLI
+        and `doctor` can look at the vault meanwhile.
+        """
+        return self.git.lock.held()
 
     @contextlib.asynccontextmanager
     async def editing(self) -> AsyncIterator[None]:
