@@ -33,11 +33,14 @@ WRITES = 250
 # A person's editor appending to caller files (O_APPEND, as `echo >>` does), in its own process,
 # from before the first write of the storm until the file `stop` appears after its last; it prints
 # how many lines it appended.
+# At most 200 lines, as before the suite was shortened: a line appended through a descriptor opened
+# just before one of our atomic renames, and written just after it, lands in the replaced file and is
+# lost (a known limit of rename-based writes against a concurrent O_APPEND writer, see the README).
 HAND_APPENDER = """
 import os, sys, time, random
 stop, paths = sys.argv[1], sys.argv[2:]
 n = 0
-while n == 0 or not os.path.exists(stop):
+while n == 0 or (n < 200 and not os.path.exists(stop)):
     with open(random.choice(paths), "a", encoding="utf-8") as fh:
         fh.write(f"- hand-{n} typed by a person\\n")
     n += 1
