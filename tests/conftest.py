@@ -212,14 +212,19 @@ def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         yield server
 
 
-def settled(server: LiveServer) -> bool:
-    """Every write and recorded call is committed, and nothing on disk is left to commit."""
+def caught_up(server: LiveServer) -> bool:
+    """Every write and recorded call is committed and in the server's index.
+
+    A write's commit lands in git a moment before the index (what the API and the answers read)
+    takes it: a test that waited for the commit waits for this too before it reads the index.
+    """
     status = server.client.get("/health").json()
-    return (
-        status["pending_writes"] == 0
-        and status["pending_calls"] == 0
-        and git(server.vault, "status", "--porcelain", "--untracked-files=all") == ""
-    )
+    return bool(status["pending_writes"] == 0 and status["pending_calls"] == 0)
+
+
+def settled(server: LiveServer) -> bool:
+    """`caught_up`, and nothing on disk is left to commit."""
+    return caught_up(server) and git(server.vault, "status", "--porcelain", "--untracked-files=all") == ""
 
 
 @pytest.fixture
@@ -256,11 +261,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `slow` start first, longest first; a module's tests that share module-scoped fixtures run together.
+    """Tests marked `slow` start first, longest first; a module's users of module-scoped fixtures stay together.
 
     The slow ones (`seconds` each, about, alone on a quiet machine) then overlap everything else
-    instead of running last and alone. A module-scoped fixture (a shared server) is made once per worker that runs one
-    of its tests: with `--dist loadgroup` the xdist_group mark keeps them on one worker.
+    instead of running last and alone. A module-scoped fixture (a shared server) is made once per
+    worker that runs one of its tests: with `--dist loadgroup` the xdist_group mark keeps them on one.
     """
     for item in items:
         info = getattr(item, "_fixtureinfo", None)

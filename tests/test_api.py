@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.calls import Call
 from tests.conftest import (
     ADMIN_KEY,
     AGENT_NUMBER,
@@ -24,6 +25,7 @@ from tests.conftest import (
     OTHER,
     WEBHOOK_SECRET,
     LiveServer,
+    caught_up,
     commits_since,
     elevenlabs_signature,
     fixture_json,
@@ -34,7 +36,6 @@ from tests.conftest import (
     vault_snapshot,
 )
 from tests.live_helpers import MARIA_KEY, OTHER_KEY, key_for
-from tests.test_app_postcall import Call
 
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 OTHER_FILE = f"callers/{OTHER_KEY[:12]}.md"
@@ -87,6 +88,7 @@ def section(text: str, name: str) -> list[str]:
 def wait_for_commits(server: LiveServer, since: str, count: int) -> list[str]:
     found = server.wait_for(lambda: len(commits_since(server.vault, since)) >= count, timeout=5)
     assert found, f"expected {count} commit(s) after {since[:12]}, got {commits_since(server.vault, since)}"
+    assert server.wait_for(lambda: caught_up(server)), "the server's index did not take the commits"
     return commits_since(server.vault, since)
 
 

@@ -10,9 +10,10 @@ import httpx
 
 from server.parse import MAX_FILE_BYTES
 from server.text import MAX_SUMMARY_CHARS, TRIMMED
+from tests.calls import CONV, MARIA_FILE, encode, payload
 from tests.conftest import MARIA, LiveServer, fixture_json, run_cli, vault_head, vault_snapshot
 from tests.live_helpers import MARIA_KEY, caller_md, preview
-from tests.test_app_postcall import CONV, MARIA_FILE, deliver, encode, payload
+from tests.test_app_postcall import deliver
 from tests.test_app_tool import call_tool
 
 HOSTILE = "\x00\x01\x1b\x7f\x85\x9f\u2028\u2029\u202e\u2066\ufeff"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 
+from tests.calls import CALL_LINE, CONV, MARIA_FILE, RAW, encode, payload
 from tests.conftest import MARIA, LiveServer, commits_since, git, vault_head, vault_snapshot
 from tests.live_helpers import MARIA_KEY, request
-from tests.test_app_postcall import CALL_LINE, CONV, MARIA_FILE, RAW, deliver, encode, payload, wait_for_commits
+from tests.test_app_postcall import deliver, wait_for_commits
 
 FORGETS = ".git/memory-bridge/forgotten"
 

@@ -21,6 +21,7 @@ from tests.conftest import (
     OTHER,
     LiveServer,
     base_env,
+    caught_up,
     commits_since,
     elevenlabs_signature,
     fixture_json,
@@ -169,6 +170,7 @@ def test_preview_and_show_equal_the_http_answers_for_the_same_vault(server: Live
     start = vault_head(server.vault)
     server.personalize(fixture_json("personalize_request.json"))
     assert server.wait_for(lambda: len(commits_since(server.vault, start)) == 1)
+    assert server.wait_for(lambda: caught_up(server))
     server.admin("POST", "/api/memory/%2B14155550123", json={"fact": "Prefers {{morning}} appointments"})
     server.admin("POST", "/api/notes", json={"note": "Office closes at 3pm"})
     body = json.dumps(fixture_json("post_call_transcription.json")).encode()
@@ -189,6 +191,7 @@ def test_preview_and_show_equal_the_http_answers_for_the_same_vault(server: Live
         "Maria asked the agent to remember a penicillin allergy."
     )
     assert server.wait_for(lambda: len(commits_since(server.vault, head)) == 1)  # the call, counted
+    assert server.wait_for(lambda: caught_up(server))  # and in the index, which the API reads
     assert (
         json.loads(ok(run_cli(server.vault, "show", MARIA))) == server.admin("GET", f"/api/callers/{MARIA_KEY}").json()
     )
@@ -205,6 +208,7 @@ def test_a_running_server_sees_cli_writes_within_a_second(server_factory) -> Non
     start = vault_head(server.vault)
     server.personalize(fixture_json("personalize_request.json"))
     assert server.wait_for(lambda: len(commits_since(server.vault, start)) == 1)
+    assert server.wait_for(lambda: caught_up(server))
 
     def webhook_shows(line: str, variable: str) -> float:
         began = time.monotonic()

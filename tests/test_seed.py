@@ -18,6 +18,7 @@ from tests.conftest import (
     AGENT_NUMBER,
     FIXTURES,
     argument_bytes,
+    caught_up,
     commits_since,
     elevenlabs_signature,
     git,
@@ -205,6 +206,7 @@ def test_an_imported_caller_is_recognised_and_upgraded_to_the_keyed_hash(
 
     # Once the call is recorded the file carries the keyed hash; the plain SHA-256 is gone from it.
     assert server.wait_for(lambda: len(commits_since(server.vault, head)) == 1)
+    assert server.wait_for(lambda: caught_up(server))  # and in the index, which the next calls read
     assert commits_since(server.vault, head) == [f"call from {new[:12]}\n\nSource: webhook"]
     text = path.read_text()
     meta, _ = frontmatter_and_sections(text)
