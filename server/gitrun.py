@@ -53,6 +53,8 @@ _CONFIG = (
 _PASSED_THROUGH = frozenset({"GIT_SSH_COMMAND", "GIT_SSH", "GIT_SSH_VARIANT"})
 # A fetch or push that has not finished by then is stopped: a slow remote must not hold up the next try.
 NETWORK_TIMEOUT_SECONDS = 60.0
+# The exit code `_spawn_here` gives a command it stopped for taking too long (no git exits with it).
+_TIMED_OUT = -1000
 
 
 class GitError(RuntimeError):
@@ -150,31 +152,15 @@ class GitRunner:
         a fork of the whole server would. Stopped after `timeout` seconds. Raises GitError (whose
         message never holds the remote's credentials).
         """
-        import asyncio  # here, not at the top: the merge driver imports this module and must start fast
-
-        argv = self.args(*args)
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env=self._env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            process_group=0,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise GitError(f"git {_subcommand(args)} gave no answer within {timeout:.0f} s") from None
-        code = proc.returncode or 0
+        code, out, err = await self._spawn_here(self.args(*args), b"", timeout)
+        if code == _TIMED_OUT:
+            raise GitError(f"git {_subcommand(args)} gave no answer within {timeout:.0f} s")
         if code not in ok:
             text = (err or out).decode(errors="replace").strip()
             raise GitError(f"git {_subcommand(args)} failed: {text}")
         return code, out.decode(errors="replace")
 
     async def _spawn(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-        import asyncio
 
         from server.worker import WorkerError, WorkerGone
 
@@ -187,6 +173,12 @@ class GitRunner:
                 log.warning("running git in process: %s", exc)
             except WorkerError as exc:  # the worker could not start git at all
                 raise GitError(str(exc)) from None
+        return await self._spawn_here(argv, stdin, None)
+
+    async def _spawn_here(self, argv: list[str], stdin: bytes, timeout: float | None) -> tuple[int, bytes, bytes]:
+        """Start git from this process; after `timeout` seconds it is killed and the code is _TIMED_OUT."""
+        import asyncio  # here, not at the top: the merge driver imports this module and must start fast
+
         proc = await asyncio.create_subprocess_exec(
             *argv,
             env=self._env,
@@ -197,7 +189,12 @@ class GitRunner:
             # (Unlike a new session, this still lets Python spawn with vfork.)
             process_group=0,
         )
-        out, err = await proc.communicate(stdin)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return _TIMED_OUT, b"", b""
         return proc.returncode or 0, out, err
 
     def merge_file(self, base: str, ours: str, theirs: str, marker_size: int) -> str:
