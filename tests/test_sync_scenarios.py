@@ -58,6 +58,14 @@ def no_markers_anywhere(*texts: str) -> None:
         assert not MARKER.search(text), text[:2000]
 
 
+async def post_fact(client: httpx.AsyncClient, number: str, fact: str) -> bool:
+    """Add a fact through the API of the server `client` talks to; whether it was acknowledged."""
+    r = await client.post(
+        f"/api/memory/{quote(number)}", json={"fact": fact}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    return r.status_code == 200
+
+
 def call(server: LiveServer, number: str, sid: str) -> None:
     body = {"caller_id": number, "called_number": "+14155550199", "call_sid": sid}
     assert server.personalize(body).status_code == 200
@@ -186,14 +194,8 @@ def test_the_remote_goes_away_during_a_write_storm_and_every_acknowledged_write_
 
                 async def one(n: int) -> None:
                     number = CALLERS[n % len(CALLERS)]
-                    fact = f"Storm fact {n:04d}"
-                    r = await client.post(
-                        f"/api/memory/{quote(number)}",
-                        json={"fact": fact},
-                        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                    )
-                    if r.status_code == 200:
-                        acknowledged.append((number, fact))
+                    if await post_fact(client, number, f"Storm fact {n:04d}"):
+                        acknowledged.append((number, f"Storm fact {n:04d}"))
 
                 async def outage() -> None:
                     # The remote goes away a moment into the storm and comes back after a few seconds
@@ -232,15 +234,9 @@ def test_two_replicas_take_500_writes_to_the_same_20_callers_at_once(tmp_path: P
 
                 async def one(n: int) -> None:
                     number = CALLERS[n % len(CALLERS)]
-                    fact = f"Replica fact {n:04d}"
                     client = on_a if (n // len(CALLERS)) % 2 else on_b  # every caller on both replicas
-                    r = await client.post(
-                        f"/api/memory/{quote(number)}",
-                        json={"fact": fact},
-                        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                    )
-                    if r.status_code == 200:
-                        acknowledged.append((number, fact))
+                    if await post_fact(client, number, f"Replica fact {n:04d}"):
+                        acknowledged.append((number, f"Replica fact {n:04d}"))
 
                 await asyncio.gather(*(one(n) for n in range(500)))
 
