@@ -108,6 +108,13 @@ class Worker:
                     proc.kill()
                 await proc.wait()
                 raise WorkerGone(f"the worker process died: {exc or type(exc).__name__}") from None
+            except asyncio.CancelledError:
+                # Cancelled between request and reply: the reply would be read as the next request's.
+                # The child goes (it may be half-way through a commit, which git's locks make safe);
+                # the next request starts a new one.
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                raise
         if status != "ok":
             raise WorkerError(payload)
         return payload  # type: ignore[no-any-return]

@@ -50,16 +50,45 @@ OPS: dict[str, Callable[..., bytes]] = {"run": _run, "record_calls": _record_cal
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """Answer requests until stdin closes: ("ok", result) or ("error", "Type: message")."""
-    while header := stdin.read(LENGTH.size):
+    while header := _read_exactly(stdin, LENGTH.size):
         (size,) = LENGTH.unpack(header)
-        op, args = msgspec.msgpack.decode(stdin.read(size))
+        op, args = msgspec.msgpack.decode(_read_exactly(stdin, size))
         try:
             reply: tuple[str, Any] = ("ok", OPS[op](*args))
         except Exception as exc:  # reported to the server, which decides what it means
             reply = ("error", f"{type(exc).__name__}: {exc}")
         body = msgspec.msgpack.encode(reply)
-        stdout.write(LENGTH.pack(len(body)) + body)
-        stdout.flush()
+        _write_all(stdout, LENGTH.pack(len(body)) + body)
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """`size` bytes, or b"" at a clean end of input; EOFError when the input ends inside a message.
+
+    A raw (unbuffered) pipe hands out what it holds, which may be less than a message.
+    """
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            if data:
+                raise EOFError(f"the request ended after {len(data)} of {size} bytes")
+            return b""
+        data += chunk
+    return data
+
+
+def _write_all(stream: BinaryIO, data: bytes) -> None:
+    """Write every byte of `data` and flush.
+
+    Under PYTHONUNBUFFERED (as in the container image) stdout is a raw file, whose `write` may take
+    only part of a message larger than the pipe when a signal interrupts it: the server would wait
+    for the rest forever.
+    """
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        view = view[written if written is not None else 0 :]
+    stream.flush()
 
 
 def main() -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 
+import msgspec
 import pytest
 
 from server import worker as worker_module
 from server.worker import Worker, WorkerError, WorkerGone
+from server.worker_child import LENGTH, Ran
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 
@@ -105,3 +108,75 @@ def _state(pid: int) -> str:
             return fh.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_a_reply_interrupted_by_signals_arrives_whole_when_stdout_is_unbuffered() -> None:
+    # The container image sets PYTHONUNBUFFERED, which makes the child's stdout a raw file: a reply
+    # bigger than the pipe, written while the server is not reading, is interrupted by a stop and a
+    # continue (as a profiler or a debugger attaching does). Every byte must still arrive.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "server.worker_child"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=os.getcwd(),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        payload = bytes(range(256)) * 8192  # 2 MiB: many pipefuls
+        body = msgspec.msgpack.encode(("run", (["cat"], ENV, payload)))
+        child.stdin.write(LENGTH.pack(len(body)) + body)
+        child.stdin.flush()
+        for _ in range(5):
+            time.sleep(0.1)  # the child is blocked writing its reply into the full pipe
+            child.send_signal(signal.SIGSTOP)
+            child.send_signal(signal.SIGCONT)
+        reply = _read_within(child.stdout.fileno(), 10)
+        (size,) = LENGTH.unpack(reply[: LENGTH.size])
+        assert size == len(reply) - LENGTH.size, "the reply arrived cut short"
+        status, ran = msgspec.msgpack.decode(reply[LENGTH.size :])
+        assert status == "ok" and msgspec.msgpack.decode(ran, type=Ran).stdout == payload
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _read_within(fd: int, seconds: float) -> bytes:
+    """Everything readable from `fd` until it stays silent for half a second (or `seconds` pass)."""
+    data = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            if data:
+                break
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.anyio
+async def test_a_request_cancelled_mid_reply_never_hands_its_reply_to_the_next() -> None:
+    worker = Worker()
+    await worker.start()
+    try:
+        slow = asyncio.create_task(worker.run(["sh", "-c", "sleep 0.3; echo first"], ENV))
+        await asyncio.sleep(0.1)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # The next request gets its own answer (from a new child), not the cancelled one's.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                ran = await worker.run(["echo", "second"], ENV)
+                break
+            except WorkerGone:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        assert ran.stdout == b"second\n"
+    finally:
+        await worker.stop()
