@@ -1,6 +1,6 @@
 """What the agent is told, encoded: the personalize answer's bytes, the cache of them, and a caller's view.
 
-Shared by the personalize route, the admin API's preview and the CLI's `show`/`preview`, so that the
+Shared by the personalize route, the admin API's preview and the CLI's `show`/`preview` (`preview_bytes`), so that the
 command line never imports the web app. `compose` decides what the answer says; this module encodes
 it and decides when a composed answer may be reused.
 """
@@ -17,6 +17,7 @@ import msgspec
 from server.compose import BUILTINS, compose, defaults
 from server.config import Settings
 from server.elevenlabs import Personalization
+from server.extrabody import extra_body, with_extra_body
 from server.index import Index
 from server.records import Caller
 from server.service import Service
@@ -33,6 +34,14 @@ STATIC_DEFAULT = _encoder.encode(
 def answer_bytes(index: Index, settings: Settings, caller: Caller | None, now: dt.datetime) -> bytes:
     """Exactly what the personalize webhook answers for `caller` at `now`, from this index."""
     return _encoder.encode(compose(caller, index.soul, index.notes, now, settings))
+
+
+def preview_bytes(index: Index, settings: Settings, caller: Caller | None, key: str | None, now: dt.datetime) -> bytes:
+    """What the webhook answers a caller with key `key` (None: withheld) at `now`, with its extra body if on."""
+    content = answer_bytes(index, settings, caller, now)
+    if settings.custom_llm_extra_body:
+        content = with_extra_body(content, extra_body(key, caller is not None))
+    return content
 
 
 def default_bytes(service: Service, now: dt.datetime) -> bytes:

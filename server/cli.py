@@ -102,7 +102,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     """Print exactly what the personalize webhook would answer for a caller now. Reads the vault; writes nothing."""
-    from server.answers import answer_bytes
+    from server.answers import preview_bytes
     from server.service import open_view
 
     view = open_view(settings)
@@ -111,7 +111,7 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     if record is None and not args.new:
         print("unknown caller (use --new to see the answer a new caller gets)", file=sys.stderr)
         return 1
-    sys.stdout.write(answer_bytes(view.index, settings, record, dt.datetime.now(dt.UTC)).decode() + "\n")
+    sys.stdout.write(preview_bytes(view.index, settings, record, key, dt.datetime.now(dt.UTC)).decode() + "\n")
     return 0
 
 

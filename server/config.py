@@ -103,6 +103,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = True
     override_first_message: Annotated[bool, _doc("Send the first message override (see OVERRIDE_PROMPT).")] = True
+    custom_llm_extra_body: Annotated[
+        bool,
+        _doc(
+            "Add custom_llm_extra_body to the personalize answer: the caller key (never the number) and whether the "
+            "caller is known, so a custom LLM (ElevenLabs' Custom LLM: OpenClaw or any OpenAI-compatible endpoint) can "
+            'look the caller up in the API. Enable "Custom LLM extra body" on the agent too. Off by default.'
+        ),
+    ] = False
     store_phone_numbers: Annotated[
         bool,
         _doc("Also keep the caller's E.164 number in their file (for businesses that must call back). Off by default."),

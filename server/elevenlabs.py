@@ -54,6 +54,17 @@ class Personalization(msgspec.Struct, omit_defaults=True, tag_field="type", tag=
     conversation_config_override: ConfigOverride | None = None
 
 
+class CustomLlmExtraBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`custom_llm_extra_body` of the answer: ElevenLabs hands it to a custom LLM as `elevenlabs_extra_body`.
+
+    Who is calling, as a key the admin API takes (`/api/callers/{caller_key}`), never as a number.
+    """
+
+    caller_known: bool
+    caller_key: str | None = None  # absent for withheld and non-phone callers
+    tenant: str | None = None  # the tenant's name once tenants route calls (SPEC §12); absent with one vault
+
+
 class ToolRemember(msgspec.Struct, kw_only=True):
     """The `remember` tool body; identity fields are bound to system variables in the tool config."""
 

@@ -113,6 +113,9 @@ class LiveServer:
     log_path: Path
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    # Another command that serves (e.g. a documented one), run in `cwd`; PORT comes from the environment.
+    argv: tuple[str, ...] = ()
+    cwd: Path | None = None
     client: httpx.Client = field(init=False)
 
     @property
@@ -124,8 +127,9 @@ class LiveServer:
         env = {**os.environ, **self.env, "PORT": str(self.port)}
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "--env-file", os.devnull, "serve"],
+            list(self.argv) or [sys.executable, "-m", "server.cli", "--env-file", os.devnull, "serve"],
             env=env,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -92,7 +93,9 @@ def assert_valid_answer(answer: Any, soul_vars: Iterable[str]) -> dict[str, Any]
     """Check the flat personalize answer of SPEC §6; returns its dynamic variables."""
     assert isinstance(answer, dict)
     assert answer["type"] == "conversation_initiation_client_data"
-    assert set(answer) <= {"type", "dynamic_variables", "conversation_config_override"}, answer.keys()
+    assert set(answer) <= {"type", "dynamic_variables", "conversation_config_override", "custom_llm_extra_body"}, (
+        answer.keys()
+    )
     variables = answer["dynamic_variables"]
     assert isinstance(variables, dict)
     for name, value in variables.items():
@@ -107,6 +110,13 @@ def assert_valid_answer(answer: Any, soul_vars: Iterable[str]) -> dict[str, Any]
     if override is not None:
         assert isinstance(override, dict)
         _assert_no_nulls(override)
+    if "custom_llm_extra_body" in answer:  # CUSTOM_LLM_EXTRA_BODY: an object, passed on to a custom LLM as it is
+        extra = answer["custom_llm_extra_body"]
+        assert isinstance(extra, dict) and set(extra) <= {"caller_known", "caller_key", "tenant"}, extra
+        _assert_no_nulls(extra)
+        assert type(extra["caller_known"]) is bool
+        assert "caller_key" in extra or not extra["caller_known"], extra
+        assert re.fullmatch("[0-9a-f]{64}", extra.get("caller_key", "0" * 64)), extra
     return variables
 
 

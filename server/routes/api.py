@@ -12,7 +12,7 @@ from litestar import Response, Router, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, ServiceUnavailableException, ValidationException
 
-from server.answers import answer_bytes, caller_json
+from server.answers import caller_json, preview_bytes
 from server.auth import admin_guard
 from server.gitrun import GitError
 from server.gitstate import OperationInProgress
@@ -100,8 +100,9 @@ def api_preview(caller: str, state: State) -> Response[bytes]:
     """Exactly what the personalize webhook would answer for this caller now."""
     service = service_of(state)
     key = _known(service, caller)
+    index = service.memory.index
     return Response(
-        answer_bytes(service.memory.index, service.settings, service.memory.index.caller(key), dt.datetime.now(dt.UTC)),
+        preview_bytes(index, service.settings, index.caller(key), key, dt.datetime.now(dt.UTC)),
         media_type="application/json",
     )
 

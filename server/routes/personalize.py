@@ -20,6 +20,7 @@ from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receiv
 from server.answers import AnswerCache, default_bytes
 from server.auth import has_webhook_secret
 from server.elevenlabs import parse_personalize
+from server.extrabody import UNKNOWN, extra_body, with_extra_body
 from server.identity import Identity
 from server.routes.replies import WEBHOOK_BODY_LIMIT, error_body
 from server.service import Service
@@ -43,15 +44,20 @@ def answer_call(service: Service, answers: AnswerCache, body: bytes, now: dt.dat
     try:
         data = parse_personalize(body)
         who = service.memory.identities.identify(data.caller_id, data.called_number)
-        content = answers.get(service, service.memory.identities.lookup(who), now)
+        caller = service.memory.identities.lookup(who)
+        content = answers.get(service, caller, now)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > service.settings.personalize_deadline_ms:
             log.warning("personalize took %.1f ms, past the deadline: answering with defaults", elapsed_ms)
-            content = default_bytes(service, now)
+            content, caller = default_bytes(service, now), None
+        if service.settings.custom_llm_extra_body:
+            # The tenant's name goes here once tenants route calls (SPEC §12).
+            content = with_extra_body(content, extra_body(who.key, caller is not None))
         return Answered(content, who, data.call_sid)
     except Exception:
         log.exception("personalize failed; answering with defaults")
-        return Answered(default_bytes(service, now))
+        content = default_bytes(service, now)
+        return Answered(with_extra_body(content, UNKNOWN) if service.settings.custom_llm_extra_body else content)
 
 
 @asgi("/webhook/personalize", copy_scope=False)
