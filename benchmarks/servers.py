@@ -199,6 +199,11 @@ def _cpu(pid: int) -> tuple[float, float]:
     return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
+def niced(nice: int) -> list[str]:
+    """The prefix that starts a command `nice` steps below this process's priority (none for 0)."""
+    return ["nice", "-n", str(nice)] if nice else []
+
+
 def _spawn(name: str, args: list[str], env: dict[str, str], port: int, log_path: Path, cwd: Path) -> Server:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -207,10 +212,10 @@ def _spawn(name: str, args: list[str], env: dict[str, str], port: int, log_path:
     return Server(name, proc, port, spawned, log_path)
 
 
-def start_service(vault: Path, log_path: Path, cwd: Path, timeout: float = 120, **extra: str) -> Server:
-    """Start the real service on `vault` and wait until `/health` answers."""
+def start_service(vault: Path, log_path: Path, cwd: Path, timeout: float = 120, nice: int = 0, **extra: str) -> Server:
+    """Start the real service on `vault` and wait until `/health` answers; `nice`: that much lower priority."""
     port = free_port()
-    args = [sys.executable, "-m", "server.cli", "--env-file", os.devnull, "serve"]
+    args = [*niced(nice), sys.executable, "-m", "server.cli", "--env-file", os.devnull, "serve"]
     server = _spawn("memory-bridge", args, service_env(vault, port, **extra), port, log_path, cwd)
     try:
         server.wait_ready(timeout)

@@ -141,6 +141,7 @@ def notes(meta: dict[str, Any], r: dict[str, Any]) -> list[str]:
             + "), A restarted without `GIT_REMOTE` and every other setting the same, B still writing and pushing. "
             f"p99 server-side per run: syncing {each} ms; without {alone} ms; the row shows the medians and their "
             "ratio. B, the git daemon and the load generator share this machine's cores with A in both runs; in "
-            "service they run elsewhere."
+            "service B and the git host run elsewhere, so here they run at niceness 19 (taking the CPU A leaves "
+            "idle), as do A's own git commands (fetch and push included)."
         )
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -53,6 +54,10 @@ _CONFIG = (
 _PASSED_THROUGH = frozenset({"GIT_SSH_COMMAND", "GIT_SSH", "GIT_SSH_VARIANT"})
 # A fetch or push that has not finished by then is stopped: a slow remote must not hold up the next try.
 NETWORK_TIMEOUT_SECONDS = 60.0
+# `nice(1)`, part of coreutils; without it, network commands run at the server's own priority.
+_NICE = shutil.which("nice")
+# The worker process's niceness (`server.worker_child`), not imported: the merge driver imports this module.
+NETWORK_NICENESS = 19
 # The exit code `_spawn_here` gives a command it stopped for taking too long (no git exits with it).
 _TIMED_OUT = -1000
 
@@ -152,7 +157,11 @@ class GitRunner:
         a fork of the whole server would. Stopped after `timeout` seconds. Raises GitError (whose
         message never holds the remote's credentials).
         """
-        code, out, err = await self._spawn_here(self.args(*args), b"", timeout)
+        # At the worker's low priority, like every other git command of the service: on a busy
+        # machine, a fetch (unpacking objects) or a push (packing them) takes only the CPU that
+        # answering calls leaves. Through `nice(1)`, so that Python still starts it with vfork.
+        nice = [_NICE, "-n", str(NETWORK_NICENESS)] if _NICE else []
+        code, out, err = await self._spawn_here([*nice, *self.args(*args)], b"", timeout)
         if code == _TIMED_OUT:
             raise GitError(f"git {_subcommand(args)} gave no answer within {timeout:.0f} s")
         if code not in ok:
