@@ -7,6 +7,8 @@ the watcher asks, and forgets a file once someone else's bytes are in service.
 
 from __future__ import annotations
 
+import asyncio
+
 
 class OwnWrites:
     """Own writes by content hash and by stat signature, and the files the worker is rewriting now."""
@@ -19,6 +21,8 @@ class OwnWrites:
         # Files the worker process is rewriting for this one right now: whatever is on disk there
         # is in flux until the write path takes the worker's answer.
         self._claimed: set[str] = set()
+        # Waiting for the next release (see `released`).
+        self._waiters: list[asyncio.Future[None]] = []
 
     def wrote(self, relpath: str, sha: str) -> None:
         """This process is putting these bytes at `relpath` itself (recorded before the rename)."""
@@ -55,6 +59,17 @@ class OwnWrites:
     def release(self, relpaths: list[str]) -> None:
         """The worker is done with these files."""
         self._claimed.difference_update(relpaths)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def released(self, relpaths: list[str]) -> None:
+        """Return once none of `relpaths` is claimed (at once if none is now)."""
+        while any(relpath in self._claimed for relpath in relpaths):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     def is_claimed(self, relpath: str) -> bool:
         """Whether the worker process is rewriting this file right now."""

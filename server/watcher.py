@@ -10,6 +10,7 @@ A periodic reconcile scan heals anything a missed event left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -35,7 +36,8 @@ _SLICE = 2
 _PATHS_SLICE = 16
 # The reconcile scan only stats files it has no reason to read (~3 µs each): a larger slice.
 _SCAN_SLICE = 10
-_BUSY_RETRY_SECONDS = 0.02
+# How long the watcher waits for the worker to release files it is rewriting before it looks anyway.
+_BUSY_PATIENCE_SECONDS = 5.0
 _GROUP_SECONDS = 1.0
 
 
@@ -220,7 +222,11 @@ class Watcher:
             self._background(self._look_again(busy))
 
     async def _look_again(self, paths: list[str]) -> None:
-        await asyncio.sleep(_BUSY_RETRY_SECONDS)
+        # Once the worker is done with the files, not by polling: a batch of recorded calls may take a
+        # while on a busy machine, and looking at fifty files every few ms would take calls' time.
+        relpaths = [relpath for path in paths if (relpath := self.vault.relpath(Path(path))) is not None]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.vault.own.released(relpaths), _BUSY_PATIENCE_SECONDS)
         if not self._stop.is_set():  # at stop, the next start's check of uncommitted files has it
             await self.handle(paths)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from server.ownwrites import OwnWrites
 
 
@@ -40,3 +44,17 @@ def test_claims_last_until_released() -> None:
     assert not own.is_claimed("callers/a.md") and own.is_claimed("callers/b.md")
     own.release(["callers/b.md", "callers/never.md"])
     assert not own.is_claimed("callers/b.md")
+
+
+@pytest.mark.anyio
+async def test_released_returns_once_the_worker_lets_go_of_every_file_asked_about() -> None:
+    own = OwnWrites()
+    await asyncio.wait_for(own.released(["callers/a.md"]), 1)  # nothing claimed: at once
+    own.claim(["callers/a.md", "callers/b.md"])
+    waiting = asyncio.create_task(own.released(["callers/a.md", "callers/b.md"]))
+    await asyncio.sleep(0.01)
+    own.release(["callers/a.md"])
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # b is still being rewritten
+    own.release(["callers/b.md"])
+    await asyncio.wait_for(waiting, 1)
