@@ -56,8 +56,9 @@ _PASSED_THROUGH = frozenset({"GIT_SSH_COMMAND", "GIT_SSH", "GIT_SSH_VARIANT"})
 NETWORK_TIMEOUT_SECONDS = 60.0
 # `nice(1)`, part of coreutils; without it, network commands run at the server's own priority.
 _NICE = shutil.which("nice")
-# The worker process's niceness (`server.worker_child`), not imported: the merge driver imports this module.
-NETWORK_NICENESS = 19
+# Below the server's priority, but above the worker's (19): a fetch or push starved on a busy machine
+# would hold up another replica's view (SPEC §10 has a figure for it), and neither is on the call path.
+NETWORK_NICENESS = 10
 # The exit code `_spawn_here` gives a command it stopped for taking too long (no git exits with it).
 _TIMED_OUT = -1000
 
@@ -157,9 +158,9 @@ class GitRunner:
         a fork of the whole server would. Stopped after `timeout` seconds. Raises GitError (whose
         message never holds the remote's credentials).
         """
-        # At the worker's low priority, like every other git command of the service: on a busy
-        # machine, a fetch (unpacking objects) or a push (packing them) takes only the CPU that
-        # answering calls leaves. Through `nice(1)`, so that Python still starts it with vfork.
+        # At a low priority, like every other git command of the service: on a busy machine a fetch
+        # (unpacking objects) or a push (packing them) yields the CPU to answering calls. Through
+        # `nice(1)`, so that Python still starts it with vfork.
         nice = [_NICE, "-n", str(NETWORK_NICENESS)] if _NICE else []
         code, out, err = await self._spawn_here([*nice, *self.args(*args)], b"", timeout)
         if code == _TIMED_OUT:

@@ -1,4 +1,4 @@
-"""Starting git: commands that talk to a remote run at the worker's low priority."""
+"""Starting git: commands that talk to a remote run at a low priority."""
 
 from __future__ import annotations
 
@@ -18,4 +18,4 @@ async def test_network_commands_yield_the_cpu_to_answering_calls(tmp_path: Path)
     # An alias that runs `nice` with no arguments prints the niceness git was started with.
     _, out = await runner.run_network("-c", "alias.priority=!nice", "priority")
     assert int(out) == min(19, os.nice(0) + NETWORK_NICENESS)
-    assert NETWORK_NICENESS == NICENESS  # the same as the worker's commits
+    assert 0 < NETWORK_NICENESS < NICENESS  # below calls, above the worker's commits
