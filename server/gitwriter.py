@@ -357,6 +357,14 @@ class GitWriter:
                 job.done.set_result(sha)
         self.status.pending -= len(jobs)
 
+    def history_rewritten(self, head: str | None) -> None:
+        """An erasure rewrote every ref (in this writer's turn): forget what was known of the old history."""
+        self._blobs.clear()
+        self.committer.forget_tree()
+        self._failed = _Retry({}, [])  # their files were committed, or erased
+        if head is not None:
+            self._note_commit(head, ["erase a caller"])
+
     # -- people's git operations (SPEC §11) ------------------------------------------------------
 
     async def _after_operations(self, jobs: list[_Job]) -> bool:

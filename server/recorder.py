@@ -18,9 +18,9 @@ from typing import TypeVar
 
 import msgspec
 
-from server import phone
 from server.callcount import CallsToRecord, Counted, Recorded, count_calls
 from server.config import Settings
+from server.gitcommit import caller_label
 from server.gitstage import Exact
 from server.gitstate import OperationInProgress
 from server.identity import Identities, Identity
@@ -155,7 +155,9 @@ class CallRecorder:
                     # Moved or removed by hand just now: counted once the watcher has seen where it went.
                     self._hold({job.key: batch[job.key]})
                 elif result.outcome is Counted.WRITTEN:
-                    line = f"call from {phone.short(job.key)}" + (f" ({job.calls} calls)" if job.calls > 1 else "")
+                    known = self.writes.index.caller(job.key)
+                    label = caller_label(known.name if known is not None else None, job.key)
+                    line = f"call from {label}" + (f" ({job.calls} calls)" if job.calls > 1 else "")
                     written.append((line, result, seq))
             await self.writes.commit_and_index(
                 [result.relpath for _, result, _ in written],

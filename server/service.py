@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from server import cache, filemodes, gitmerge, gitstate, keyfile, mergedriver
 from server.config import Settings
+from server.eraser import Eraser
 from server.gitlock import ServerMark, server_running
 from server.gitrun import GitError
 from server.gitwriter import GitWriter
@@ -35,6 +36,7 @@ class Service:
     memory: Memory
     watcher: Watcher
     sync: Sync
+    eraser: Eraser
     started_at: float
     ready_seconds: float = 0.0
     worker: Worker | None = None
@@ -193,4 +195,6 @@ def open_service(settings: Settings) -> Service:
         len(index.errors()),
     )
     sync = Sync(settings, git, memory.writes.gate)
-    return Service(settings, memory, watcher, sync, started, deferred=deferred)
+    eraser = Eraser(memory, sync)
+    sync.follow, sync.after_forced_push = eraser.follow, eraser.pushed
+    return Service(settings, memory, watcher, sync, eraser, started, deferred=deferred)
