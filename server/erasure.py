@@ -214,7 +214,8 @@ def rewrite(
     marks: set[bytes] = set()
     for event in stream:
         if isinstance(event, bytes):
-            out(event + b"\n")
+            if event:  # blank lines between commands: each command written here ends with its own
+                out(event + b"\n")
             continue
         if isinstance(event, Blob):
             key = key_of(event.data)

@@ -75,6 +75,8 @@ async def rewrite(runner: GitRunner, erased: Callable[[str], bool]) -> Rewritten
         new = _marks(marks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        for crash in (runner.root / ".git").glob("fast_import_crash_*"):
+            crash.unlink(missing_ok=True)  # fast-import's report of a failure quotes the history it read
     moved = {old: new[mark] for mark, old in record.originals.items() if mark in new and new[mark] != old}
     code, _ = await runner.run("rev-parse", "--verify", "-q", "HEAD", ok=(0, 1))
     if code == 0:

@@ -1,0 +1,123 @@
+"""Erasure (SPEC §14): a caller purged from the files, the index, the cache, every object of history,
+`.git/`'s files and the remote (a real bare repository behind `git daemon`); a second replica follows
+the rewrite; the do-not-remember list; the content-free commit that records it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
+
+from tests.conftest import MARIA, OTHER, LiveServer, base_env, git
+from tests.live_helpers import MARIA_KEY, OTHER_KEY, caller_md, request, wait_until
+from tests.remotes import GitDaemon, run_git
+
+NAME = "Marisol Quintanilla"
+FACTS = ("Keeps a parrot called Zebedee", "Allergic to walnut shells")
+OTHER_FACT = "Other caller keeps bees"
+
+
+def start(tmp_path: Path, name: str, url: str | None, **extra: str) -> LiveServer:
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    vault = folder / "vault"
+    settings = {"SYNC_SECONDS": "1", **extra}
+    if url is not None:
+        settings["GIT_REMOTE"] = url
+    server = LiveServer(vault=vault, env=base_env(vault, **settings), log_path=folder / "server.log")
+    server.start()
+    return server
+
+
+def needles(key: str = MARIA_KEY) -> list[bytes]:
+    """What must be found nowhere once the caller is erased."""
+    return [key.encode(), key[:12].encode(), NAME.encode(), *(fact.encode() for fact in FACTS)]
+
+
+def every_object(repo: Path) -> bytes:
+    """Every object in the repository, reachable or not (`git cat-file --batch-all-objects --batch`)."""
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "--batch-all-objects", "--batch"],
+        capture_output=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"},
+    )
+    return proc.stdout
+
+
+def git_files(repo: Path) -> dict[str, bytes]:
+    """Every file of `.git/` but the objects (compressed: read through git above), with its bytes."""
+    git_dir = repo / ".git" if (repo / ".git").is_dir() else repo
+    return {
+        str(path.relative_to(git_dir)): path.read_bytes()
+        for path in git_dir.rglob("*")
+        if path.is_file() and path.relative_to(git_dir).parts[0] != "objects"
+    }
+
+
+def found_in(repo: Path, key: str = MARIA_KEY) -> list[str]:
+    """Where a needle still is: 'objects' or the `.git/` file's name."""
+    where = []
+    objects = every_object(repo)
+    where += [f"objects: {needle!r}" for needle in needles(key) if needle in objects]
+    for name, data in git_files(repo).items():
+        where += [f"{name}: {needle!r}" for needle in needles(key) if needle in data]
+    return where
+
+
+def seed_maria(server: LiveServer) -> None:
+    """Maria as a person wrote her (a readable file name), then facts through the API."""
+    path = server.vault / "callers" / f"{NAME}.md"
+    path.write_text(caller_md(MARIA, name=NAME, facts=FACTS[:1]))
+    wait_until(lambda: server.admin("GET", f"/api/callers/{MARIA_KEY}").status_code == 200, what="Maria indexed")
+    for fact in FACTS[1:]:
+        assert server.admin("POST", f"/api/memory/{quote(MARIA)}", json={"fact": fact}).status_code == 200
+    assert server.admin("POST", f"/api/memory/{quote(OTHER)}", json={"fact": OTHER_FACT}).status_code == 200
+    wait_until(lambda: git(server.vault, "status", "--porcelain") == "", timeout=10, what="the hand edit committed")
+
+
+def audit_commits(repo: Path) -> list[str]:
+    return [sha for sha in run_git(repo, "log", "--format=%H", "--grep=^Erased: ", "main").stdout.split() if sha]
+
+
+def test_purge_leaves_nothing_of_the_caller_in_objects_git_files_cache_or_the_remote(
+    tmp_path: Path, daemon: GitDaemon
+) -> None:
+    url = daemon.bare()
+    server = start(tmp_path, "a", url)
+    try:
+        seed_maria(server)
+        head = git(server.vault, "rev-parse", "HEAD").strip()
+        wait_until(lambda: head in run_git(daemon.base / "vault.git", "log", "--format=%H", "main").stdout, timeout=15)
+        assert found_in(server.vault), "the test's needles were never there"
+
+        response = server.admin("DELETE", f"/api/callers/{quote(MARIA)}", params={"purge": "true"})
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "erased"
+        assert response.json()["commits_rewritten"] >= 3
+
+        # The vault's files, the index and the answers.
+        assert not (server.vault / "callers" / f"{NAME}.md").exists()
+        assert server.admin("GET", f"/api/callers/{MARIA_KEY}").status_code == 404
+        answer = server.personalize(request(MARIA)).json()
+        assert answer["dynamic_variables"]["caller_known"] is False
+        # Every object, every file of .git/ (the derived cache, reflogs, records), here and on the remote.
+        assert found_in(server.vault) == []
+        remote = daemon.base / "vault.git"
+        audit = git(server.vault, "rev-parse", "HEAD").strip()
+        wait_until(lambda: audit in run_git(remote, "rev-parse", "main").stdout, timeout=15, what="the forced push")
+        run_git(remote, "gc", "--prune=now", "-q")  # a host drops unreachable objects with its own gc
+        assert found_in(remote) == []
+        # One content-free commit records it, with a token that names nobody; the other caller is intact.
+        assert audit_commits(remote) == [audit]
+        assert git(server.vault, "rev-parse", f"{audit}^{{tree}}") == git(server.vault, "rev-parse", f"{audit}~1^{{tree}}")
+        message = git(server.vault, "log", "-1", "--format=%B", audit)
+        assert message.startswith("erase a caller\n\nSource: api\nErased: ")
+        assert OTHER_FACT in server.admin("GET", f"/api/callers/{quote(OTHER)}").json()["facts"]
+        assert OTHER_KEY.encode() in every_object(remote)
+        # A late post-call event from before the erasure does not bring the caller back.
+        assert server.admin("DELETE", f"/api/callers/{quote(MARIA)}", params={"purge": "true"}).status_code == 200
+    finally:
+        server.stop()
+    # Nor does a restart (the derived cache was rebuilt without the caller).
+    assert found_in(server.vault) == []
