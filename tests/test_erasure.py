@@ -121,3 +121,70 @@ def test_purge_leaves_nothing_of_the_caller_in_objects_git_files_cache_or_the_re
         server.stop()
     # Nor does a restart (the derived cache was rebuilt without the caller).
     assert found_in(server.vault) == []
+
+
+def test_a_second_replica_follows_the_erasure_and_the_remote_never_gets_it_back(
+    tmp_path: Path, daemon: GitDaemon
+) -> None:
+    url = daemon.bare()
+    a = start(tmp_path, "a", url)
+    b = start(tmp_path, "b", url)
+    try:
+        seed_maria(a)
+        wait_until(lambda: b.admin("GET", f"/api/callers/{MARIA_KEY}").status_code == 200, timeout=20, what="on B")
+        assert found_in(b.vault)
+        response = a.admin("DELETE", f"/api/callers/{MARIA_KEY}", params={"purge": "true"})
+        assert response.status_code == 200, response.text
+        audit = git(a.vault, "rev-parse", "HEAD").strip()
+        # B fetches the audit commit, rewrites its own history the same way, and merges.
+        wait_until(lambda: b.admin("GET", f"/api/callers/{MARIA_KEY}").status_code == 404, timeout=20, what="B")
+        wait_until(lambda: audit in git(b.vault, "log", "--format=%H"), timeout=20, what="B merges the erasure")
+        wait_until(lambda: found_in(b.vault) == [], timeout=20, what="B's old objects pruned")
+        assert not any(p.name == f"{NAME}.md" for p in (b.vault / "callers").iterdir())
+        # Both go on syncing: a write on B reaches A, and the remote still has nothing of her.
+        assert b.admin("POST", f"/api/memory/{quote(OTHER)}", json={"fact": "Written on B after"}).status_code == 200
+        wait_until(
+            lambda: "Written on B after" in a.admin("GET", f"/api/callers/{quote(OTHER)}").json()["facts"],
+            timeout=20,
+            what="B's write on A",
+        )
+        remote = daemon.base / "vault.git"
+        run_git(remote, "gc", "--prune=now", "-q")
+        assert found_in(remote) == []
+        assert audit_commits(remote) == [audit]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_block_keeps_nothing_of_later_calls_and_leaves_no_key_behind(tmp_path: Path) -> None:
+    server = start(tmp_path, "a", None)
+    try:
+        seed_maria(server)
+        response = server.admin("DELETE", f"/api/callers/{quote(MARIA)}", params={"purge": "true", "block": "true"})
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "blocked"
+        head = git(server.vault, "rev-parse", "HEAD").strip()
+        # Later calls: the neutral answer, nothing recorded, the tool saves nothing, the API knows nobody.
+        answer = server.personalize(request(MARIA)).json()
+        assert answer["dynamic_variables"]["caller_known"] is False
+        tool = server.client.post(
+            "/tools/remember",
+            json={"fact": "Call me back", "caller_id": MARIA, "conversation_id": "conv_blocked"},
+            headers={"Authorization": "Bearer test-webhook-secret"},
+        )
+        assert tool.json()["status"] == "not_saved"
+        assert server.admin("POST", f"/api/memory/{quote(MARIA)}", json={"fact": "x"}).status_code == 404
+        wait_until(lambda: server.client.get("/health").json()["pending_calls"] == 0, what="calls settled")
+        assert git(server.vault, "rev-parse", "HEAD").strip() == head
+        assert found_in(server.vault) == []
+    finally:
+        server.stop()
+    # The list survives a restart, and still holds no key.
+    server.start()
+    try:
+        assert server.personalize(request(MARIA)).json()["dynamic_variables"]["caller_known"] is False
+        wait_until(lambda: server.client.get("/health").json()["pending_calls"] == 0, what="calls settled")
+        assert git(server.vault, "rev-parse", "HEAD").strip() == head
+    finally:
+        server.stop()
