@@ -28,6 +28,8 @@ def _target(runner: GitRunner, path: str, before: str | None, after: str | None,
     """The file's text once the commit is undone (None: removed); UndoRefused if later changes conflict."""
     if current == after:
         return before
+    if current is None:
+        raise UndoRefused(f"{path} was renamed or removed since: undoing this commit would conflict; edit it by hand")
     if current == before:
         return current
     if None in (before, after, current):

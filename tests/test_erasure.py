@@ -110,7 +110,8 @@ def test_purge_leaves_nothing_of_the_caller_in_objects_git_files_cache_or_the_re
         assert found_in(remote) == []
         # One content-free commit records it, with a token that names nobody; the other caller is intact.
         assert audit_commits(remote) == [audit]
-        assert git(server.vault, "rev-parse", f"{audit}^{{tree}}") == git(server.vault, "rev-parse", f"{audit}~1^{{tree}}")
+        tree = git(server.vault, "rev-parse", f"{audit}^{{tree}}")
+        assert tree == git(server.vault, "rev-parse", f"{audit}~1^{{tree}}")
         message = git(server.vault, "log", "-1", "--format=%B", audit)
         assert message.startswith("erase a caller\n\nSource: api\nErased: ")
         assert OTHER_FACT in server.admin("GET", f"/api/callers/{quote(OTHER)}").json()["facts"]

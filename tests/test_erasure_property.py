@@ -16,9 +16,12 @@ from server.service import open_service
 from tests.conftest import MARIA, OTHER, make_settings
 from tests.test_erasure import every_object, git_files
 
-fact_text = st.text(
-    alphabet=st.characters(categories=("L", "N", "P", "Zs"), exclude_characters="\u2028\u2029"), min_size=12, max_size=60
-).map(lambda text: " ".join(text.split())).filter(lambda text: len(text) >= 12)
+letters = st.characters(categories=("L", "N", "P", "Zs"), exclude_characters="\u2028\u2029")
+fact_text = (
+    st.text(alphabet=letters, min_size=12, max_size=60)
+    .map(lambda text: " ".join(text.split()))
+    .filter(lambda text: len(text) >= 12)
+)
 
 
 async def _erase(vault: Path, facts: list[str], kept: str) -> None:
