@@ -32,7 +32,7 @@ from server.worker import Worker
 
 log = logging.getLogger("memory_bridge.git")
 
-SOURCES = ("api", "webhook", "tool", "cli", "hand-edit", "sync")
+SOURCES = ("api", "webhook", "tool", "cli", "hand-edit", "sync", "retention")
 _BATCH_WINDOW_SECONDS = 0.005
 
 

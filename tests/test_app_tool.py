@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.calls import CONV
 from tests.conftest import (
     AGENT_NUMBER,
     WEBHOOK_SECRET,
@@ -22,7 +23,6 @@ from tests.conftest import (
     vault_head,
     vault_snapshot,
 )
-from tests.calls import CONV
 from tests.live_helpers import caller_files_but, key_for
 
 FACT = "Prefers to be called Mike"
