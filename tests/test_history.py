@@ -74,3 +74,34 @@ def test_commit_subjects_name_the_caller_and_tool_facts_keep_their_conversation(
     assert "Source: tool" in log
     everything = git(server.vault, "log", "--format=%B")
     assert MARIA.lstrip("+") not in everything
+
+
+def test_a_hand_edit_that_arrives_through_sync_keeps_its_author(tmp_path: Path, daemon) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import base_env
+    from tests.remotes import Laptop
+
+    url = daemon.bare()
+    folder = tmp_path / "a"
+    folder.mkdir()
+    server = LiveServer(
+        vault=folder / "vault",
+        env=base_env(folder / "vault", GIT_REMOTE=url, SYNC_SECONDS="0.5"),
+        log_path=folder / "server.log",
+    )
+    server.start()
+    try:
+        wait_until(lambda: run_git(daemon.base / "vault.git", "rev-parse", "main", check=False).returncode == 0)
+        laptop = Laptop.clone(url, tmp_path / "laptop")
+        laptop.write("callers/Maria Lopez.md", caller_md(MARIA))
+        laptop.commit_all("Maria's file, typed on a laptop")
+        laptop.sync()
+        sha = laptop.git("rev-parse", "HEAD").stdout.strip()
+        wait_until(lambda: server.admin("GET", f"/api/callers/{MARIA_KEY}").status_code == 200, timeout=15)
+        assert git(server.vault, "log", "-1", "--format=%an <%ae>|%s", sha) == (
+            "Laptop Person <person@example.com>|Maria's file, typed on a laptop\n"
+        )
+        assert sha in git(server.vault, "log", "--format=%H")
+        history = run_cli(server.vault, "history", MARIA).stdout
+        assert "Laptop Person" in history and "typed on a laptop" in history
+    finally:
+        server.stop()
