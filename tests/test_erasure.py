@@ -4,13 +4,26 @@ the rewrite; the do-not-remember list; the content-free commit that records it."
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.conftest import MARIA, OTHER, LiveServer, base_env, git
+import pytest
+
+from tests.conftest import (
+    MARIA,
+    OTHER,
+    LiveServer,
+    base_env,
+    caught_up,
+    elevenlabs_signature,
+    fixture_json,
+    git,
+    run_cli,
+)
 from tests.live_helpers import MARIA_KEY, OTHER_KEY, caller_md, request, wait_until
-from tests.remotes import GitDaemon, run_git
+from tests.remotes import GitDaemon, Laptop, run_git
 
 NAME = "Marisol Quintanilla"
 FACTS = ("Keeps a parrot called Zebedee", "Allergic to walnut shells")
@@ -80,6 +93,7 @@ def audit_commits(repo: Path) -> list[str]:
     return [sha for sha in run_git(repo, "log", "--format=%H", "--grep=^Erased: ", "main").stdout.split() if sha]
 
 
+@pytest.mark.slow(seconds=5)
 def test_purge_leaves_nothing_of_the_caller_in_objects_git_files_cache_or_the_remote(
     tmp_path: Path, daemon: GitDaemon
 ) -> None:
@@ -99,8 +113,6 @@ def test_purge_leaves_nothing_of_the_caller_in_objects_git_files_cache_or_the_re
         # The vault's files, the index and the answers.
         assert not (server.vault / "callers" / f"{NAME}.md").exists()
         assert server.admin("GET", f"/api/callers/{MARIA_KEY}").status_code == 404
-        answer = server.personalize(request(MARIA)).json()
-        assert answer["dynamic_variables"]["caller_known"] is False
         # Every object, every file of .git/ (the derived cache, reflogs, records), here and on the remote.
         assert found_in(server.vault) == []
         remote = daemon.base / "vault.git"
@@ -117,13 +129,24 @@ def test_purge_leaves_nothing_of_the_caller_in_objects_git_files_cache_or_the_re
         assert OTHER_FACT in server.admin("GET", f"/api/callers/{quote(OTHER)}").json()["facts"]
         assert OTHER_KEY.encode() in every_object(remote)
         # A late post-call event from before the erasure does not bring the caller back.
-        assert server.admin("DELETE", f"/api/callers/{quote(MARIA)}", params={"purge": "true"}).status_code == 200
+        body = json.dumps(fixture_json("post_call_transcription.json")).encode()
+        late = server.client.post(
+            "/webhook/post-call",
+            content=body,
+            headers={"ElevenLabs-Signature": elevenlabs_signature(body), "Content-Type": "application/json"},
+        )
+        assert late.status_code == 200
+        wait_until(lambda: caught_up(server), what="the late event handled")
+        assert git(server.vault, "rev-parse", "HEAD").strip() == audit
+        assert list((server.vault / "callers").glob(f"{MARIA_KEY[:12]}*")) == []
+        # A new call is a new caller (without --block): the agent knows nothing of her.
+        answer = server.personalize(request(MARIA)).json()
+        assert answer["dynamic_variables"]["caller_known"] is False
     finally:
         server.stop()
-    # Nor does a restart (the derived cache was rebuilt without the caller).
-    assert found_in(server.vault) == []
 
 
+@pytest.mark.slow(seconds=10)
 def test_a_second_replica_follows_the_erasure_and_the_remote_never_gets_it_back(
     tmp_path: Path, daemon: GitDaemon
 ) -> None:
@@ -158,6 +181,7 @@ def test_a_second_replica_follows_the_erasure_and_the_remote_never_gets_it_back(
         b.stop()
 
 
+@pytest.mark.slow(seconds=5)
 def test_block_keeps_nothing_of_later_calls_and_leaves_no_key_behind(tmp_path: Path) -> None:
     server = start(tmp_path, "a", None)
     try:
@@ -187,5 +211,64 @@ def test_block_keeps_nothing_of_later_calls_and_leaves_no_key_behind(tmp_path: P
         assert server.personalize(request(MARIA)).json()["dynamic_variables"]["caller_known"] is False
         wait_until(lambda: server.client.get("/health").json()["pending_calls"] == 0, what="calls settled")
         assert git(server.vault, "rev-parse", "HEAD").strip() == head
+    finally:
+        server.stop()
+    assert found_in(server.vault) == []  # the derived cache saved at the stop included
+
+
+@pytest.mark.slow(seconds=3)
+def test_the_command_line_purges_and_pushes_the_rewrite_with_a_lease(tmp_path: Path) -> None:
+    vault = tmp_path / "vault"
+    remote = tmp_path / "remote.git"
+    run_git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    for fact in FACTS:
+        assert run_cli(vault, "remember", MARIA, fact).returncode == 0
+    assert run_cli(vault, "remember", OTHER, OTHER_FACT).returncode == 0
+    run_git(vault, "push", "-q", remote.as_uri(), "HEAD:refs/heads/main")
+    assert FACTS[0].encode() in every_object(remote)
+
+    done = run_cli(vault, "forget", MARIA_KEY[:8], "--purge", GIT_REMOTE=remote.as_uri())
+    assert done.returncode == 0, done.stderr
+    assert "erased from the vault and all of its history" in done.stdout
+    assert "the rewritten history is pushed to the remote" in done.stdout
+    assert run_git(remote, "rev-parse", "main").stdout == git(vault, "rev-parse", "HEAD")
+    run_git(remote, "gc", "--prune=now", "-q")
+    assert found_in(vault) == [] and found_in(remote) == []
+    assert OTHER_FACT.encode() in every_object(remote)
+    assert run_cli(vault, "history", MARIA).returncode == 1  # nothing left to show
+    assert run_cli(vault, "forget", "+44 20 7946 0000").returncode == 1  # unknown: nothing to forget
+
+
+@pytest.mark.slow(seconds=10)
+def test_a_laptop_that_pulls_the_rewrite_into_its_old_clone_does_not_bring_the_caller_back(
+    tmp_path: Path, daemon: GitDaemon
+) -> None:
+    url = daemon.bare()
+    server = start(tmp_path, "a", url)
+    try:
+        seed_maria(server)
+        head = git(server.vault, "rev-parse", "HEAD").strip()
+        remote = daemon.base / "vault.git"
+        wait_until(lambda: head in run_git(remote, "log", "--format=%H", "main").stdout, timeout=15)
+        laptop = Laptop.clone(url, tmp_path / "laptop")
+        assert server.admin("DELETE", f"/api/callers/{MARIA_KEY}", params={"purge": "true"}).status_code == 200
+        audit = git(server.vault, "rev-parse", "HEAD").strip()
+        wait_until(lambda: audit in run_git(remote, "rev-parse", "main").stdout, timeout=15, what="the rewrite")
+        # The laptop still has the old history; a pull merges it with the rewrite and pushes both.
+        laptop.write("notes/2020-01-01.md", "Typed on the laptop\n")
+        laptop.commit_all("a note from the laptop")
+        laptop.sync()
+        assert FACTS[0].encode() in every_object(remote)
+        # The service rewrites what came back, keeps the laptop's note, and replaces the remote's history.
+        wait_until(lambda: (server.vault / "notes" / "2020-01-01.md").exists(), timeout=20, what="the note")
+
+        def remote_clean() -> bool:
+            run_git(remote, "gc", "--prune=now", "-q")
+            return found_in(remote) == []
+
+        wait_until(remote_clean, timeout=20, interval=0.3, what="the remote rewritten again")
+        wait_until(lambda: found_in(server.vault) == [], timeout=20, interval=0.3, what="the vault pruned again")
+        assert not any(p.name == f"{NAME}.md" for p in (server.vault / "callers").iterdir())
+        assert audit_commits(remote) == [audit]
     finally:
         server.stop()

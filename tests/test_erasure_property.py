@@ -40,7 +40,7 @@ async def _erase(vault: Path, facts: list[str], kept: str) -> None:
         await service.stop()
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=10)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(facts=st.lists(fact_text, min_size=1, max_size=3, unique=True), kept=fact_text)
 def test_no_fact_of_an_erased_caller_survives_anywhere(facts: list[str], kept: str) -> None:
