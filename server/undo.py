@@ -1,7 +1,8 @@
 """Undoing one commit in a new commit, through the write path and its one git writer (SPEC §14).
 
 Each file the commit changed goes back to its version before the commit; a file changed again
-since is merged three ways (git's `merge-file`: the commit's version as the base). A merge commit,
+since is merged three ways, the commit's version as the base: vault files by the sync's merge rules
+(`server.merge`), any other file by git's `merge-file`. A merge commit,
 the first commit, or an undo that would conflict with later changes is refused with words that say so.
 """
 
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from server import conflicts
+from server import conflicts, merge, mergefile
 from server.gitrun import GitRunner
+from server.markdown import Kind
 from server.memory import Memory
 from server.writes import Change
 
@@ -35,10 +37,18 @@ def _target(runner: GitRunner, path: str, before: str | None, after: str | None,
     if None in (before, after, current):
         raise UndoRefused(f"{path} was added or removed since: undoing this commit would conflict; edit it by hand")
     assert before is not None and after is not None and current is not None
-    merged = runner.merge_file(after, current, before, 7)
-    if conflicts.first_marker(merged) is not None:
+    kind = mergefile.kind_for(path)
+    if kind is not Kind.OTHER:
+        # The vault's own merge rules, the commit's version as the base: a list line it added goes, one
+        # added since stays, and a count it raised comes down by as much.
+        result = merge.merge(after, current, before, kind, mergefile.git_prose_merge(runner))
+        if result.conflicted:
+            raise UndoRefused(f"undoing this commit would conflict with later changes to {path}; edit it by hand")
+        return result.text
+    text = runner.merge_file(after, current, before, 7)
+    if conflicts.first_marker(text) is not None:
         raise UndoRefused(f"undoing this commit would conflict with later changes to {path}; edit it by hand")
-    return merged
+    return text
 
 
 async def undo(memory: Memory, commit: str, source: str) -> str | None:

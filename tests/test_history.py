@@ -6,9 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+
 from tests.conftest import MARIA, LiveServer, git, run_cli
 from tests.live_helpers import MARIA_KEY, caller_md, wait_until
 from tests.remotes import run_git
+
+
+def section(text: str, name: str) -> list[str]:
+    lines = text.splitlines()
+    start = lines.index(f"## {name}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("#")), len(lines))
+    return [line for line in lines[start:end] if line.strip()]
 
 
 def ok(result) -> str:  # type: ignore[no-untyped-def]
@@ -16,6 +25,7 @@ def ok(result) -> str:  # type: ignore[no-untyped-def]
     return result.stdout
 
 
+@pytest.mark.slow(seconds=6)
 def test_history_follows_a_caller_across_a_rename_and_undo_reverts_one_change(tmp_path: Path) -> None:
     vault = tmp_path / "vault"
     ok(run_cli(vault, "remember", MARIA, "Prefers mornings"))
@@ -35,13 +45,15 @@ def test_history_follows_a_caller_across_a_rename_and_undo_reverts_one_change(tm
     assert "callers/Maria Lopez.md" in shown[0] and f"callers/{MARIA_KEY[:12]}.md" in shown[3]
     assert ok(run_cli(vault, "history", MARIA)) == "\n".join(shown) + "\n"  # by number too
 
-    # Undo the newest fact: a new commit says what it undid.
-    newest = shown[0].split()[0]
-    ok(run_cli(vault, "undo", newest))
+    # Undo the middle fact, changed after by another: the later fact stays; a new commit says what it undid.
+    middle = shown[1].split()[0]
+    ok(run_cli(vault, "undo", middle))
     text = (vault / "callers" / "Maria Lopez.md").read_text()
-    assert "Lives in Leeds" not in text and "Has a dog named Rex" in text and "Prefers mornings" in text
+    assert section(text, "Facts") == ["- Prefers mornings", "- Lives in Leeds"]
     subject = git(vault, "log", "-1", "--format=%s%n%b")
-    assert subject.startswith(f"undo {newest}") and "Source: cli" in subject
+    assert subject.startswith(f"undo {middle}: fact for {MARIA_KEY[:12]}") and "Source: cli" in subject
+    ok(run_cli(vault, "undo", shown[0].split()[0]))
+    assert section((vault / "callers" / "Maria Lopez.md").read_text(), "Facts") == ["- Prefers mornings"]
     assert git(vault, "status", "--porcelain") == ""
 
     # A revert that would conflict (the file was renamed since), and a merge commit, are refused with words.
