@@ -137,9 +137,13 @@ def events(stream: BinaryIO) -> Iterator[Event]:
             yield Blob(header, data)
             continue
         changes = []
-        # Its file changes (and from/merge) follow, up to a blank line.
-        while (part := _line(stream)) is not None and part != b"":
-            changes.append(part)
+        # Its file changes (and from/merge) follow, up to a blank line. A message without a final
+        # newline is followed by fast-import's optional one, which ends nothing.
+        optional_lf = not data.endswith(b"\n")
+        while (part := _line(stream)) is not None and (part != b"" or optional_lf):
+            if part:
+                changes.append(part)
+            optional_lf = False
         yield Commit(header, data, changes)
 
 
@@ -233,7 +237,8 @@ def rewrite(
         mark, original = event.value(b"mark"), event.value(b"original-oid")
         if mark is not None and original is not None and event.header[0].startswith(b"commit "):
             record.originals[mark.decode()] = original.decode()
-        # fast-import takes an optional newline after a data block: one keeps the next line apart.
-        out(b"\n".join(event.header) + b"\ndata %d\n" % len(message) + message + b"\n")
+        # As fast-export writes it; a message without a final newline gets fast-import's optional one.
+        lf = b"" if message.endswith(b"\n") else b"\n"
+        out(b"\n".join(event.header) + b"\ndata %d\n" % len(message) + message + lf)
         out(b"".join(change + b"\n" for change in kept) + b"\n")
     return record
