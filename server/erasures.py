@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +23,8 @@ log = logging.getLogger("memory_bridge.erasure")
 
 _FILE = Path("memory-bridge", "erasures")  # inside .git/, never committed
 _REPLACED = Path("memory-bridge", "erased-commits")
+# How often the record's file is looked at for another process's erasures.
+_LOOK_SECONDS = 0.5
 
 
 class Erasure(msgspec.Struct, frozen=True):
@@ -39,6 +42,13 @@ class Erasures:
         self._git = vault_root / ".git"
         self._secret = secret
         self._by_token: dict[str, Erasure] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._looked = 0.0
+        self._load()
+
+    def _load(self) -> None:
+        self._stamp = self._file_stamp()
+        self._by_token = {}
         for line in self._lines(_FILE):
             parts = line.split(" ")
             try:
@@ -46,6 +56,22 @@ class Erasures:
             except (IndexError, ValueError):
                 continue  # a torn last line after a crash: that erasure was not acknowledged
             self._by_token[entry.token] = _merged(self._by_token.get(entry.token), entry)
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self._git / _FILE).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _fresh(self) -> dict[str, Erasure]:
+        """The entries, read again when another process (the command line) added one: looked at twice a second."""
+        now = time.monotonic()
+        if now - self._looked >= _LOOK_SECONDS:
+            self._looked = now
+            if self._file_stamp() != self._stamp:
+                self._load()
+        return self._by_token
 
     def _lines(self, name: Path) -> list[str]:
         try:
@@ -75,27 +101,31 @@ class Erasures:
         """Record an erasure durably, before it is acknowledged."""
         self._append(_FILE, [f"{entry.token} {entry.at:.3f} {'blocked' if entry.blocked else 'erased'}"])
         self._by_token[entry.token] = _merged(self._by_token.get(entry.token), entry)
+        self._stamp = self._file_stamp()
 
     @property
     def tokens(self) -> frozenset[str]:
         """Every erasure token recorded."""
-        return frozenset(self._by_token)
+        return frozenset(self._fresh())
 
     def erased(self, key: str) -> bool:
         """Whether the caller with this key was erased (the rewrite's test of each caller file)."""
-        return bool(self._by_token) and self.token(key) in self._by_token
+        entries = self._fresh()
+        return bool(entries) and self.token(key) in entries
 
     def blocked(self, key: str) -> bool:
         """Whether calls from this caller must leave nothing behind (the do-not-remember list)."""
-        if not self._by_token:
+        entries = self._fresh()
+        if not entries:
             return False
-        entry = self._by_token.get(self.token(key))
+        entry = entries.get(self.token(key))
         return entry is not None and entry.blocked
 
     def before_erasure(self, keys: Iterable[str | None], started: float | None) -> bool:
         """Whether a call that started at `started` (None: unknown) belongs to a caller erased after it (or blocked)."""
+        entries = self._fresh()
         for key in keys:
-            entry = self._by_token.get(self.token(key)) if key and self._by_token else None
+            entry = entries.get(self.token(key)) if key and entries else None
             if entry is not None and (entry.blocked or started is None or started < entry.at):
                 return True
         return False

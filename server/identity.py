@@ -67,8 +67,17 @@ class Identities:
     def identify(self, caller_id: object, called_number: object = None) -> Identity:
         """Resolve the other party of a call; outbound calls (our own number as caller) use `called_number`."""
         if _short_text(caller_id) and (called_number is None or _short_text(called_number)):
-            return self._cached(caller_id, called_number)
-        return self._identify(caller_id, called_number)
+            who = self._cached(caller_id, called_number)
+        else:
+            who = self._identify(caller_id, called_number)
+        # Looked at on every call, after the cache: a block made by another process counts at once.
+        if who.key is not None and self.blocked(who.key):
+            return Identity(who.caller_id, None, None)  # the neutral answer, and nothing recorded
+        return who
+
+    def blocked(self, key: str) -> bool:
+        """Whether the caller with this key is on the do-not-remember list."""
+        return self._blocked is not None and self._blocked(key)
 
     def _identify(self, caller_id: object, called_number: object) -> Identity:
         region = self.settings.default_region or phone.region_of(called_number)
@@ -77,10 +86,7 @@ class Identities:
             parsed = phone.classify(called_number, region)
         if parsed.e164 is None:
             return Identity(parsed, None, None)
-        key = phone.caller_key(parsed.e164, self._key)
-        if self._blocked is not None and self._blocked(key):
-            return Identity(parsed, None, None)  # the neutral answer, and nothing recorded
-        return Identity(parsed, key, phone.legacy_key(parsed.e164))
+        return Identity(parsed, phone.caller_key(parsed.e164, self._key), phone.legacy_key(parsed.e164))
 
     def raw_key(self, number: str) -> str | None:
         """The caller key of a number even when it is blocked (to erase it); None if not a usable number."""

@@ -119,6 +119,8 @@ class CallRecorder:
         today = self._today()
         jobs = []
         for key, (who, calls) in batch.items():
+            if self.identities.blocked(key):
+                continue  # blocked since the call was answered (by another process, say): nothing is kept
             relpath, in_file = self.writes.caller_file(key, who.legacy)
             stored = who.caller_id.e164 if self.settings.store_phone_numbers else None
             new = self.writes.index.caller_path(in_file) is None

@@ -272,3 +272,25 @@ def test_a_laptop_that_pulls_the_rewrite_into_its_old_clone_does_not_bring_the_c
         assert audit_commits(remote) == [audit]
     finally:
         server.stop()
+
+
+@pytest.mark.slow(seconds=5)
+def test_a_block_from_the_command_line_reaches_a_running_server_at_once(tmp_path: Path) -> None:
+    server = start(tmp_path, "a", None)
+    try:
+        seed_maria(server)
+        assert server.personalize(request(MARIA)).json()["dynamic_variables"]["caller_known"] is True
+        wait_until(lambda: caught_up(server) and git(server.vault, "status", "--porcelain") == "", timeout=10)
+        done = run_cli(server.vault, "forget", MARIA, "--block")
+        assert done.returncode == 0, done.stderr
+        assert "do-not-remember" in done.stdout
+        head = git(server.vault, "rev-parse", "HEAD").strip()
+        wait_until(lambda: server.admin("GET", f"/api/callers/{MARIA_KEY}").status_code == 404, what="the file gone")
+        for _ in range(3):  # the same caller again: the neutral answer each time, nothing recorded
+            assert server.personalize(request(MARIA)).json()["dynamic_variables"]["caller_known"] is False
+        wait_until(lambda: caught_up(server), what="calls settled")
+        assert git(server.vault, "rev-parse", "HEAD").strip() == head
+        assert list((server.vault / "callers").glob(f"{MARIA_KEY[:12]}*")) == []
+    finally:
+        server.stop()
+    assert found_in(server.vault) == []
