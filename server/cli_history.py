@@ -27,7 +27,7 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
             print(f"forgotten: the file is removed in a commit (history keeps it; --purge erases it): {key[:12]}")
             return 0
         key = service.eraser.target(args.caller)
-        if key is None:
+        if key is None or not (args.block or await service.eraser.known(key)):
             print("unknown caller", file=sys.stderr)
             return 1
         erased = await service.eraser.erase(key, "cli", block=args.block)

@@ -53,6 +53,14 @@ class Eraser:
         """The key to erase for a caller named by number, key or short key (a forgotten caller's too)."""
         return caller_key(self.memory.identities, self.memory.index, caller)
 
+    async def known(self, key: str) -> bool:
+        """Whether the caller is in the index or anywhere in history (else there is nothing to erase)."""
+        if self.memory.index.caller_path(key) is not None:
+            return True
+        runner = self.memory.git.runner
+        _, out = await runner.run("log", "--all", f"-S{key}", "--format=%H", "-1", ok=(0, 128))
+        return bool(out.strip())
+
     async def erase(self, key: str, source: str, *, block: bool) -> Erased:
         """Erase the caller with this key from the files, the index, the cache and all of history."""
         memory = self.memory

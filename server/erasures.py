@@ -64,10 +64,13 @@ class Erasures:
             return None
         return st.st_mtime_ns, st.st_size
 
-    def _fresh(self) -> dict[str, Erasure]:
-        """The entries, read again when another process (the command line) added one: looked at twice a second."""
+    def _fresh(self, recheck: bool = False) -> dict[str, Erasure]:
+        """The entries, read again when another process (the command line) added one.
+
+        The call path looks at the file at most twice a second; writes (`recheck`) look every time.
+        """
         now = time.monotonic()
-        if now - self._looked >= _LOOK_SECONDS:
+        if recheck or now - self._looked >= _LOOK_SECONDS:
             self._looked = now
             if self._file_stamp() != self._stamp:
                 self._load()
@@ -113,9 +116,12 @@ class Erasures:
         entries = self._fresh()
         return bool(entries) and self.token(key) in entries
 
-    def blocked(self, key: str) -> bool:
-        """Whether calls from this caller must leave nothing behind (the do-not-remember list)."""
-        entries = self._fresh()
+    def blocked(self, key: str, recheck: bool = False) -> bool:
+        """Whether calls from this caller must leave nothing behind (the do-not-remember list).
+
+        `recheck`: look at the record's file now (before a write), not only twice a second.
+        """
+        entries = self._fresh(recheck)
         if not entries:
             return False
         entry = entries.get(self.token(key))
@@ -123,7 +129,7 @@ class Erasures:
 
     def before_erasure(self, keys: Iterable[str | None], started: float | None) -> bool:
         """Whether a call that started at `started` (None: unknown) belongs to a caller erased after it (or blocked)."""
-        entries = self._fresh()
+        entries = self._fresh(recheck=True)
         for key in keys:
             entry = entries.get(self.token(key)) if key and entries else None
             if entry is not None and (entry.blocked or started is None or started < entry.at):

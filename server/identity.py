@@ -53,7 +53,7 @@ class Identities:
     """Resolves caller IDs and `{caller}` values against one vault's key and index."""
 
     def __init__(
-        self, settings: Settings, index: Index, key: bytes, blocked: Callable[[str], bool] | None = None
+        self, settings: Settings, index: Index, key: bytes, blocked: Callable[[str, bool], bool] | None = None
     ) -> None:
         self.settings = settings
         self.index = index
@@ -75,9 +75,9 @@ class Identities:
             return Identity(who.caller_id, None, None)  # the neutral answer, and nothing recorded
         return who
 
-    def blocked(self, key: str) -> bool:
-        """Whether the caller with this key is on the do-not-remember list."""
-        return self._blocked is not None and self._blocked(key)
+    def blocked(self, key: str, recheck: bool = False) -> bool:
+        """Whether the caller with this key is on the do-not-remember list (`recheck`: before a write, look now)."""
+        return self._blocked is not None and self._blocked(key, recheck)
 
     def _identify(self, caller_id: object, called_number: object) -> Identity:
         region = self.settings.default_region or phone.region_of(called_number)

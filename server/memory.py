@@ -98,6 +98,8 @@ class Memory:
         `conversation`: the call it was said in (the tool's), kept in the commit's subject.
         """
         item = checked(fact, text.MAX_FACT_CHARS, "fact")
+        if self.erasures.blocked(key, recheck=True):
+            raise WriteError("this caller asked not to be remembered")
         relpath, in_file = self.writes.caller_file(key, legacy)
 
         def change(current: str | None) -> str:

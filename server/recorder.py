@@ -119,7 +119,7 @@ class CallRecorder:
         today = self._today()
         jobs = []
         for key, (who, calls) in batch.items():
-            if self.identities.blocked(key):
+            if self.identities.blocked(key, recheck=True):
                 continue  # blocked since the call was answered (by another process, say): nothing is kept
             relpath, in_file = self.writes.caller_file(key, who.legacy)
             stored = who.caller_id.e164 if self.settings.store_phone_numbers else None

@@ -16,7 +16,7 @@ from server.vault import DiskError
 async def erase_caller(service: Service, caller: str, *, block: bool) -> dict[str, Any]:
     """Erase a caller (by number, key or short key); `block`: and remember nothing of them again."""
     key = service.eraser.target(caller)
-    if key is None:
+    if key is None or not (block or await service.eraser.known(key)):
         raise NotFoundException("unknown caller")
     try:
         erased = await service.eraser.erase(key, "api", block=block)
