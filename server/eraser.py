@@ -21,7 +21,6 @@ import msgspec
 
 from server import cache, erasure, gitmerge, gitrewrite, mergefile, phone
 from server.erasures import Erasure
-from server.gitcommit import message
 from server.identity import Identities
 from server.index import Index
 from server.memory import Memory
@@ -75,7 +74,8 @@ class Eraser:
         memory.identities.clear_cached()
         memory.recorder.drop(keys)
         lines = [erasure.trailer(tok, block) for tok in tokens]
-        audit = message(["erase a caller"], source) + "".join(f"{line}\n" for line in lines)
+        # The `Source:` trailer stays the message's last line (SPEC §3); the erasure's trailers come just before it.
+        audit = "erase a caller\n\n" + "".join(f"{line}\n" for line in lines) + f"Source: {source}\n"
         async with memory.writes.gate.closed():
             erased: Erased = await memory.git.exclusive(lambda: self._rewrite(audit))
         log.info("erased a caller from the vault and its history (%d commit(s) rewritten)", erased.commits_rewritten)
