@@ -117,3 +117,14 @@ def test_a_hand_edit_that_arrives_through_sync_keeps_its_author(tmp_path: Path, 
         assert "Laptop Person" in history and "typed on a laptop" in history
     finally:
         server.stop()
+
+
+def test_a_subject_shows_a_name_but_never_anything_like_a_number() -> None:
+    from server.gitcommit import caller_label
+
+    key = MARIA_KEY
+    assert caller_label("Maria  Lopez\n", key) == f"Maria Lopez ({key[:12]})"
+    assert caller_label("", key) == caller_label(None, key) == key[:12]
+    for name in ("Call 415 555 0123", "+1 (415) 555-0123", "maria 4155550123"):
+        assert caller_label(name, key) == key[:12]
+    assert len(caller_label("x" * 500, key)) == 60 + len(f" ({key[:12]})")
