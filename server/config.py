@@ -115,6 +115,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         bool,
         _doc("Also keep the caller's E.164 number in their file (for businesses that must call back). Off by default."),
     ] = False
+    retain_calls_days: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=36_500)] | None,
+        _doc(
+            "Keep call lines (## Calls) for this many days: older ones are dropped from the files once an hour "
+            "(history keeps them; forget --purge erases a caller's). Unset: kept for ever."
+        ),
+    ] = None
     git_author_name: Annotated[
         str, _doc("Author of the vault's commits. The machine's own git identity is never used.")
     ] = "memory-bridge"

@@ -51,6 +51,17 @@ class Forgets:
         for key in keys:
             self._when[key] = max(when, self._when.get(key, 0.0))
 
+    def drop(self, keys: Iterable[str]) -> None:
+        """Take these keys out of the record (the callers were erased: their keys must not stay on disk)."""
+        gone = set(keys)
+        if not gone & self._when.keys():
+            return
+        for key in gone:
+            self._when.pop(key, None)
+        temp = self.path.with_suffix(".tmp")
+        temp.write_text("".join(f"{key} {when:.3f}\n" for key, when in self._when.items()), encoding="ascii")
+        os.replace(temp, self.path)
+
     def before_forget(self, keys: Iterable[str | None], started: float | None) -> bool:
         """Whether a call that started at `started` (None: unknown) belongs to a caller forgotten after it."""
         forgotten = [when for key in keys if key and (when := self._when.get(key)) is not None]

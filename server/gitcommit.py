@@ -6,6 +6,8 @@ The git writer decides what goes into a commit and when; this module makes it: `
 
 from __future__ import annotations
 
+import re
+
 from server.gitrun import GitError, GitRunner
 from server.gitstate import Operations
 
@@ -90,3 +92,16 @@ def message(lines: list[str], source: str, more: int = 0) -> str:
         rest = [f"- ... and {total - len(listed)} more"] if total > len(listed) else []
         body = "\n".join([*(f"- {line}" for line in listed), *rest]) + "\n\n"
     return f"{subject}\n\n{body}Source: {source}\n"
+
+
+# A name is shown as at most this many characters; one with a run of digits like a phone number's is not shown.
+_NAME_CHARS = 60
+_DIGITS = re.compile(r"\d[\d\s().-]{5,}\d")
+
+
+def caller_label(name: str | None, key: str) -> str:
+    """A caller as people read them in a commit subject: `Maria Lopez (5f1c9a0e1234)`, or the short key alone."""
+    shown = " ".join((name or "").split())[:_NAME_CHARS].strip()
+    if not shown or _DIGITS.search(shown):
+        return key[:12]
+    return f"{shown} ({key[:12]})"

@@ -170,6 +170,27 @@ class GitRunner:
             raise GitError(f"git {_subcommand(args)} failed: {text}")
         return code, out.decode(errors="replace")
 
+    async def run_files(self, *args: str, stdin: Path | None = None, stdout: Path | None = None) -> None:
+        """Run git with its input read from, or its output written to, a file; raises GitError.
+
+        For streams that may be bigger than memory (a history rewrite's export and import). Started
+        here, like a network command: it may run for a while and must not hold up the worker.
+        """
+        import asyncio
+
+        with open(stdin or os.devnull, "rb") as source, open(stdout or os.devnull, "wb") as sink:
+            proc = await asyncio.create_subprocess_exec(
+                *self.args(*args),
+                env=self._env,
+                stdin=source,
+                stdout=sink,
+                stderr=asyncio.subprocess.PIPE,
+                process_group=0,
+            )
+            _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise GitError(f"git {_subcommand(args)} failed: {err.decode(errors='replace').strip()}")
+
     async def _spawn(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
 
         from server.worker import WorkerError, WorkerGone

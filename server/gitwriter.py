@@ -32,7 +32,7 @@ from server.worker import Worker
 
 log = logging.getLogger("memory_bridge.git")
 
-SOURCES = ("api", "webhook", "tool", "cli", "hand-edit", "sync")
+SOURCES = ("api", "webhook", "tool", "cli", "hand-edit", "sync", "retention")
 _BATCH_WINDOW_SECONDS = 0.005
 
 
@@ -356,6 +356,14 @@ class GitWriter:
             if not job.done.done():
                 job.done.set_result(sha)
         self.status.pending -= len(jobs)
+
+    def history_rewritten(self, head: str | None) -> None:
+        """An erasure rewrote every ref (in this writer's turn): forget what was known of the old history."""
+        self._blobs.clear()
+        self.committer.forget_tree()
+        self._failed = _Retry({}, [])  # their files were committed, or erased
+        if head is not None:
+            self._note_commit(head, ["erase a caller"])
 
     # -- people's git operations (SPEC §11) ------------------------------------------------------
 

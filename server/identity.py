@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
+from collections.abc import Callable
 
 import msgspec
 
@@ -51,10 +52,14 @@ def _short_text(value: object) -> bool:
 class Identities:
     """Resolves caller IDs and `{caller}` values against one vault's key and index."""
 
-    def __init__(self, settings: Settings, index: Index, key: bytes) -> None:
+    def __init__(
+        self, settings: Settings, index: Index, key: bytes, blocked: Callable[[str, bool], bool] | None = None
+    ) -> None:
         self.settings = settings
         self.index = index
         self._key = key
+        # Whether a caller key is on the do-not-remember list (SPEC §14): such a caller is nobody.
+        self._blocked = blocked
         # call_sid -> caller key seen at personalize time, for post-call events without a number.
         self._calls: OrderedDict[str, str] = OrderedDict()
         self._cached = functools.lru_cache(maxsize=_IDENTITIES)(self._identify)
@@ -62,8 +67,17 @@ class Identities:
     def identify(self, caller_id: object, called_number: object = None) -> Identity:
         """Resolve the other party of a call; outbound calls (our own number as caller) use `called_number`."""
         if _short_text(caller_id) and (called_number is None or _short_text(called_number)):
-            return self._cached(caller_id, called_number)
-        return self._identify(caller_id, called_number)
+            who = self._cached(caller_id, called_number)
+        else:
+            who = self._identify(caller_id, called_number)
+        # Looked at on every call, after the cache: a block made by another process counts at once.
+        if who.key is not None and self.blocked(who.key):
+            return Identity(who.caller_id, None, None)  # the neutral answer, and nothing recorded
+        return who
+
+    def blocked(self, key: str, recheck: bool = False) -> bool:
+        """Whether the caller with this key is on the do-not-remember list (`recheck`: before a write, look now)."""
+        return self._blocked is not None and self._blocked(key, recheck)
 
     def _identify(self, caller_id: object, called_number: object) -> Identity:
         region = self.settings.default_region or phone.region_of(called_number)
@@ -73,6 +87,16 @@ class Identities:
         if parsed.e164 is None:
             return Identity(parsed, None, None)
         return Identity(parsed, phone.caller_key(parsed.e164, self._key), phone.legacy_key(parsed.e164))
+
+    def raw_key(self, number: str) -> str | None:
+        """The caller key of a number even when it is blocked (to erase it); None if not a usable number."""
+        parsed = phone.classify(number, self.settings.default_region)
+        return phone.caller_key(parsed.e164, self._key) if parsed.e164 is not None else None
+
+    def clear_cached(self) -> None:
+        """Forget the identities kept for recent callers (one of them was just erased or blocked)."""
+        self._cached.cache_clear()
+        self._calls.clear()
 
     def lookup(self, who: Identity) -> Caller | None:
         """The caller's record, also for callers imported with the predecessor's plain hash."""

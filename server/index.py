@@ -50,6 +50,10 @@ class Index:
         record = self.files[relpath].record
         return record if isinstance(record, Caller) else None
 
+    def caller_keys(self) -> list[str]:
+        """The keys of every caller in the index."""
+        return list(self._owner)
+
     def caller_path(self, key: str) -> str | None:
         """The vault-relative file of a caller, or None."""
         return self._owner.get(key)

@@ -14,7 +14,7 @@ import datetime as dt
 import enum
 import logging
 
-from server import edits, phone, text
+from server import edits, text
 from server.changes import (
     call_line,
     recorded_conversations,
@@ -25,7 +25,9 @@ from server.changes import (
     with_key,
 )
 from server.config import Settings
+from server.erasures import Erasures
 from server.forgets import Forgets
+from server.gitcommit import caller_label
 from server.gitwriter import GitWriter
 from server.identity import Identities
 from server.index import Index
@@ -62,7 +64,8 @@ class Memory:
         self.vault = vault_
         self.index = index
         self.git = git
-        self.identities = Identities(settings, index, key)
+        self.erasures = Erasures(vault_.root, key)
+        self.identities = Identities(settings, index, key, self.erasures.blocked)
         self.writes = WritePath(vault_, index, git, settings.git_wait_seconds)
         self.recorder = CallRecorder(settings, vault_, self.writes, self.identities, self.today)
         self.forgets = Forgets(vault_.root)
@@ -75,11 +78,28 @@ class Memory:
         stored = e164 if self.settings.store_phone_numbers else None
         return edits.new_caller_text(key, phone=stored)
 
+    def label(self, key: str, legacy: str | None = None) -> str:
+        """A caller as commit subjects name them: their name when known, and the short key."""
+        record = self.index.caller(key) or (self.index.caller(legacy) if legacy else None)
+        return caller_label(record.name if record is not None else None, key)
+
     async def add_fact(
-        self, key: str, fact: str, source: str, *, e164: str | None = None, legacy: str | None = None
+        self,
+        key: str,
+        fact: str,
+        source: str,
+        *,
+        e164: str | None = None,
+        legacy: str | None = None,
+        conversation: str | None = None,
     ) -> str:
-        """Append a fact to a caller's `## Facts`, creating the caller if needed; returns the file."""
+        """Append a fact to a caller's `## Facts`, creating the caller if needed; returns the file.
+
+        `conversation`: the call it was said in (the tool's), kept in the commit's subject.
+        """
         item = checked(fact, text.MAX_FACT_CHARS, "fact")
+        if self.erasures.blocked(key, recheck=True):
+            raise WriteError("this caller asked not to be remembered")
         relpath, in_file = self.writes.caller_file(key, legacy)
 
         def change(current: str | None) -> str:
@@ -88,7 +108,8 @@ class Memory:
                 base = with_key(base, key, in_file)
             return with_fact(base, item)
 
-        await self.writes.write(relpath, change, f"fact for {phone.short(key)}", source)
+        said = f" in {' '.join(conversation.split())[:80]}" if conversation else ""
+        await self.writes.write(relpath, change, f"fact for {self.label(key, legacy)}{said}", source)
         return relpath
 
     async def add_note(self, note: str, source: str, *, date: str | None = None, key: str | None = None) -> str:
@@ -110,7 +131,7 @@ class Memory:
             def to_caller(current: str | None) -> str | None:
                 return None if current is None else with_caller_note(current, day, body)
 
-            await self.writes.write(relpath, to_caller, f"note for {phone.short(key)}", source)
+            await self.writes.write(relpath, to_caller, f"note for {self.label(key)}", source)
             return relpath
         relpath = self.vault.note_path(day)
         await self.writes.write(
@@ -147,7 +168,7 @@ class Memory:
         def change(current: str | None) -> str | None:
             nonlocal outcome
             # Checked under the edit lock, which a forget holds while it removes the file.
-            if self.forgets.before_forget((key, legacy), began):
+            if self.forgets.before_forget((key, legacy), began) or self.erasures.before_erasure((key, legacy), began):
                 outcome = CallWritten.FORGOTTEN
                 return None
             base = current if current is not None else self._new_caller(key, e164)
@@ -158,7 +179,7 @@ class Memory:
                 base = with_key(base, key, in_file)
             return with_call(base, line, bounded, declared)
 
-        what = f"call summary for {phone.short(key)} ({conversation_id})"
+        what = f"call summary for {self.label(key, legacy)} ({conversation_id})"
         if await self.writes.write(relpath, change, what, "webhook"):
             return CallWritten.SAVED
         return CallWritten.FORGOTTEN if outcome is CallWritten.FORGOTTEN else CallWritten.DUPLICATE
@@ -179,5 +200,5 @@ class Memory:
             await asyncio.to_thread(self.forgets.add, keys, dt.datetime.now(dt.UTC).timestamp())
             self.recorder.drop(keys)
 
-        await self.writes.delete(relpath, f"forget caller {phone.short(key)}", source, record_the_forget)
+        await self.writes.delete(relpath, f"forget caller {self.label(key)}", source, record_the_forget)
         return True

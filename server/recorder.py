@@ -18,9 +18,9 @@ from typing import TypeVar
 
 import msgspec
 
-from server import phone
 from server.callcount import CallsToRecord, Counted, Recorded, count_calls
 from server.config import Settings
+from server.gitcommit import caller_label
 from server.gitstage import Exact
 from server.gitstate import OperationInProgress
 from server.identity import Identities, Identity
@@ -119,6 +119,8 @@ class CallRecorder:
         today = self._today()
         jobs = []
         for key, (who, calls) in batch.items():
+            if self.identities.blocked(key, recheck=True):
+                continue  # blocked since the call was answered (by another process, say): nothing is kept
             relpath, in_file = self.writes.caller_file(key, who.legacy)
             stored = who.caller_id.e164 if self.settings.store_phone_numbers else None
             new = self.writes.index.caller_path(in_file) is None
@@ -155,7 +157,9 @@ class CallRecorder:
                     # Moved or removed by hand just now: counted once the watcher has seen where it went.
                     self._hold({job.key: batch[job.key]})
                 elif result.outcome is Counted.WRITTEN:
-                    line = f"call from {phone.short(job.key)}" + (f" ({job.calls} calls)" if job.calls > 1 else "")
+                    known = self.writes.index.caller(job.key)
+                    label = caller_label(known.name if known is not None else None, job.key)
+                    line = f"call from {label}" + (f" ({job.calls} calls)" if job.calls > 1 else "")
                     written.append((line, result, seq))
             await self.writes.commit_and_index(
                 [result.relpath for _, result, _ in written],

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 
 from server import cache, filemodes, gitmerge, gitstate, keyfile, mergedriver
 from server.config import Settings
+from server.eraser import Eraser
 from server.gitlock import ServerMark, server_running
 from server.gitrun import GitError
 from server.gitwriter import GitWriter
 from server.identity import Identities
 from server.index import Index
 from server.memory import Memory
+from server.retainer import Retainer
 from server.sync import Sync, join_remote
 from server.vault import Vault
 from server.watcher import Watcher
@@ -35,6 +37,7 @@ class Service:
     memory: Memory
     watcher: Watcher
     sync: Sync
+    eraser: Eraser
     started_at: float
     ready_seconds: float = 0.0
     worker: Worker | None = None
@@ -42,6 +45,8 @@ class Service:
     # Files changed while no server ran, left uncommitted at start-up (a person's git operation was
     # in progress): the watcher commits them once it has ended.
     deferred: list[str] = field(default_factory=list)
+    # Drops call lines older than RETAIN_CALLS_DAYS (the server only).
+    retainer: Retainer | None = None
 
     async def start(self, watch: bool = True) -> None:
         """Start the git writer and, for the server, the worker process and the watcher."""
@@ -61,6 +66,9 @@ class Service:
             await self.watcher.start()
             self.watcher.adopt(self.deferred)
             await self.sync.start()
+            if self.settings.retain_calls_days is not None:
+                self.retainer = Retainer(self.memory, self.settings.retain_calls_days)
+                self.retainer.start()
         self.ready_seconds = time.monotonic() - self.started_at
 
     async def stop(self) -> None:
@@ -68,6 +76,8 @@ class Service:
         # Nothing waits any longer for a person's git operation: what cannot be committed now stays on
         # disk, for the next start.
         self.memory.git.operations.stop_waiting()
+        if self.retainer is not None:
+            await self.retainer.stop()
         await self.watcher.stop()
         await self.memory.recorder.stop()
         await self.memory.git.stop()
@@ -193,4 +203,6 @@ def open_service(settings: Settings) -> Service:
         len(index.errors()),
     )
     sync = Sync(settings, git, memory.writes.gate)
-    return Service(settings, memory, watcher, sync, started, deferred=deferred)
+    eraser = Eraser(memory, sync)
+    sync.follow, sync.after_forced_push = eraser.follow, eraser.pushed
+    return Service(settings, memory, watcher, sync, eraser, started, deferred=deferred)

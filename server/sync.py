@@ -18,6 +18,7 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -143,6 +144,12 @@ class Sync:
         self._conflicts_stamp: int | None = None
         # The remote's tip as last merged (or found merged already): no need to look again until it moves.
         self._merged_tip: str | None = None
+        # Erasure (SPEC §14, `server.eraser`): a fetched tip passes here before it is merged (the commit
+        # to merge, or None: nothing to merge), the remote's old tip a rewrite is pushed over with a
+        # lease, and what runs once that push is in.
+        self.follow: Callable[[str], Awaitable[str | None]] | None = None
+        self.lease: str | None = None
+        self.after_forced_push: Callable[[], Awaitable[None]] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -248,7 +255,9 @@ class Sync:
             self._merged_tip = tip
             return
         async with self.gate.closed():
-            merged = await self.git.merge(self.tracking, f"merge {self.branch} from the remote")
+            if self.follow is not None and (tip := await self.follow(tip)) is None:
+                return
+            merged = await self.git.merge(tip, f"merge {self.branch} from the remote")
         if merged.outcome is MergeOutcome.REFUSED:
             raise GitError(f"cannot merge the remote's {self.branch}: {merged.detail}")
         self._merged_tip = tip
@@ -268,11 +277,18 @@ class Sync:
 
     async def _push(self) -> bool:
         """Push the branch; False if the remote turned it away for now (someone pushed first, or at the same moment)."""
+        lease = self.lease
+        # After an erasure the rewritten history replaces the remote's, only if nobody pushed meanwhile.
+        forced = (f"--force-with-lease=refs/heads/{self.branch}:{lease}",) if lease else ()
         code, out = await self.git.runner.run_network(
-            "push", "--porcelain", REMOTE, f"HEAD:refs/heads/{self.branch}", ok=(0, 1)
+            "push", "--porcelain", *forced, REMOTE, f"HEAD:refs/heads/{self.branch}", ok=(0, 1)
         )
         if code == 0:
             self.status.last_push_at = time.time()
+            if lease is not None and self.lease == lease:
+                self.lease = None
+                if self.after_forced_push is not None:
+                    await self.after_forced_push()
             return True
         # `[rejected]`: the remote has commits we have not merged. `failed to update ref` / `cannot
         # lock ref`: another push to the same branch was landing at that moment. Both: merge, try again.

@@ -492,8 +492,9 @@ def test_every_write_is_one_commit_with_its_source_and_no_raw_number_is_anywhere
     start = vault_head(server.vault)
     step(f"call from {m}\n\nSource: webhook", lambda: server.personalize(fixture_json("personalize_request.json")))
     step(f"call summary for {m} ({CONV})\n\nSource: webhook", lambda: deliver_post_call(server))
+    named = f"Maria ({m})"  # the post-call's data collection gave her name: subjects use it (SPEC §14)
     step(
-        f"fact for {m}\n\nSource: tool",
+        f"fact for {named} in {CONV}\n\nSource: tool",
         lambda: server.client.post(
             "/tools/remember",
             json=fixture_json("tool_remember_request.json"),
@@ -507,7 +508,7 @@ def test_every_write_is_one_commit_with_its_source_and_no_raw_number_is_anywhere
         ),
     )
     step(
-        f"note for {m}\n\nSource: api",
+        f"note for {named}\n\nSource: api",
         lambda: server.client.post("/api/notes", json={"note": "Call back Friday", "phone_hash": MARIA}, headers=auth),
     )
     step(
@@ -521,7 +522,7 @@ def test_every_write_is_one_commit_with_its_source_and_no_raw_number_is_anywhere
     cli_outputs = []
     for expect, args in (
         (f"fact for {o}\n\nSource: cli", ("remember", OTHER, "Has two cats")),
-        (f"note for {m}\n\nSource: cli", ("note", "Prefers afternoons", "--caller", MARIA)),
+        (f"note for {named}\n\nSource: cli", ("note", "Prefers afternoons", "--caller", MARIA)),
         (f"daily note for {day}\n\nSource: cli", ("note", "Phones are busy today")),
     ):
         done = step(expect, lambda args=args: run_cli(server.vault, *args))

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.calls import CONV
 from tests.conftest import (
     AGENT_NUMBER,
     WEBHOOK_SECRET,
@@ -97,7 +98,7 @@ def test_the_tool_saves_the_fact_for_the_caller_in_one_tool_commit(
     assert f'phone_hash: "{key}"' in text
     assert number not in text and number[1:] not in text
     # Committed before the answer: exactly one commit, saying for whom by short hash, Source: tool.
-    assert commits_since(server.vault, start) == [f"fact for {key[:12]}\n\nSource: tool"]
+    assert commits_since(server.vault, start) == [f"fact for {key[:12]} in {CONV}\n\nSource: tool"]
     assert git_files_of_last_commit(server) == [file_of(number)]
 
     # The next call knows it.
@@ -122,7 +123,7 @@ def test_a_second_fact_is_appended_and_the_secret_may_come_as_x_webhook_secret(
 
     text = (server.vault / file_of(number)).read_text()
     assert section(text, "Facts") == [f"- {FACT}", "- Has a dog named Rex"]
-    assert commits_since(server.vault, head) == [f"fact for {key_for(number)[:12]}\n\nSource: tool"]
+    assert commits_since(server.vault, head) == [f"fact for {key_for(number)[:12]} in {CONV}\n\nSource: tool"]
 
 
 def test_a_fact_whose_commit_fails_is_not_saved_and_the_next_one_commits_both(
@@ -152,7 +153,7 @@ def test_a_fact_whose_commit_fails_is_not_saved_and_the_next_one_commits_both(
     assert section(text, "Facts") == [f"- {FACT}", "- Has a dog named Rex", "- Likes jazz"]
     # The failed changes rode along with the next commit, listed as retried; nothing is left dirty.
     assert commits_since(server.vault, head) == [
-        f"3 changes\n\n- fact for {short}\n- fact for {short} (commit retried)\n"
+        f"3 changes\n\n- fact for {short} in {CONV}\n- fact for {short} in {CONV} (commit retried)\n"
         f"- fact for {short} (commit retried)\n\nSource: tool"
     ]
     assert git(server.vault, "status", "--porcelain") == ""

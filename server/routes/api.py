@@ -16,6 +16,7 @@ from server.answers import caller_json, preview_bytes
 from server.auth import admin_guard
 from server.gitrun import GitError
 from server.gitstate import OperationInProgress
+from server.routes.erase import erase_caller
 from server.routes.replies import API_BODY_LIMIT, NOT_COMMITTED, NOT_SAVED, service_of
 from server.service import Service
 from server.vault import DiskError
@@ -108,9 +109,11 @@ def api_preview(caller: str, state: State) -> Response[bytes]:
 
 
 @delete("/callers/{caller:str}", status_code=200)
-async def api_forget(caller: str, state: State) -> dict[str, Any]:
-    """Forget a caller: the file is removed in a commit (history keeps it; see the README)."""
+async def api_forget(caller: str, state: State, purge: bool = False, block: bool = False) -> dict[str, Any]:
+    """Forget a caller: the file is removed in a commit; `purge`: erased from all of history (SPEC §14)."""
     service = service_of(state)
+    if purge or block:
+        return await erase_caller(service, caller, block=block)
     key = _known(service, caller)
     with _write_errors():
         await service.memory.forget(key, "api")

@@ -29,7 +29,9 @@ async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
     if problem is text.Problem.TOO_LONG:
         return ToolAnswer("not_saved", "That's too long for me to save. Could you say it in one short sentence?")
     try:
-        await service.memory.add_fact(who.key, fact, "tool", e164=who.caller_id.e164, legacy=who.legacy)
+        await service.memory.add_fact(
+            who.key, fact, "tool", e164=who.caller_id.e164, legacy=who.legacy, conversation=data.conversation_id
+        )
     except OperationInProgress:
         # Someone is merging the vault's history by hand and took longer than the wait: nothing was written.
         return ToolAnswer("not_saved", "Sorry, I couldn't save that just now. Please mention it again next time.")
