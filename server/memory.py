@@ -29,6 +29,7 @@ from server.forgets import Forgets
 from server.gitwriter import GitWriter
 from server.identity import Identities
 from server.index import Index
+from server.ownnumbers import OwnNumbers
 from server.recorder import CallRecorder
 from server.vault import Vault
 from server.writes import WriteError, WritePath, parse_or_refuse
@@ -62,7 +63,7 @@ class Memory:
         self.vault = vault_
         self.index = index
         self.git = git
-        self.identities = Identities(settings, index, key)
+        self.identities = Identities(settings, index, key, OwnNumbers(settings.agent_numbers, vault_.root / ".git"))
         self.writes = WritePath(vault_, index, git, settings.git_wait_seconds)
         self.recorder = CallRecorder(settings, vault_, self.writes, self.identities, self.today)
         self.forgets = Forgets(vault_.root)
