@@ -177,6 +177,7 @@ class Tenants:
                 log.info("tenant %s added", name)
             elif claims is not None:
                 self.claims[name] = claims
+                self.hub.secrets[name] = read_secrets(self.root / name)
                 identities = self.hub.services[name].memory.identities
                 identities.set_configured(self.settings.agent_numbers + claims.numbers)
             self._publish()

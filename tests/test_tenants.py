@@ -24,6 +24,7 @@ from server.hkdf import tenant_key
 from server.phone import caller_key
 from tests.conftest import (
     ADMIN_KEY,
+    ELEVENLABS_SECRET,
     PHONE_HASH_KEY,
     WEBHOOK_SECRET,
     LiveServer,
@@ -245,3 +246,35 @@ def test_tenant_md_added_edited_and_removed_without_a_restart(hub: LiveServer) -
     (new / "tenant.md").unlink()
     wait_until(lambda: "fresh" not in admin(hub)["tenant_health"], 10, 0.1, "the removed tenant")
     assert tool(hub, "agent_fresh2", "+447700900396", "Prefers juice")["status"] == "not_saved"
+
+
+def test_a_tenant_with_secrets_of_its_own_is_refused_to_other_tenants(hub: LiveServer) -> None:
+    own_webhook, own_elevenlabs = "t4-own-webhook-secret", "t4-own-elevenlabs-secret"
+    folder = hub.vault / "t4" / ".git" / "memory-bridge"
+    (folder / "webhook-secret").write_text(own_webhook + "\n")
+    (folder / "elevenlabs-webhook-secret").write_text(own_elevenlabs + "\n")
+    (hub.vault / "t4" / "tenant.md").write_text(tenant_md(AGENTS["t4"], [NUMBERS["t4"]]) + "Own workspace.\n")
+    body = {"caller_id": CALLERS[1], "agent_id": "agent_t4_0", "called_number": NUMBERS["t4"]}
+    mine = {"Authorization": f"Bearer {own_webhook}"}
+    wait_until(lambda: hub.personalize(body, **mine).status_code == 200, 10, 0.1, "the tenant's own secret")
+    assert hub.personalize({**body, "agent_id": "agent_t3_0"}, **mine).status_code == 401
+    assert hub.personalize(body).status_code == 200  # the service's own secret is good for every tenant
+
+    def signed_post_call(agent: str, secret: str) -> httpx.Response:
+        event = {
+            "type": "post_call_transcription",
+            "data": {
+                "agent_id": agent,
+                "conversation_id": "conv_" + uuid.uuid4().hex[:16],
+                "metadata": {"phone_call": {"external_number": CALLERS[1]}},
+                "analysis": {"transcript_summary": "Asked about mkt4q opening hours"},
+            },
+        }
+        raw = json.dumps(event).encode()
+        headers = {"ElevenLabs-Signature": elevenlabs_signature(raw, secret), "Content-Type": "application/json"}
+        return hub.client.post("/webhook/post-call", content=raw, headers=headers)
+
+    assert signed_post_call("agent_t3_0", own_elevenlabs).status_code == 401
+    assert signed_post_call("agent_t4_1", own_elevenlabs).json()["status"] == "saved"
+    assert signed_post_call("agent_t4_1", ELEVENLABS_SECRET).json()["status"] == "saved"
+    assert signed_post_call("agent_t4_1", "not-anyones-secret").status_code == 401
