@@ -17,11 +17,13 @@ import msgspec
 from server import phone
 from server.conflicts import first_marker
 from server.parse import VaultFileError, split_frontmatter
+from server.remote import without_credentials
 
 TENANT_FILE = "tenant.md"
 # A tenant's name is its folder's, and appears in URLs (`/t/{tenant}/api/...`) and commit-free logs.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _AGENT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+_BRANCH = re.compile(r"^[A-Za-z0-9._/-]+$")  # as GIT_BRANCH
 
 
 class TenantFileError(ValueError):
@@ -33,6 +35,8 @@ class TenantClaims(msgspec.Struct, frozen=True):
 
     agent_ids: tuple[str, ...] = ()
     numbers: tuple[str, ...] = ()
+    git_remote: str | None = None  # the tenant's own remote (SPEC §11); never with credentials in it
+    git_branch: str | None = None
 
 
 class By(enum.Enum):
@@ -88,7 +92,22 @@ def parse_tenant(text: str, region: str | None) -> TenantClaims:
             # Never the entry itself: it may be a phone number, which no log line or /health may show.
             raise TenantFileError(f"`numbers` entry {len(numbers) + 1} is not a phone number")
         numbers.append(parsed.e164)
-    return TenantClaims(tuple(dict.fromkeys(agent_ids)), tuple(dict.fromkeys(numbers)))
+    remote, branch = _text(meta, "git_remote"), _text(meta, "git_branch")
+    if remote is not None and without_credentials(remote) != remote:
+        # tenant.md is committed and pushed: a password in it would be in the history for good.
+        raise TenantFileError("`git_remote` holds credentials: use a credential helper or ssh instead")
+    if branch is not None and not _BRANCH.fullmatch(branch):
+        raise TenantFileError("`git_branch` is not a branch name")
+    return TenantClaims(tuple(dict.fromkeys(agent_ids)), tuple(dict.fromkeys(numbers)), remote, branch)
+
+
+def _text(meta: Mapping[str, object], key: str) -> str | None:
+    value = meta.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise TenantFileError(f"`{key}` must be text")
+    return value.strip()
 
 
 class Directory:

@@ -17,10 +17,13 @@ import msgspec
 
 from server import keyfile
 from server.config import Settings
+from server.gitrun import GitError
 from server.hkdf import tenant_key
 from server.hub import Hub, TenantSecrets
+from server.remote import without_credentials
 from server.routing import TENANT_FILE, Directory, TenantClaims, TenantFileError, parse_tenant, valid_name
 from server.service import Service, open_service
+from server.sync import SyncError
 from server.vault import signature
 from server.worker import Worker
 
@@ -44,7 +47,9 @@ def tenant_settings(settings: Settings, name: str, claims: TenantClaims) -> Sett
         vault_dir=root,
         phone_hash_key=key,
         agent_numbers=tuple(dict.fromkeys(settings.agent_numbers + claims.numbers)),
-        git_remote=None,  # a tenant's remote is not configurable yet: GIT_REMOTE is one vault's
+        # GIT_REMOTE is one vault's: a tenant syncs with the remote its tenant.md names, if any.
+        git_remote=claims.git_remote,
+        git_branch=claims.git_branch or settings.git_branch,
     )
 
 
@@ -133,9 +138,18 @@ class Tenants:
         for name in self.folders():
             claims = self._read(name)
             if claims is not None:
-                self._open(name, claims)
+                self._open_or_report(name, claims)
         self._publish()
         log.info("serving %d tenant(s) from %s", len(self.hub.services), self.root)
+
+    def _open_or_report(self, name: str, claims: TenantClaims) -> Service | None:
+        """Open a tenant; one that cannot be opened (its remote refuses, say) is reported, never served."""
+        try:
+            return self._open(name, claims)
+        except (SyncError, GitError, OSError) as exc:
+            self._errors[name] = f"cannot be opened: {' '.join(without_credentials(str(exc)).split())}"
+            log.error("tenant %s %s", name, self._errors[name])
+            return None
 
     def _open(self, name: str, claims: TenantClaims) -> Service:
         service = open_service(tenant_settings(self.settings, name, claims))
@@ -172,9 +186,10 @@ class Tenants:
                 log.info("tenant %s removed: no longer served", name)
                 return
             if claims is not None and not had:
-                service = await asyncio.to_thread(self._open, name, claims)
-                await service.start(worker=self.worker, own_watch=False)
-                log.info("tenant %s added", name)
+                opened = await asyncio.to_thread(self._open_or_report, name, claims)
+                if opened is not None:
+                    await opened.start(worker=self.worker, own_watch=False)
+                    log.info("tenant %s added", name)
             elif claims is not None:
                 self.claims[name] = claims
                 self.hub.secrets[name] = read_secrets(self.root / name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +42,10 @@ CALLERS = [f"+4477009002{n:02d}" for n in range(12)]  # the same people call sev
 MARKER = re.compile(r"mk(t\d)q")
 
 
-def tenant_md(agents: list[str], numbers: list[str]) -> str:
-    """A tenant.md as a person writes it."""
-    lines = ["---", "agent_ids:", *(f"  - {a}" for a in agents), "numbers:", *(f'  - "{n}"' for n in numbers), "---"]
+def tenant_md(agents: list[str], numbers: list[str], *extra: str) -> str:
+    """A tenant.md as a person writes it (`extra`: more frontmatter lines)."""
+    lines = ["---", "agent_ids:", *(f"  - {a}" for a in agents), "numbers:", *(f'  - "{n}"' for n in numbers)]
+    lines += [*extra, "---"]
     return "\n".join(lines) + "\n# Tenant\n"
 
 
@@ -68,6 +70,15 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     (root / "dupa" / "tenant.md").write_text(tenant_md(["agent_shared", "agent_dupa"], []))
     (root / "dupb").mkdir()
     (root / "dupb" / "tenant.md").write_text(tenant_md(["agent_shared"], []))
+    # A tenant syncing with a remote of its own, and one whose remote URL holds a password.
+    remote = folder / "synced.git"
+    git(folder, "init", "-q", "--bare", "-b", "main", str(remote))
+    (root / "synced").mkdir()
+    (root / "synced" / "tenant.md").write_text(tenant_md(["agent_synced"], [], f"git_remote: {remote.as_uri()}"))
+    (root / "leaky").mkdir()
+    (root / "leaky" / "tenant.md").write_text(
+        "---\nagent_ids: [agent_leaky]\ngit_remote: https://u:pw@git.example/x.git\n---\n"
+    )
     env = base_env(folder / "unused", TENANTS_DIR=str(root), RECONCILE_SECONDS="1")
     server = LiveServer(vault=root, env=env, log_path=folder / "server.log")
     server.start()
@@ -216,7 +227,9 @@ def test_broken_tenant_md_and_a_shared_agent_id_are_refused_and_reported(hub: Li
     assert any("agent_shared" in problem for problem in report["tenant_problems"]["dupa"])
     assert any("agent_shared" in problem for problem in report["tenant_problems"]["dupb"])
     assert report["status"] == "degraded"
-    assert hub.client.get("/health").json()["tenants_with_problems"] == 3
+    assert "holds credentials" in " ".join(report["tenant_problems"]["leaky"])
+    assert "pw@" not in json.dumps(report) and "leaky" not in report["tenant_health"]
+    assert hub.client.get("/health").json()["tenants_with_problems"] == 4
     # Neither tenant gets the shared agent's calls; dupa keeps the agent that is its alone.
     assert tool(hub, "agent_shared", "+447700900397", "mkdupa")["status"] == "not_saved"
     assert tool(hub, "agent_dupa", "+447700900397", "Visits on Mondays")["status"] == "saved"
@@ -278,3 +291,19 @@ def test_a_tenant_with_secrets_of_its_own_is_refused_to_other_tenants(hub: LiveS
     assert signed_post_call("agent_t4_1", own_elevenlabs).json()["status"] == "saved"
     assert signed_post_call("agent_t4_1", ELEVENLABS_SECRET).json()["status"] == "saved"
     assert signed_post_call("agent_t4_1", "not-anyones-secret").status_code == 401
+
+
+def test_a_tenant_syncs_with_the_remote_its_tenant_md_names(hub: LiveServer) -> None:
+    remote = hub.vault.parent / "synced.git"
+    assert tool(hub, "agent_synced", "+447700900395", "Keeps mksyncedq bees")["status"] == "saved"
+    head = git(hub.vault / "synced", "rev-parse", "HEAD").strip()
+
+    def pushed() -> bool:
+        try:
+            return head in git(remote, "log", "--format=%H", "main")
+        except subprocess.CalledProcessError:  # nothing pushed yet: no branch
+            return False
+
+    wait_until(pushed, 15, 0.1, "the tenant's push")
+    assert admin(hub)["tenant_health"]["synced"]["sync"]["branch"] == "main"
+    assert admin(hub)["tenant_health"]["t0"]["sync"] is None  # the others have no remote
