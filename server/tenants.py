@@ -10,6 +10,8 @@ tenants make is refused for both (`routing.Directory`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import logging
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from server.worker import Worker
 log = logging.getLogger("memory_bridge.tenants")
 
 # A tenant's own webhook secrets, beside its key in `.git/` (never committed, unlike tenant.md).
+# Tenants opened at once at start-up: enough to keep git busy on one core while another is indexed.
+_OPENING = 4
 SECRET_FILES = {"webhook": "memory-bridge/webhook-secret", "elevenlabs": "memory-bridge/elevenlabs-webhook-secret"}
 
 
@@ -133,12 +137,23 @@ class Tenants:
         self.hub.problems = problems
 
     def open_all(self) -> None:
-        """Open every tenant's vault and index it (start-up); broken ones are reported, not served."""
+        """Open every tenant's vault and index it (start-up); broken ones are reported, not served.
+
+        A few at a time: while one tenant's git commands run (most of a small vault's opening), another
+        is indexed. The garbage collector waits meanwhile, as it would walk the growing index again
+        and again for nothing: everything loaded here lives as long as the process.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        for name in self.folders():
-            claims = self._read(name)
-            if claims is not None:
-                self._open_or_report(name, claims)
+        found = [(name, claims) for name in self.folders() if (claims := self._read(name)) is not None]
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(_OPENING, thread_name_prefix="open-tenant") as pool:
+                list(pool.map(lambda item: self._open_or_report(*item), found))
+        finally:
+            if collecting:
+                gc.enable()
+            gc.freeze()
         self._publish()
         log.info("serving %d tenant(s) from %s", len(self.hub.services), self.root)
 
@@ -195,6 +210,9 @@ class Tenants:
                 self.hub.secrets[name] = read_secrets(self.root / name)
                 identities = self.hub.services[name].memory.identities
                 identities.set_configured(self.settings.agent_numbers + claims.numbers)
+            if had and claims is not None:
+                # The edit is the tenant's history too: committed as a hand edit after its quiet period.
+                self.hub.services[name].watcher.adopt([TENANT_FILE])
             self._publish()
 
     async def refresh_all(self) -> None:

@@ -9,8 +9,10 @@ file or history; a number calling two tenants has two unrelated keys. Unknown ag
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,6 +255,8 @@ def test_tenant_md_added_edited_and_removed_without_a_restart(hub: LiveServer) -
     assert tool(hub, "agent_fresh", "+447700900396", "Prefers water")["status"] == "not_saved"
     facts = hub.admin("GET", "/t/fresh/api/callers/+447700900396").json()["facts"]
     assert facts[:2] == ["Prefers tea", "Prefers coffee"]
+    edits = lambda: git(new, "log", "--format=%B%x1e", "--", "tenant.md").split("\x1e")  # noqa: E731
+    wait_until(lambda: len(edits()) == 3 and "Source: hand-edit" in edits()[0], 10, 0.1, "tenant.md's edit committed")
     (hub.vault / "broken" / "tenant.md").write_text(tenant_md(["agent_broken"], []))
     wait_until(lambda: "broken" in admin(hub)["tenant_health"], 10, 0.1, "the mended tenant")
     assert "broken" not in admin(hub)["tenant_problems"]
@@ -307,3 +311,20 @@ def test_a_tenant_syncs_with_the_remote_its_tenant_md_names(hub: LiveServer) -> 
     wait_until(pushed, 15, 0.1, "the tenant's push")
     assert admin(hub)["tenant_health"]["synced"]["sync"]["branch"] == "main"
     assert admin(hub)["tenant_health"]["t0"]["sync"] is None  # the others have no remote
+
+
+def test_the_command_line_names_the_tenant(hub: LiveServer) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **hub.env}
+        command = [sys.executable, "-m", "server.cli", "--env-file", os.devnull, *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    hashed = cli("--tenant", "t1", "hash", "+447700900399")
+    assert hashed.returncode == 0, hashed.stderr
+    assert hashed.stdout.strip() == caller_key("+447700900399", tenant_key(PHONE_HASH_KEY, "t1").encode())
+    unnamed = cli("hash", "+447700900399")
+    assert unnamed.returncode == 2 and "name one with --tenant" in unnamed.stderr
+    assert cli("--tenant", "nobody", "hash", "+447700900399").returncode == 2
+    doctor = cli("doctor").stdout
+    assert "dupa: agent id agent_shared is also claimed by dupb" in doctor
+    assert "leaky: tenant.md `git_remote` holds credentials" in doctor and "pw@" not in doctor
