@@ -46,7 +46,7 @@ def tenants(settings: Settings) -> Iterator[Finding]:
             continue
         found = read_claims(settings, folder)
         if not isinstance(found, TenantClaims):  # unreadable or broken (None cannot be: it exists)
-            yield "fix", f"{folder.name}: {found}"
+            yield "fix", f"{folder.name}: {found.reason if found else TENANT_FILE + ' is gone'}"
             continue
         claims[folder.name] = found
         if not found.agent_ids and not found.numbers:

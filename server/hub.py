@@ -36,6 +36,14 @@ class TenantSecrets(msgspec.Struct, frozen=True):
     elevenlabs: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """The tenant a request is for: its name ("" for the one vault) and its service."""
+
+    name: str
+    service: Service
+
+
 @dataclass
 class Unclaimed:
     """Requests no tenant claimed: counted for /health, logged at most once every few seconds."""
@@ -81,13 +89,13 @@ class Hub:
         """Whether this process serves tenants (TENANTS_DIR) rather than one vault."""
         return self.settings.tenants_dir is not None
 
-    def route(self, agent_id: object, called_number: object) -> tuple[str, Service] | None:
-        """The tenant (name and service) a request is for; None when no tenant claims it."""
+    def route(self, agent_id: object, called_number: object) -> Routed | None:
+        """The tenant a request is for; None when no tenant claims it."""
         if not self.multi:
-            return "", self.services[""]
+            return Routed("", self.services[""])
         name = self.directory.route(agent_id, called_number).tenant
         service = self.services.get(name) if name is not None else None
-        return (name, service) if name is not None and service is not None else None
+        return Routed(name, service) if name is not None and service is not None else None
 
     def named(self, name: str | None) -> Service | None:
         """A tenant's service by name; without a name, the only one (None if there are several or none)."""

@@ -68,18 +68,24 @@ def read_secrets(root: Path) -> TenantSecrets:
     return TenantSecrets(**found)
 
 
-def read_claims(settings: Settings, folder: Path) -> TenantClaims | str | None:
-    """A tenant folder's claims, the reason its tenant.md cannot be used, or None when it has none."""
+class Unusable(msgspec.Struct, frozen=True):
+    """A tenant.md that exists but cannot be used, and why (for `/health` and `doctor`)."""
+
+    reason: str
+
+
+def read_claims(settings: Settings, folder: Path) -> TenantClaims | Unusable | None:
+    """A tenant folder's claims, why its tenant.md cannot be used, or None when it has none."""
     try:
         text = (folder / TENANT_FILE).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        return f"{TENANT_FILE} cannot be read: {type(exc).__name__}"
+        return Unusable(f"{TENANT_FILE} cannot be read: {type(exc).__name__}")
     try:
         return parse_tenant(text, settings.default_region)
     except TenantFileError as exc:
-        return f"{TENANT_FILE} {exc}"
+        return Unusable(f"{TENANT_FILE} {exc}")
 
 
 class Tenants:
@@ -118,11 +124,10 @@ class Tenants:
                 self._errors[name] = "the folder's name is not a tenant name (use a-z, 0-9, - and _)"
             return None
         found = read_claims(self.settings, self.root / name)
-        if isinstance(found, str):
-            self._errors[name] = found
-            log.warning(
-                "tenant %s: %s; %s", name, found, "its last good claims stay" if name in self.claims else "not served"
-            )
+        if isinstance(found, Unusable):
+            self._errors[name] = found.reason
+            kept = "its last good claims stay" if name in self.claims else "not served"
+            log.warning("tenant %s: %s; %s", name, found.reason, kept)
             return self.claims.get(name)
         return found
 

@@ -115,7 +115,7 @@ async def _tenant_call(hub: Hub, scope: Scope, receive: Receive, send: Send) -> 
     now = dt.datetime.now(dt.UTC)
     data = parse_personalize(body)
     found = hub.route(data.agent_id, data.called_number)
-    secrets = hub.webhook_secrets(found[0] if found else None)
+    secrets = hub.webhook_secrets(found.name if found else None)
     if secrets and not any(has_webhook_secret(authorization, x_webhook_secret, secret) for secret in secrets):
         await _send(send, 401, error_body(401, "missing or wrong webhook secret"))
         return
@@ -123,8 +123,8 @@ async def _tenant_call(hub: Hub, scope: Scope, receive: Receive, send: Send) -> 
         await _send(send, 200, hub.neutral_bytes(now))
         hub.unclaimed.note("personalize", data.agent_id)
         return
-    name, service = found
-    answered = answer_call(service, hub.answers, body, now, data, scope=name + "/")
+    service = found.service
+    answered = answer_call(service, hub.answers, body, now, data, scope=found.name + "/")
     await _send(send, 200, answered.content)
     _after(service, answered)
 

@@ -77,11 +77,10 @@ async def _tenant_post_call(request: Request[Any, Any, Any], hub: Hub) -> Respon
     if found is None:
         hub.unclaimed.note("post-call", call.agent_id)
         return json_response({"status": "ignored", "reason": "no tenant claims this call's agent or number"})
-    name, service = found
-    if "" not in signed_by and name not in signed_by:
+    if "" not in signed_by and found.name not in signed_by:
         # Signed by another tenant's workspace: it may not write to this tenant's memory.
         raise NotAuthorizedException("missing, stale or wrong ElevenLabs-Signature")
-    return await _record(service, call)
+    return await _record(found.service, call)
 
 
 async def _record(service: Service, call: FinishedCall) -> Response[bytes]:

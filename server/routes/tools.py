@@ -28,8 +28,8 @@ async def tool_remember(data: ToolRemember, state: State, request: Request[Any, 
         if found is None:
             hub.unclaimed.note("remember tool", data.agent_id)
             return ToolAnswer("not_saved", "I can't save that on this call: this agent is not set up to remember.")
-        name, service = found
-        allowed = hub.webhook_secrets(name)
+        service = found.service
+        allowed = hub.webhook_secrets(found.name)
         authorization, x_secret = request.headers.get("authorization"), request.headers.get("x-webhook-secret")
         if not any(has_webhook_secret(authorization, x_secret, secret) for secret in allowed):
             raise NotAuthorizedException("missing or wrong webhook secret")
