@@ -18,6 +18,8 @@ log = logging.getLogger("memory_bridge.identity")
 
 LEARNED_FILE = "memory-bridge/own-numbers"  # inside .git/: one caller key a line
 OUTBOUND_FILE = "memory-bridge/outbound-seen"  # inside .git/: present once an outbound call was seen
+# A business has a handful of numbers; requests naming endless called numbers must not grow this for ever.
+MAX_LEARNED = 1_000
 
 
 def _read_keys(path: Path) -> set[str]:
@@ -40,6 +42,7 @@ class OwnNumbers:
         self._outbound_path = git_dir / OUTBOUND_FILE if git_dir is not None else None
         self.learned = _read_keys(self._learned_path) if self._learned_path is not None else set()
         self.outbound_seen = 0  # outbound calls seen since start (shown on /health)
+        self._full = False  # MAX_LEARNED reached (said once in the log)
 
     @property
     def any_configured(self) -> bool:
@@ -49,6 +52,11 @@ class OwnNumbers:
     def learn(self, key: str) -> bool:
         """Remember a caller key as one of our numbers; True if it was new (and was written down)."""
         if key in self.learned:
+            return False
+        if len(self.learned) >= MAX_LEARNED:
+            if not self._full:
+                log.warning("learned %d own numbers; learning no more (set AGENT_NUMBERS or numbers:)", MAX_LEARNED)
+                self._full = True
             return False
         self.learned.add(key)
         self._save(append=key)

@@ -108,3 +108,10 @@ def test_a_learned_number_is_never_a_caller_and_is_kept_as_a_key_only(tmp_path: 
     again.unlearn_own("+14155550177")
     assert again.identify("+14155550177", "+447700900123").key == caller_key("+14155550177", KEY)
     assert (tmp_path / "memory-bridge" / "own-numbers").read_text() == ""
+
+
+def test_learning_stops_at_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("server.ownnumbers.MAX_LEARNED", 3)
+    own = OwnNumbers((), tmp_path)
+    assert [own.learn(f"{n:064x}") for n in range(5)] == [True, True, True, False, False]
+    assert len(OwnNumbers((), tmp_path).learned) == 3
