@@ -168,7 +168,7 @@ def open_service(settings: Settings) -> Service:
             "Set PHONE_HASH_KEY and keep a copy: without the key, callers cannot be recognised."
         )
     attributes = _register_merge_driver(git)
-    if created_repo or git.head() is None:
+    if created_repo or not git.has_commit():
         git.commit_sync(["."], ["create the vault"], "cli")  # and whatever the folder already held
         log.info("created a new vault at %s", vault.root)
     elif attributes and not server_running(vault.root):
