@@ -65,6 +65,7 @@ class Identities:
         # call_sid -> caller key seen at personalize time, for post-call events without a number.
         self._calls: OrderedDict[str, str] = OrderedDict()
         self._cached = functools.lru_cache(maxsize=_IDENTITIES)(self._identify)
+        self._recent_calls = _RECENT_CALLS
         # Our numbers are few: the called numbers seen after each answer are normalised once.
         self._e164_of = functools.lru_cache(maxsize=256)(self._e164)
 
@@ -99,6 +100,15 @@ class Identities:
 
     def _e164(self, number: str) -> str | None:
         return phone.classify(number, self.settings.default_region or phone.region_of(number)).e164
+
+    def share_caches(self, vaults: int) -> None:
+        """Shrink the caches of recent identities and call SIDs to a share of one process's, for `vaults` vaults.
+
+        A process serving a hundred tenants keeps about as many recent callers in all as one serving one vault.
+        """
+        share = max(1, vaults)
+        self._cached = functools.lru_cache(maxsize=max(64, _IDENTITIES // share))(self._identify)
+        self._recent_calls = max(256, _RECENT_CALLS // share)
 
     def set_configured(self, numbers: tuple[str, ...]) -> None:
         """Our configured numbers changed (a tenant.md was edited): resolve callers anew."""
@@ -181,7 +191,7 @@ class Identities:
             return
         self._calls[call_sid] = key
         self._calls.move_to_end(call_sid)
-        while len(self._calls) > _RECENT_CALLS:
+        while len(self._calls) > self._recent_calls:
             self._calls.popitem(last=False)
 
     def key_for_call_sid(self, call_sid: str | None) -> str | None:

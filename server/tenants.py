@@ -32,6 +32,8 @@ from server.worker import Worker
 log = logging.getLogger("memory_bridge.tenants")
 
 # A tenant's own webhook secrets, beside its key in `.git/` (never committed, unlike tenant.md).
+# The per-vault caches of recent callers, in shares: a tenant's is this much smaller than a single vault's.
+_CACHE_SHARES = 16
 # Tenants opened at once at start-up: enough to keep git busy on one core while another is indexed.
 _OPENING = 4
 SECRET_FILES = {"webhook": "memory-bridge/webhook-secret", "elevenlabs": "memory-bridge/elevenlabs-webhook-secret"}
@@ -173,6 +175,7 @@ class Tenants:
 
     def _open(self, name: str, claims: TenantClaims) -> Service:
         service = open_service(tenant_settings(self.settings, name, claims))
+        service.memory.identities.share_caches(_CACHE_SHARES)
         self.claims[name] = claims
         self.hub.services[name] = service
         self.hub.secrets[name] = read_secrets(service.memory.vault.root)
