@@ -19,7 +19,7 @@ from server.config import Settings
 from server.elevenlabs import Personalization
 from server.extrabody import extra_body, with_extra_body
 from server.index import Index
-from server.records import Caller
+from server.records import Caller, Soul
 from server.service import Service
 
 log = logging.getLogger("memory_bridge.http")
@@ -31,9 +31,11 @@ STATIC_DEFAULT = _encoder.encode(
 )
 
 
-def answer_bytes(index: Index, settings: Settings, caller: Caller | None, now: dt.datetime) -> bytes:
-    """Exactly what the personalize webhook answers for `caller` at `now`, from this index."""
-    return _encoder.encode(compose(caller, index.soul, index.notes, now, settings))
+def answer_bytes(
+    index: Index, settings: Settings, caller: Caller | None, now: dt.datetime, soul: Soul | None = None
+) -> bytes:
+    """Exactly what the personalize webhook answers for `caller` at `now`, from this index (and an agent's soul)."""
+    return _encoder.encode(compose(caller, soul or index.soul, index.notes, now, settings))
 
 
 def preview_bytes(index: Index, settings: Settings, caller: Caller | None, key: str | None, now: dt.datetime) -> bytes:
@@ -79,17 +81,22 @@ class AnswerCache:
             self._minute = (start, start + dt.timedelta(minutes=1), today)
         return today
 
-    def get(self, service: Service, caller: Caller | None, now: dt.datetime) -> bytes:
-        """The answer for `caller` at `now`, composed only if an input changed since the last time."""
+    def get(
+        self, service: Service, caller: Caller | None, now: dt.datetime, soul: Soul | None = None, scope: str = ""
+    ) -> bytes:
+        """The answer for `caller` at `now`, composed only if an input changed since the last time.
+
+        `soul` is the agent's (default: soul.md's); `scope` keeps tenants' entries apart in a shared cache.
+        """
         index = service.memory.index
-        soul, today = index.soul, self._today(service, now)
+        soul, today = soul or index.soul, self._today(service, now)
         note = index.notes.get(today)
-        key = caller.phone_hash if caller is not None else ""
+        key = scope + (caller.phone_hash if caller is not None else "")
         entry = self._entries.get(key)
         if entry is not None and entry[0] is caller and entry[1] is soul and entry[2] is note and entry[3] == today:
             self._entries.move_to_end(key)
             return entry[4]
-        content = answer_bytes(index, service.settings, caller, now)
+        content = answer_bytes(index, service.settings, caller, now, soul)
         self._entries[key] = (caller, soul, note, today, content)
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)

@@ -15,9 +15,9 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
-from server.answers import AnswerCache
 from server.config import Settings
-from server.routes.api import api
+from server.hub import Hub
+from server.routes.api import api, tenant_api
 from server.routes.gitpush import git_event
 from server.routes.health import health
 from server.routes.personalize import personalize
@@ -26,6 +26,7 @@ from server.routes.replies import API_BODY_LIMIT, error_response
 from server.routes.tools import tool_remember
 from server.service import open_service
 from server.sync import SyncError
+from server.tenantwatch import serve_tenants
 
 log = logging.getLogger("memory_bridge.http")
 
@@ -48,6 +49,10 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if settings.tenants_dir is not None:
+            async with serve_tenants(app, settings):
+                yield
+            return
         try:
             service = open_service(settings)
         except SyncError as exc:
@@ -55,7 +60,8 @@ def create_app(settings: Settings) -> Litestar:
             raise
         await service.start()
         app.state.service = service
-        app.state.answers = AnswerCache()
+        app.state.hub = Hub(settings, {"": service})
+        app.state.answers = app.state.hub.answers
         log.info("memory-bridge ready in %.2f s on %s:%d", service.ready_seconds, settings.host, settings.port)
         try:
             yield
@@ -63,7 +69,7 @@ def create_app(settings: Settings) -> Litestar:
             await service.stop()
 
     return Litestar(
-        route_handlers=[personalize, post_call, tool_remember, git_event, health, api],
+        route_handlers=[personalize, post_call, tool_remember, git_event, health, api, tenant_api],
         lifespan=[lifespan],
         exception_handlers={500: _internal_error, RecursionError: _too_deep},
         openapi_config=OpenAPIConfig(title="memory-bridge", version="0.1.0"),

@@ -56,10 +56,20 @@ def require_admin(request: ASGIConnection[Any, Any, Any, Any], settings: Setting
 
 # Guards are async: Litestar runs a sync guard in a worker thread, a thread hop on every request.
 async def webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard for the agent's tools: `WEBHOOK_SECRET` required."""
-    require_webhook_secret(connection, connection.app.state.service.settings)
+    """Guard for the agent's tools: `WEBHOOK_SECRET` required (with tenants, it or a tenant's own)."""
+    hub = connection.app.state.hub
+    if not hub.multi:
+        require_webhook_secret(connection, hub.settings)
+        return
+    # The route checks that the secret is its tenant's (or the service's) once the body names the tenant.
+    secrets = [s for s in [hub.settings.webhook_secret, *(t.webhook for t in hub.secrets.values())] if s]
+    if not secrets:
+        raise PermissionDeniedException("this endpoint is disabled: set WEBHOOK_SECRET to enable it")
+    headers = connection.headers
+    if not any(has_webhook_secret(headers.get("authorization"), headers.get("x-webhook-secret"), s) for s in secrets):
+        raise NotAuthorizedException("missing or wrong webhook secret")
 
 
 async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard for the REST API."""
-    require_admin(connection, connection.app.state.service.settings)
+    require_admin(connection, connection.app.state.hub.settings)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server import cli_history, filemodes, logs
+from server import cli_history, cli_tenants, filemodes, logs
 
 if TYPE_CHECKING:  # imported where used: git starts `merge-file` once per file, and it must start fast
     from server.config import Settings
@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--vault", type=Path, help="the vault folder (default: $VAULT_DIR or ./vault)")
     parser.add_argument("--env-file", default=".env", help="settings file to read (default: .env)")
+    cli_tenants.register(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, func: Callable[..., int], help_: str) -> argparse.ArgumentParser:
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.config import ConfigError
 
     try:
-        settings = _settings(args)
+        settings = cli_tenants.for_command(_settings(args), args)
     except ConfigError as exc:
         print(f"memory-bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE

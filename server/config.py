@@ -40,6 +40,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     vault_dir: Annotated[Path, _doc("Where the vault lives (created on first start, with its own git repository).")] = (
         Path("vault")
     )
+    tenants_dir: Annotated[
+        Path | None,
+        _doc(
+            "A folder of vaults, one per tenant (a business), each named by its folder and holding a tenant.md "
+            "whose frontmatter lists its agent_ids and numbers. Set, it replaces VAULT_DIR: requests go to the "
+            "tenant that claims their agent_id, else their called number. Unset: one vault, VAULT_DIR."
+        ),
+    ] = None
     host: Annotated[
         str,
         _doc(

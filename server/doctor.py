@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
-from server import gitstate
+from server import doctor_tenants, gitstate
 from server.config import Settings
 from server.gitwriter import GitWriter
 from server.index import Index
@@ -27,6 +27,9 @@ def diagnose(settings: Settings) -> Iterator[Finding]:
     """Every check, in the order a person would fix things."""
     yield "ok", f"settings read: vault {settings.vault_dir}, listening on {settings.host}:{settings.port}"
     yield from _secrets(settings)
+    yield from doctor_tenants.tenants(settings)
+    if settings.tenants_dir is not None and settings.vault_dir.parent != settings.tenants_dir:
+        return  # every tenant checked above; `--tenant NAME` checks one tenant's vault too
     if shutil.which("git") is None:
         yield "fix", "git is not installed: install git (the vault's history is a git repository)"
         return
@@ -42,6 +45,7 @@ def diagnose(settings: Settings) -> Iterator[Finding]:
     yield from _git(vault, settings)
     yield from _sync(vault, settings)
     yield from _files(vault)
+    yield from doctor_tenants.own_numbers(vault.root, settings)
 
 
 def _secrets(settings: Settings) -> Iterator[Finding]:

@@ -71,6 +71,7 @@ class ToolRemember(msgspec.Struct, kw_only=True):
     fact: str | None = None
     caller_id: str | None = None
     called_number: str | None = None
+    agent_id: str | None = None  # bound to system__agent_id: picks the tenant (SPEC §12)
     conversation_id: str | None = None
     call_sid: str | None = None
     category: str | None = None
@@ -143,6 +144,9 @@ class FinishedCall(msgspec.Struct, frozen=True, kw_only=True):
     started: dt.datetime | None  # None: not given, or no calendar holds it
     summary: str
     fills: dict[str, str]  # data-collection results that may fill frontmatter keys
+    agent_id: str | None = None  # which agent took the call: it picks the tenant (SPEC §12)
+    agent_number: str | None = None  # our own number on the call, whichever way it went
+    outbound: bool = False  # Twilio's data says we placed the call
 
 
 def finished_call(data: PostCallData) -> FinishedCall:
@@ -174,6 +178,9 @@ def finished_call(data: PostCallData) -> FinishedCall:
             for name, result in (analysis.data_collection_results.items() if analysis else ())
             if isinstance(result.value, str | int | float) and not isinstance(result.value, bool)
         },
+        agent_id=data.agent_id,
+        agent_number=call.agent_number if call else None,
+        outbound=bool(call and isinstance(call.direction, str) and call.direction.lower().startswith("outbound")),
     )
 
 

@@ -128,6 +128,21 @@ class GitWriter:
         proc = self.runner.run_sync("rev-parse", "--verify", "-q", "HEAD", check=False)
         return proc.stdout.strip() or None
 
+    def has_commit(self) -> bool:
+        """Whether the branch has a commit: read from `.git/` when it says so plainly, else asked of git.
+
+        Start-up asks this of every vault; with a hundred tenants, a git process each is most of the wait.
+        """
+        git_dir = self.root / ".git"
+        try:
+            head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+            ref = head.removeprefix("ref: ")
+            if ref != head and ref.startswith("refs/heads/") and (git_dir / ref).read_text(encoding="ascii").strip():
+                return True
+        except (OSError, UnicodeDecodeError):
+            pass  # a packed ref, a detached or unborn HEAD, a .git file: git knows
+        return self.head() is not None
+
     def dirty_paths(self) -> list[str]:
         """Paths with uncommitted changes (including untracked files), vault-relative."""
         # At start-up nothing is served yet: git may use every core to look at every file.

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.markdown import Kind
+from server.markdown import SOUL, Kind
 from server.parse import parse_soul
 from server.records import Caller, DailyNote, Soul, share_strings
+from server.routing import soul_for
 from server.vault import Loaded
 
 # What the agent is told when soul.md is missing or has never parsed.
@@ -39,6 +40,9 @@ class Index:
         self._owner: dict[str, str] = {}  # phone_hash -> relpath of the file that holds it
         self._gone: dict[str, int] = {}  # relpath -> seq of its deletion, so an older read cannot resurrect it
         self.notes: dict[str, DailyNote] = {}
+        # Per-agent souls (`souls/<name>.md`, SPEC §12) and which agent each speaks for.
+        self.souls: dict[str, Soul] = {}
+        self._soul_of: dict[str, Soul] = {}
 
     # -- lookups (the call path) ---------------------------------------------------------------
 
@@ -63,6 +67,14 @@ class Index:
         """The soul in service (its last good version), or a plain fallback."""
         state = self.files.get("soul.md")
         return state.record if state and isinstance(state.record, Soul) else FALLBACK_SOUL
+
+    def soul_for(self, agent_id: object) -> Soul:
+        """The soul of an agent: the per-agent soul listing it, else `soul.md`'s."""
+        if self._soul_of and isinstance(agent_id, str):
+            found = self._soul_of.get(agent_id)
+            if found is not None:
+                return found
+        return self.soul
 
     def note(self, date: str) -> DailyNote | None:
         """The daily note of a date, if there is one."""
@@ -110,6 +122,9 @@ class Index:
         record = state.record
         if isinstance(record, DailyNote):
             self.notes[record.date] = record
+        elif isinstance(record, Soul) and state.relpath != SOUL:
+            self.souls[state.relpath] = record
+            self._agents_changed()
         elif isinstance(record, Caller):
             owner = self._owner.get(record.phone_hash)
             if owner is None or owner == state.relpath or owner not in self.files:
@@ -121,6 +136,9 @@ class Index:
         record = state.record
         if isinstance(record, DailyNote) and self.notes.get(record.date) is record:
             del self.notes[record.date]
+        elif isinstance(record, Soul) and self.souls.get(state.relpath) is record:
+            del self.souls[state.relpath]
+            self._agents_changed()
         elif isinstance(record, Caller) and self._owner.get(record.phone_hash) == state.relpath:
             del self._owner[record.phone_hash]
             # Another file claiming the same caller takes over (it was reported as a duplicate);
@@ -130,6 +148,12 @@ class Index:
                     owner = self._owner.setdefault(record.phone_hash, other.relpath)
                     if other.error and other.error.startswith("has the same phone_hash"):
                         other.error = None if owner == other.relpath else _duplicate(owner)
+
+    def _agents_changed(self) -> None:
+        agents = {relpath: soul.agent_ids for relpath, soul in self.souls.items()}
+        listed = {agent for ids in agents.values() for agent in ids}
+        found = ((agent, soul_for(agent, agents)) for agent in listed)
+        self._soul_of = {agent: self.souls[relpath] for agent, relpath in found if relpath is not None}
 
 
 def _duplicate(owner: str) -> str:

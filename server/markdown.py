@@ -15,6 +15,7 @@ from dataclasses import dataclass
 CALLERS = "callers"
 NOTES = "notes"
 SOUL = "soul.md"
+SOULS = "souls"  # per-agent souls, `souls/<name>.md` (SPEC §12)
 
 NOTE_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.md$")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -40,7 +41,7 @@ def kind_of(relpath: str) -> Kind:
     name = parts[-1]
     if not name.endswith(".md") or any(p.startswith(".") for p in parts):
         return Kind.OTHER
-    if relpath == SOUL:
+    if relpath == SOUL or (parts[0] == SOULS and len(parts) == 2):
         return Kind.SOUL
     if parts[0] == CALLERS and len(parts) >= 2:
         return Kind.CALLER

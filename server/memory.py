@@ -31,6 +31,7 @@ from server.gitcommit import caller_label
 from server.gitwriter import GitWriter
 from server.identity import Identities
 from server.index import Index
+from server.ownnumbers import OwnNumbers
 from server.recorder import CallRecorder
 from server.vault import Vault
 from server.writes import WriteError, WritePath, parse_or_refuse
@@ -65,7 +66,8 @@ class Memory:
         self.index = index
         self.git = git
         self.erasures = Erasures(vault_.root, key)
-        self.identities = Identities(settings, index, key, self.erasures.blocked)
+        own = OwnNumbers(settings.agent_numbers, vault_.root / ".git")
+        self.identities = Identities(settings, index, key, own, self.erasures.blocked)
         self.writes = WritePath(vault_, index, git, settings.git_wait_seconds)
         self.recorder = CallRecorder(settings, vault_, self.writes, self.identities, self.today)
         self.forgets = Forgets(vault_.root)

@@ -46,6 +46,8 @@ def service_command(executable: str) -> str:
 def install(runner: GitRunner, command: str) -> Installed:
     """Register the driver with `command` in the repository at `runner.root` (its top folder); idempotent."""
     want = {f"merge.{DRIVER}.name": NAME, f"merge.{DRIVER}.driver": command}
+    if _registered(runner.root, command):
+        return Installed(False, ensure_attributes(runner.root / ".gitattributes"))
     listed = runner.run_sync("config", "--local", "--get-regexp", r"^merge\.memory-bridge\.", check=False).stdout
     have = dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
     written = False
@@ -54,6 +56,23 @@ def install(runner: GitRunner, command: str) -> Installed:
             runner.run_sync("config", "--local", key, value)
             written = True
     return Installed(written, ensure_attributes(runner.root / ".gitattributes"))
+
+
+def _registered(root: Path, command: str) -> bool:
+    """Whether `.git/config` plainly holds the driver as it would be written (no git process started).
+
+    Only a certain yes counts: git's own quoting of a value, or any doubt, leaves the check to git.
+    """
+    try:
+        text = (root / ".git" / "config").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    section = f'[merge "{DRIVER}"]'
+    if text.count(section) != 1:
+        return False
+    body = text.split(section, 1)[1].split("\n[", 1)[0]
+    lines = [line.strip() for line in body.splitlines() if line.strip()]
+    return sorted(lines) == sorted([f"name = {NAME}", f"driver = {command}"])
 
 
 def missing_attributes(text: str) -> list[str]:

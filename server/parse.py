@@ -181,7 +181,7 @@ def parse_soul(text: str) -> Soul:
     meta, body = split_frontmatter(text)
     variables = {}
     for key, value in meta.items():
-        if key in {"first_message", "first_message_returning"}:
+        if key in {"first_message", "first_message_returning", "agent_ids"}:
             continue
         scalar = _scalar(value)
         variables[key] = "" if scalar is None else scalar
@@ -190,7 +190,14 @@ def parse_soul(text: str) -> Soul:
         first_message=_text(meta.get("first_message")),
         first_message_returning=_text(meta.get("first_message_returning")),
         variables=variables,
+        agent_ids=_agent_ids(meta.get("agent_ids")),
     )
+
+
+def _agent_ids(value: object) -> tuple[str, ...]:
+    # A per-agent soul (`souls/<name>.md`) names the agents it speaks for (SPEC §12); anything else is none.
+    items = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    return tuple(str(item).strip() for item in items if isinstance(item, str | int) and str(item).strip())
 
 
 def parse_note(date: str, text: str) -> DailyNote:

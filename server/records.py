@@ -49,6 +49,7 @@ class Soul(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     first_message: str = ""
     first_message_returning: str = ""
     variables: dict[str, Scalar] = {}
+    agent_ids: tuple[str, ...] = ()  # a per-agent soul's agents (SPEC §12); soul.md speaks for every other
 
 
 class DailyNote(msgspec.Struct, frozen=True, gc=False):

@@ -42,15 +42,24 @@ class Service:
     ready_seconds: float = 0.0
     worker: Worker | None = None
     mark: ServerMark | None = None
+    owns_worker: bool = True  # False for a tenant: the process's one worker outlives it
     # Files changed while no server ran, left uncommitted at start-up (a person's git operation was
     # in progress): the watcher commits them once it has ended.
     deferred: list[str] = field(default_factory=list)
     # Drops call lines older than RETAIN_CALLS_DAYS (the server only).
     retainer: Retainer | None = None
 
-    async def start(self, watch: bool = True) -> None:
-        """Start the git writer and, for the server, the worker process and the watcher."""
-        if watch:
+    async def start(self, watch: bool = True, worker: Worker | None = None, own_watch: bool = True) -> None:
+        """Start the git writer and, for the server, the worker process and the watcher.
+
+        Tenants (SPEC §12) share one `worker` process and one watcher of their folders (`own_watch`
+        False): a process serving a hundred vaults starts neither a hundred times.
+        """
+        if watch and worker is not None:
+            self.mark = ServerMark(self.memory.vault.root)
+            self.mark.claim()
+            self.worker, self.owns_worker = worker, False
+        elif watch:
             # A CLI run beside the server leaves the server's uncommitted files to it.
             self.mark = ServerMark(self.memory.vault.root)
             self.mark.claim()
@@ -63,7 +72,7 @@ class Service:
         await self.memory.git.start(self.worker)
         await self.memory.recorder.start(self.worker)
         if watch:
-            await self.watcher.start()
+            await self.watcher.start(own_watch)
             self.watcher.adopt(self.deferred)
             await self.sync.start()
             if self.settings.retain_calls_days is not None:
@@ -82,7 +91,7 @@ class Service:
         await self.memory.recorder.stop()
         await self.memory.git.stop()
         await self.sync.stop()  # after the last commits, which it pushes
-        if self.worker is not None:
+        if self.worker is not None and self.owns_worker:
             await self.worker.stop()
         cache.save(self.memory.vault.root, self.watcher.snapshot())
         if self.mark is not None:
@@ -169,7 +178,7 @@ def open_service(settings: Settings) -> Service:
             "Set PHONE_HASH_KEY and keep a copy: without the key, callers cannot be recognised."
         )
     attributes = _register_merge_driver(git)
-    if created_repo or git.head() is None:
+    if created_repo or not git.has_commit():
         git.commit_sync(["."], ["create the vault"], "cli")  # and whatever the folder already held
         log.info("created a new vault at %s", vault.root)
     elif attributes and not server_running(vault.root):

@@ -18,7 +18,7 @@ import msgspec
 
 from server import atomic
 from server.conflicts import found_in
-from server.markdown import CALLERS, NOTE_NAME, NOTES, SOUL, Kind, kind_of
+from server.markdown import CALLERS, NOTE_NAME, NOTES, SOUL, SOULS, Kind, kind_of
 from server.ownwrites import OwnWrites
 from server.parse import MAX_FILE_BYTES, VaultFileError, parse
 from server.phone import short
@@ -168,6 +168,7 @@ class Vault:
         # The same rules as kind_of(), per folder: callers at any depth, daily notes at the top.
         yield from walk(CALLERS, True, lambda name: name.endswith(".md"))
         yield from walk(NOTES, False, lambda name: NOTE_NAME.match(name) is not None)
+        yield from walk(SOULS, False, lambda name: name.endswith(".md"))
 
     def scan(self) -> dict[str, int]:
         """`walk()` as a dict sorted by path, so that start-up is deterministic."""

@@ -23,7 +23,7 @@ import watchfiles
 
 from server.gitrun import GitError
 from server.index import Index
-from server.markdown import CALLERS, NOTES, Kind, kind_of
+from server.markdown import CALLERS, NOTES, SOULS, Kind, kind_of
 from server.vault import Loaded, Vault
 from server.writes import WritePath
 
@@ -138,16 +138,30 @@ class Watcher:
 
     # -- running -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start watching and the periodic reconcile scan; returns once the watcher is listening."""
-        self._stop.clear()
+    def watched(self) -> tuple[list[Path], list[Path]]:
+        """The folders to watch recursively, and those to watch alone (the vault root, for soul.md).
+
+        The content folders, recursively; never .git: every commit writes dozens of files there, and
+        their events would hold back a person's edit.
+        """
         root = self.vault.root
-        # The content folders, recursively; the vault root alone for soul.md. Never .git: every
-        # commit writes dozens of files there, and their events would hold back a person's edit.
-        self._tasks = [
-            asyncio.create_task(self._watch([root / CALLERS, root / NOTES], recursive=True), name="vault-watcher"),
-            asyncio.create_task(self._watch([root], recursive=False), name="soul-watcher"),
-            asyncio.create_task(self._reconcile_loop(), name="vault-reconcile"),
+        return [root / CALLERS, root / NOTES, root / SOULS], [root]
+
+    async def start(self, own_watch: bool = True) -> None:
+        """Start watching and the periodic reconcile scan; returns once the watcher is listening.
+
+        Without `own_watch`, someone else watches the folders and hands their events to `handle`
+        (the tenants' one watcher, SPEC §12): only the reconcile scan runs here.
+        """
+        self._stop.clear()
+        recursive, flat = self.watched()
+        self._tasks = [asyncio.create_task(self._reconcile_loop(), name="vault-reconcile")]
+        if not own_watch:
+            self.heartbeat = time.time()
+            return
+        self._tasks += [
+            asyncio.create_task(self._watch(recursive, recursive=True), name="vault-watcher"),
+            asyncio.create_task(self._watch(flat, recursive=False), name="soul-watcher"),
         ]
         await asyncio.wait_for(self._ready.wait(), timeout=10)
 
@@ -169,7 +183,7 @@ class Watcher:
     @property
     def alive(self) -> bool:
         """Whether the watch task is running."""
-        return len(self._tasks) == 3 and not any(task.done() for task in self._tasks)
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def _watch(self, paths: list[Path], recursive: bool) -> None:
         watch_filter = watchfiles.DefaultFilter(ignore_entity_patterns=(r"\.tmp$", r"^\.", r"~$", r"\.sw.$"))

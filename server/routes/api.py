@@ -8,16 +8,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-from litestar import Response, Router, delete, get, post
-from litestar.datastructures import State
+from litestar import Request, Response, Router, delete, get, post
 from litestar.exceptions import NotFoundException, ServiceUnavailableException, ValidationException
 
 from server.answers import caller_json, preview_bytes
 from server.auth import admin_guard
 from server.gitrun import GitError
 from server.gitstate import OperationInProgress
+from server.hub import Hub
 from server.routes.erase import erase_caller
-from server.routes.replies import API_BODY_LIMIT, NOT_COMMITTED, NOT_SAVED, service_of
+from server.routes.replies import API_BODY_LIMIT, NOT_COMMITTED, NOT_SAVED
 from server.service import Service
 from server.vault import DiskError
 from server.writes import WriteError
@@ -56,6 +56,23 @@ def _write_errors() -> Iterator[None]:
         raise ServiceUnavailableException(NOT_COMMITTED) from None
 
 
+def _service(request: Request[Any, Any, Any]) -> Service:
+    """The vault a request is for: the one vault, or the tenant its path names (`/t/{tenant}/api/...`)."""
+    hub: Hub = request.app.state.hub
+    name = request.path_params.get("tenant")
+    if not hub.multi:
+        if name is not None:
+            raise NotFoundException("unknown tenant: this server serves one vault, at /api/...")
+        return hub.services[""]
+    service = hub.named(name)
+    if service is None and name is None:
+        count = len(hub.services)
+        raise ValidationException(f"this server serves {count} tenants: name one, as in /t/{{tenant}}/api/...")
+    if service is None:
+        raise NotFoundException("unknown tenant")
+    return service
+
+
 def _known(service: Service, caller: str) -> str:
     key = service.memory.identities.resolve(caller)
     if key is None:
@@ -64,9 +81,9 @@ def _known(service: Service, caller: str) -> str:
 
 
 @post("/memory/{caller:str}", status_code=200, request_max_body_size=API_BODY_LIMIT)
-async def api_add_fact(caller: str, data: FactBody, state: State) -> dict[str, Any]:
+async def api_add_fact(caller: str, data: FactBody, request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Add a fact to a caller (by phone hash, or by number, which may create the caller)."""
-    service = service_of(state)
+    service = _service(request)
     target = service.memory.identities.write_target(caller)
     if target is None:
         raise NotFoundException("unknown caller")
@@ -77,9 +94,9 @@ async def api_add_fact(caller: str, data: FactBody, state: State) -> dict[str, A
 
 
 @post("/notes", status_code=200, request_max_body_size=API_BODY_LIMIT)
-async def api_add_note(data: NoteBody, state: State) -> dict[str, Any]:
+async def api_add_note(data: NoteBody, request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Append to a daily note, or to a caller's notes when `phone_hash` is given."""
-    service = service_of(state)
+    service = _service(request)
     key = _known(service, data.phone_hash) if data.phone_hash else None
     with _write_errors():
         path = await service.memory.add_note(data.note, "api", date=data.date, key=key)
@@ -87,9 +104,9 @@ async def api_add_note(data: NoteBody, state: State) -> dict[str, Any]:
 
 
 @get("/callers/{caller:str}", sync_to_thread=False)
-def api_get_caller(caller: str, state: State) -> dict[str, Any]:
+def api_get_caller(caller: str, request: Request[Any, Any, Any]) -> dict[str, Any]:
     """A caller's memory: frontmatter, facts, calls and notes."""
-    service = service_of(state)
+    service = _service(request)
     key = _known(service, caller)
     record = service.memory.index.caller(key)
     assert record is not None
@@ -97,9 +114,9 @@ def api_get_caller(caller: str, state: State) -> dict[str, Any]:
 
 
 @get("/callers/{caller:str}/preview", sync_to_thread=False)
-def api_preview(caller: str, state: State) -> Response[bytes]:
+def api_preview(caller: str, request: Request[Any, Any, Any]) -> Response[bytes]:
     """Exactly what the personalize webhook would answer for this caller now."""
-    service = service_of(state)
+    service = _service(request)
     key = _known(service, caller)
     index = service.memory.index
     return Response(
@@ -109,9 +126,11 @@ def api_preview(caller: str, state: State) -> Response[bytes]:
 
 
 @delete("/callers/{caller:str}", status_code=200)
-async def api_forget(caller: str, state: State, purge: bool = False, block: bool = False) -> dict[str, Any]:
+async def api_forget(
+    caller: str, request: Request[Any, Any, Any], purge: bool = False, block: bool = False
+) -> dict[str, Any]:
     """Forget a caller: the file is removed in a commit; `purge`: erased from all of history (SPEC §14)."""
-    service = service_of(state)
+    service = _service(request)
     if purge or block:
         return await erase_caller(service, caller, block=block)
     key = _known(service, caller)
@@ -120,8 +139,7 @@ async def api_forget(caller: str, state: State, purge: bool = False, block: bool
     return {"status": "forgotten", "phone_hash": key}
 
 
-api = Router(
-    "/api",
-    route_handlers=[api_add_fact, api_add_note, api_get_caller, api_preview, api_forget],
-    guards=[admin_guard],
-)
+_HANDLERS = [api_add_fact, api_add_note, api_get_caller, api_preview, api_forget]
+api = Router("/api", route_handlers=_HANDLERS, guards=[admin_guard])
+# The same API for one tenant of TENANTS_DIR (SPEC §12); with one tenant, /api/... serves it too.
+tenant_api = Router("/t/{tenant:str}/api", route_handlers=_HANDLERS, guards=[admin_guard])

@@ -13,7 +13,7 @@ from typing import Any
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 
 from server.auth import same
 from server.routes.replies import WEBHOOK_BODY_LIMIT, json_response, service_of
@@ -31,10 +31,13 @@ def signed(body: bytes, signature: str | None, token: str | None, secret: str) -
     return same(token, secret)
 
 
-@post("/webhook/git", status_code=200, request_max_body_size=GIT_EVENT_BODY_LIMIT)
+@post(["/webhook/git", "/t/{tenant:str}/webhook/git"], status_code=200, request_max_body_size=GIT_EVENT_BODY_LIMIT)
 async def git_event(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """A push event from the git host: fetch and merge now instead of at the next round."""
-    service = service_of(state)
+    tenant = request.path_params.get("tenant")
+    service = service_of(state) if tenant is None else state.hub.named(tenant)
+    if service is None:
+        raise NotFoundException("unknown tenant")
     secret = service.settings.sync_webhook_secret
     if secret is None:
         raise PermissionDeniedException("push events are disabled: set SYNC_WEBHOOK_SECRET")

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 
 from server import gitstate
 from server.auth import is_admin
+from server.hub import Hub
 from server.routes.replies import service_of
 from server.service import Service
 
@@ -21,11 +22,36 @@ PUBLIC_HEALTH = ("status", "callers", "files_with_errors", "pending_writes", "pe
 @get("/health", sync_to_thread=False)
 def health(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     """Liveness and the figures a person checks first; the details only with the admin key."""
-    service = service_of(state)
-    report = health_report(service)
-    if is_admin(request.headers.get("authorization"), service.settings):
+    hub: Hub = state.hub
+    if hub.multi:
+        report = tenants_report(hub, state.tenants_watcher.alive)
+        public: tuple[str, ...] = PUBLIC_HEALTH + PUBLIC_TENANTS
+    else:
+        report, public = health_report(service_of(state)), tuple(PUBLIC_HEALTH)
+    if is_admin(request.headers.get("authorization"), hub.settings):
         return report
-    return {name: report[name] for name in PUBLIC_HEALTH}
+    return {name: report[name] for name in public}
+
+
+# With tenants (SPEC §12), also shown to anyone: how many, how many are refused, and requests nobody claimed.
+PUBLIC_TENANTS = ("tenants", "tenants_with_problems", "unclaimed")
+_SUMMED = ("callers", "files_with_errors", "pending_writes", "pending_calls")
+
+
+def tenants_report(hub: Hub, watcher_alive: bool) -> dict[str, Any]:
+    """`/health` for a server of tenants: the sums, the problems, and each tenant's own report."""
+    each = {name: health_report(service) for name, service in sorted(hub.services.items())}
+    degraded = bool(hub.problems) or not watcher_alive or any(r["status"] != "ok" for r in each.values())
+    return {
+        "status": "degraded" if degraded else "ok",
+        **{name: sum(r[name] for r in each.values()) for name in _SUMMED},
+        "tenants": len(each),
+        "tenants_with_problems": len(hub.problems),
+        "unclaimed": hub.unclaimed.count,
+        "tenant_problems": hub.problems,
+        "watcher_alive": watcher_alive,
+        "tenant_health": each,
+    }
 
 
 def health_report(service: Service) -> dict[str, Any]:
@@ -65,6 +91,9 @@ def health_report(service: Service) -> dict[str, Any]:
         # Files a merge settled by a rule (the remote's value kept, prose kept twice): for a person to check.
         "merge_conflicts": sync.status.merge_conflicts,
         "git_operation": None if operation is None else _operation(operation, service),
+        # Calls placed by our own numbers (SPEC §12), and how many of our numbers were learned from calls.
+        "outbound_calls": service.memory.identities.own.outbound_seen,
+        "learned_own_numbers": len(service.memory.identities.own.learned),
     }
 
 

@@ -19,8 +19,9 @@ from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receiv
 
 from server.answers import AnswerCache, default_bytes
 from server.auth import has_webhook_secret
-from server.elevenlabs import parse_personalize
+from server.elevenlabs import PersonalizeRequest, parse_personalize
 from server.extrabody import UNKNOWN, extra_body, with_extra_body
+from server.hub import Hub
 from server.identity import Identity
 from server.routes.replies import WEBHOOK_BODY_LIMIT, error_body
 from server.service import Service
@@ -36,24 +37,32 @@ class Answered(msgspec.Struct):
     content: bytes
     who: Identity | None = None
     call_sid: str | None = None
+    called_number: str | None = None
 
 
-def answer_call(service: Service, answers: AnswerCache, body: bytes, now: dt.datetime) -> Answered:
-    """The personalize answer for a request body at `now`; never raises."""
+def answer_call(
+    service: Service,
+    answers: AnswerCache,
+    body: bytes,
+    now: dt.datetime,
+    data: PersonalizeRequest | None = None,
+    scope: str = "",
+) -> Answered:
+    """The personalize answer for a request body (or its already parsed `data`) at `now`; never raises."""
     started = time.perf_counter()
     try:
-        data = parse_personalize(body)
+        data = data if data is not None else parse_personalize(body)
         who = service.memory.identities.identify(data.caller_id, data.called_number)
+        soul = service.memory.index.soul_for(data.agent_id)
         caller = service.memory.identities.lookup(who)
-        content = answers.get(service, caller, now)
+        content = answers.get(service, caller, now, soul, scope)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > service.settings.personalize_deadline_ms:
             log.warning("personalize took %.1f ms, past the deadline: answering with defaults", elapsed_ms)
             content, caller = default_bytes(service, now), None
         if service.settings.custom_llm_extra_body:
-            # The tenant's name goes here once tenants route calls (SPEC §12).
-            content = with_extra_body(content, extra_body(who.key, caller is not None))
-        return Answered(content, who, data.call_sid)
+            content = with_extra_body(content, extra_body(who.key, caller is not None, scope.rstrip("/") or None))
+        return Answered(content, who, data.call_sid, data.called_number)
     except Exception:
         log.exception("personalize failed; answering with defaults")
         content = default_bytes(service, now)
@@ -71,6 +80,10 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
         await _send(send, 405, error_body(405, "Method Not Allowed"), ((b"allow", b"POST"),))
         return
     state = scope["app"].state
+    hub: Hub = state.hub
+    if hub.multi:
+        await _tenant_call(hub, scope, receive, send)
+        return
     service: Service = state.service
     authorization, x_webhook_secret, length = _headers(scope)
     secret = service.settings.webhook_secret  # unset: open, for a trial on loopback (config refuses otherwise)
@@ -83,8 +96,42 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
         return
     answered = answer_call(service, state.answers, body, dt.datetime.now(dt.UTC))
     await _send(send, 200, answered.content)
-    if answered.who is not None:
-        service.memory.recorder.note_call(answered.who, answered.call_sid)  # recorded after the answer
+    _after(service, answered)
+
+
+def _after(service: Service, answered: Answered) -> None:
+    """After the answer: the call is recorded, and what it says about our own numbers is learned."""
+    if answered.who is None:
+        return
+    try:
+        service.memory.recorder.note_call(answered.who, answered.call_sid)
+        service.memory.identities.after_answer(answered.who, answered.called_number)
+    except Exception:
+        log.exception("could not note the call after answering it")
+
+
+async def _tenant_call(hub: Hub, scope: Scope, receive: Receive, send: Send) -> None:
+    """A call to a server of tenants (SPEC §12): the tenant found from the body, then its own secret checked."""
+    authorization, x_webhook_secret, length = _headers(scope)
+    body = await _read_body(receive, length, WEBHOOK_BODY_LIMIT)
+    if body is None:
+        await _send(send, 413, error_body(413, "Request Entity Too Large"), ((b"connection", b"close"),))
+        return
+    now = dt.datetime.now(dt.UTC)
+    data = parse_personalize(body)
+    found = hub.route(data.agent_id, data.called_number)
+    secrets = hub.webhook_secrets(found.name if found else None)
+    if secrets and not any(has_webhook_secret(authorization, x_webhook_secret, secret) for secret in secrets):
+        await _send(send, 401, error_body(401, "missing or wrong webhook secret"))
+        return
+    if found is None:
+        await _send(send, 200, hub.neutral_bytes(now))
+        hub.unclaimed.note("personalize", data.agent_id)
+        return
+    service = found.service
+    answered = answer_call(service, hub.answers, body, now, data, scope=found.name + "/")
+    await _send(send, 200, answered.content)
+    _after(service, answered)
 
 
 def _headers(scope: Scope) -> list[str | None]:

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Response
 from litestar.datastructures import State
-from litestar.exceptions import ValidationException
+from litestar.exceptions import NotFoundException, ValidationException
 
 from server.service import Service
 
@@ -24,8 +24,11 @@ _encoder = msgspec.json.Encoder()
 
 
 def service_of(state: State) -> Service:
-    """The running service, which the app's lifespan put in its state."""
-    return state.service  # type: ignore[no-any-return]
+    """The running service, which the app's lifespan put in its state (one vault; tenants have one each)."""
+    service = state.get("service")
+    if service is None:
+        raise NotFoundException("this server serves tenants: name one, as in /t/{tenant}/api/...")
+    return service  # type: ignore[no-any-return]
 
 
 def error_body(status: int, detail: str) -> bytes:

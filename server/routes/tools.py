@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
-from litestar import post
+from typing import Any
+
+from litestar import Request, post
 from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException
 
 from server import text
-from server.auth import webhook_guard
+from server.auth import has_webhook_secret, webhook_guard
 from server.elevenlabs import ToolAnswer, ToolRemember
 from server.gitrun import GitError
 from server.gitstate import OperationInProgress
+from server.hub import Hub
 from server.routes.replies import WEBHOOK_BODY_LIMIT, service_of
 from server.vault import DiskError
 from server.writes import FileFull, WriteError
 
 
 @post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
-async def tool_remember(data: ToolRemember, state: State) -> ToolAnswer:
+async def tool_remember(data: ToolRemember, state: State, request: Request[Any, Any, Any]) -> ToolAnswer:
     """The agent's `remember` tool: save one fact about the caller, mid-call."""
-    service = service_of(state)
+    hub: Hub = state.hub
+    if hub.multi:
+        found = hub.route(data.agent_id, data.called_number)
+        if found is None:
+            hub.unclaimed.note("remember tool", data.agent_id)
+            return ToolAnswer("not_saved", "I can't save that on this call: this agent is not set up to remember.")
+        service = found.service
+        allowed = hub.webhook_secrets(found.name)
+        authorization, x_secret = request.headers.get("authorization"), request.headers.get("x-webhook-secret")
+        if not any(has_webhook_secret(authorization, x_secret, secret) for secret in allowed):
+            raise NotAuthorizedException("missing or wrong webhook secret")
+    else:
+        service = service_of(state)
     who = service.memory.identities.identify(data.caller_id, data.called_number)
     if who.key is None:
         return ToolAnswer("not_saved", "I can't save that on this call, because your number is withheld.")
