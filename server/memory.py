@@ -154,7 +154,7 @@ class Memory:
             if current is not None and conversation_id in recorded_conversations(parse_or_refuse(current)):
                 outcome = CallWritten.DUPLICATE
                 return None
-            if current is not None and e164 is not None:
+            if current is not None and (e164 is not None or legacy is not None):
                 base = with_key(base, key, in_file)
             return with_call(base, line, bounded, declared)
 

@@ -17,8 +17,10 @@ from server.gitlock import ServerMark, server_running
 from server.gitrun import GitError
 from server.gitwriter import GitWriter
 from server.identity import Identities
+from server.inbox import Inbox
 from server.index import Index
 from server.memory import Memory
+from server.postcalls import Postcalls
 from server.sync import Sync, join_remote
 from server.vault import Vault
 from server.watcher import Watcher
@@ -35,6 +37,7 @@ class Service:
     memory: Memory
     watcher: Watcher
     sync: Sync
+    postcalls: Postcalls
     started_at: float
     ready_seconds: float = 0.0
     worker: Worker | None = None
@@ -61,6 +64,7 @@ class Service:
             await self.watcher.start()
             self.watcher.adopt(self.deferred)
             await self.sync.start()
+            await self.postcalls.start()  # after the watcher: a parked event waits for it to see the fix
         self.ready_seconds = time.monotonic() - self.started_at
 
     async def stop(self) -> None:
@@ -68,6 +72,7 @@ class Service:
         # Nothing waits any longer for a person's git operation: what cannot be committed now stays on
         # disk, for the next start.
         self.memory.git.operations.stop_waiting()
+        await self.postcalls.stop()  # what is left stays held for the next start
         await self.watcher.stop()
         await self.memory.recorder.stop()
         await self.memory.git.stop()
@@ -193,4 +198,5 @@ def open_service(settings: Settings) -> Service:
         len(index.errors()),
     )
     sync = Sync(settings, git, memory.writes.gate)
-    return Service(settings, memory, watcher, sync, started, deferred=deferred)
+    postcalls = Postcalls(memory, Inbox(vault.root))
+    return Service(settings, memory, watcher, sync, postcalls, started, deferred=deferred)

@@ -15,7 +15,15 @@ from server.routes.replies import service_of
 from server.service import Service
 
 # What a monitor needs, shown to anyone: no file name, caller name, error text or commit.
-PUBLIC_HEALTH = ("status", "callers", "files_with_errors", "pending_writes", "pending_calls")
+PUBLIC_HEALTH = (
+    "status",
+    "callers",
+    "files_with_errors",
+    "pending_writes",
+    "pending_calls",
+    "inbox_held",
+    "inbox_parked",
+)
 
 
 @get("/health", sync_to_thread=False)
@@ -55,6 +63,10 @@ def health_report(service: Service) -> dict[str, Any]:
         "git_lock_recoveries": service.memory.git.runner.lock_recoveries,
         "pending_writes": git.pending,
         "pending_calls": service.memory.recorder.pending_calls,
+        # Post-call events held in the inbox (SPEC §13), and those waiting for a broken caller file's fix.
+        "inbox_held": service.postcalls.held,
+        "inbox_parked": service.postcalls.parked,
+        "inbox_error": service.postcalls.last_error,
         # The worker process (git and call recording off the event loop); without it, both run in process.
         "worker_alive": service.worker is not None and service.worker.alive,
         "worker_restarts": service.worker.restarts if service.worker is not None else 0,

@@ -1,0 +1,212 @@
+"""Applying held post-call events in order, in the background: retried with backoff, parked while a file is broken.
+
+`Postcalls.hold` puts a finished call in the inbox (`server.inbox`) and wakes the applier; the
+webhook answers 200 once it returns. The applier writes the events back one after the other in the
+order they were held (`Memory.write_back`, committed) and only then removes each from the inbox. A
+git or disk failure, or a person's merge in progress, is retried with backoff. An event whose
+caller file is broken (or full, or holds conflict markers) is parked with every later event of that
+caller, so their order holds, and they are applied once the file is fixed: the watcher re-reads the
+fixed file into the index, and the applier looks for that while anything is parked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import enum
+import logging
+import time
+from collections import deque
+
+import msgspec
+
+from server import phone
+from server.gitrun import GitError
+from server.gitstate import OperationInProgress
+from server.inbox import Held, HeldCall, Inbox
+from server.memory import CallWritten, Memory
+from server.vault import DiskError
+from server.writes import WriteError
+
+log = logging.getLogger("memory_bridge.postcalls")
+
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 30.0
+PARKED_CHECK_SECONDS = 0.2  # how often a parked caller's file is looked at while anything is parked
+
+
+class Applied(enum.Enum):
+    """What became of one held event when it was applied."""
+
+    SAVED = "saved"
+    DUPLICATE = "duplicate"
+    FORGOTTEN = "forgotten"
+    PARKED = "parked"  # its caller file cannot be written until a person fixes it
+    RETRY = "retry"  # git, the disk or a person's git operation: tried again after a pause
+
+
+class InboxEntry(msgspec.Struct, frozen=True):
+    """One held event as `memory-bridge inbox` and /health's details show it: no number, no summary."""
+
+    seq: int
+    conversation_id: str
+    caller: str  # the caller key's short form
+    received: str  # ISO time, UTC
+    parked: bool
+
+
+_WRITTEN = {CallWritten.SAVED: Applied.SAVED, CallWritten.DUPLICATE: Applied.DUPLICATE}
+
+
+async def apply_one(memory: Memory, call: HeldCall) -> tuple[Applied, str | None]:
+    """Write one held call back; its outcome, and why when it is parked or to be retried."""
+    started = dt.datetime.fromtimestamp(call.started, dt.UTC) if call.started is not None else None
+    try:
+        written = await memory.write_back(
+            call.key, call.conversation_id, call.summary, started, call.fills, e164=call.e164, legacy=call.legacy
+        )
+    except (OperationInProgress, GitError, DiskError) as exc:
+        return Applied.RETRY, " ".join(str(exc).split()) or type(exc).__name__
+    except WriteError as exc:
+        return Applied.PARKED, str(exc)
+    return _WRITTEN.get(written, Applied.FORGOTTEN), None
+
+
+class Postcalls:
+    """The inbox of one vault and the task that applies it."""
+
+    def __init__(self, memory: Memory, inbox: Inbox) -> None:
+        self.memory = memory
+        self.inbox = inbox
+        removed = inbox.clean_temporaries()
+        if removed:
+            log.info("removed %d post-call event(s) interrupted before they were held (none was answered)", removed)
+        self._queue: deque[Held] = deque(inbox.load())
+        self._parked: dict[str, list[Held]] = {}  # caller file -> its events, in order
+        self._parked_as: dict[str, str | None] = {}  # caller file -> its indexed version when it was parked
+        self._held_ids: set[str] = {held.call.conversation_id for held in self._queue}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.last_error: str | None = None
+        self.applied = 0
+
+    @property
+    def held(self) -> int:
+        """Events in the inbox, parked ones included."""
+        return len(self._queue) + self.parked
+
+    @property
+    def parked(self) -> int:
+        """Events waiting for a person to fix their caller's file."""
+        return sum(len(events) for events in self._parked.values())
+
+    def is_held(self, conversation_id: str) -> bool:
+        """Whether an event of this conversation is in the inbox, not yet applied."""
+        return conversation_id in self._held_ids
+
+    def entries(self) -> list[InboxEntry]:
+        """Every held event, in order, for the CLI and /health."""
+        parked = {held.seq for events in self._parked.values() for held in events}
+        every = sorted([*self._queue, *(h for events in self._parked.values() for h in events)], key=lambda h: h.seq)
+        return [entry(held, held.seq in parked) for held in every]
+
+    async def hold(self, call: HeldCall) -> Held:
+        """Hold an event durably and queue it; once this returns, it may be acknowledged."""
+        held = await asyncio.to_thread(self.inbox.hold, call)
+        self._queue.append(held)
+        self._held_ids.add(call.conversation_id)
+        self._wake.set()
+        return held
+
+    async def start(self) -> None:
+        """Start applying, beginning with what a previous run left held."""
+        if self._queue:
+            log.info("%d post-call event(s) held from before the start: applying them", len(self._queue))
+        self._task = asyncio.create_task(self._run(), name="postcalls")
+
+    async def stop(self) -> None:
+        """Finish the event being applied and stop; what is left stays held for the next start."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def drain(self) -> int:
+        """Apply everything held now, parked events included, without the task (the CLI); how many are left."""
+        self._unpark(all_files=True)
+        while self._queue:
+            if await self._step() is Applied.RETRY:
+                break
+        return self.held
+
+    async def _run(self) -> None:
+        pause = RETRY_FIRST_SECONDS
+        while not self._stopping:
+            self._unpark()
+            if self._queue:
+                if await self._step() is Applied.RETRY:
+                    await self._sleep(pause)
+                    pause = min(pause * 2, RETRY_MAX_SECONDS)
+                else:
+                    pause = RETRY_FIRST_SECONDS
+                continue
+            await self._sleep(PARKED_CHECK_SECONDS if self._parked else None)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _step(self) -> Applied:
+        """Apply the first queued event (or park it behind its caller's parked ones)."""
+        held = self._queue[0]
+        relpath, _ = self.memory.writes.caller_file(held.call.key, held.call.legacy)
+        if relpath in self._parked:
+            self._queue.popleft()
+            self._parked[relpath].append(held)  # behind the caller's earlier events: order holds
+            return Applied.PARKED
+        outcome, why = await apply_one(self.memory, held.call)
+        short = phone.short(held.call.key)
+        if outcome is Applied.RETRY:
+            self.last_error = why
+            log.warning("post-call event %s for %s not applied yet, retrying: %s", held.seq, short, why)
+            return outcome
+        self._queue.popleft()
+        if outcome is Applied.PARKED:
+            log.warning("post-call event %s for %s parked until its file is fixed: %s", held.seq, short, why)
+            self._parked.setdefault(relpath, []).append(held)
+            self._parked_as[relpath] = self._indexed(relpath)
+            return outcome
+        self.last_error = None
+        await asyncio.to_thread(self.inbox.remove, held)
+        self._held_ids.discard(held.call.conversation_id)
+        self.applied += 1
+        return outcome
+
+    def _indexed(self, relpath: str) -> str | None:
+        state = self.memory.index.files.get(relpath)
+        return None if state is None else state.digest
+
+    def _unpark(self, all_files: bool = False) -> None:
+        """Queue again, in order, the events of every parked caller whose file changed since (a fix, perhaps)."""
+        if not self._parked:
+            return
+        # The watcher indexes every change a person makes: a new version may be the fix. If it is
+        # not, the first event parks again, with the rest behind it.
+        fixed = [relpath for relpath in self._parked if all_files or self._indexed(relpath) != self._parked_as[relpath]]
+        if not fixed:
+            return
+        for relpath in fixed:
+            del self._parked_as[relpath]
+        events = [held for relpath in fixed for held in self._parked.pop(relpath)]
+        self._queue = deque(sorted([*self._queue, *events], key=lambda held: held.seq))
+        log.info("%d parked post-call event(s) queued again: their caller file changed", len(events))
+
+
+def entry(held: Held, parked: bool) -> InboxEntry:
+    """One held event as it may be shown."""
+    when = dt.datetime.fromtimestamp(held.call.received or time.time(), dt.UTC).isoformat(timespec="seconds")
+    return InboxEntry(held.seq, held.call.conversation_id, phone.short(held.call.key), when, parked)
