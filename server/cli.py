@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server import filemodes, logs
+from server import cli_postcalls, filemodes, logs
 
 if TYPE_CHECKING:  # imported where used: git starts `merge-file` once per file, and it must start fast
     from server.config import Settings
@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("import-seed", cmd_import_seed, "import the predecessor's data/ (sessions, memories, notes); safe to rerun")
     p.add_argument("data_dir", help="the predecessor's data directory")
     add("doctor", cmd_doctor, "check config, vault, git and secrets; say what to fix")
+    cli_postcalls.register(add)
     # Commands git runs, or that set up a person's clone: no settings, no vault of the service's.
     p = add("merge-file", cmd_merge_file, "git's merge driver for one vault file (%%O %%A %%B %%P); writes OURS")
     p.set_defaults(plain=True)

@@ -163,9 +163,7 @@ def finished_call(data: PostCallData) -> FinishedCall:
         fills={
             name: str(result.value)
             for name, result in collected.items()
-            if result is not None
-            and isinstance(result.value, str | int | float)
-            and not isinstance(result.value, bool)
+            if result is not None and isinstance(result.value, str | int | float) and not isinstance(result.value, bool)
         },
     )
 

@@ -22,6 +22,7 @@ from collections import deque
 import msgspec
 
 from server import phone
+from server.elevenlabs import FinishedCall
 from server.gitrun import GitError
 from server.gitstate import OperationInProgress
 from server.inbox import Held, HeldCall, Inbox
@@ -79,9 +80,6 @@ class Postcalls:
     def __init__(self, memory: Memory, inbox: Inbox) -> None:
         self.memory = memory
         self.inbox = inbox
-        removed = inbox.clean_temporaries()
-        if removed:
-            log.info("removed %d post-call event(s) interrupted before they were held (none was answered)", removed)
         self._queue: deque[Held] = deque(inbox.load())
         self._parked: dict[str, list[Held]] = {}  # caller file -> its events, in order
         self._parked_as: dict[str, str | None] = {}  # caller file -> its indexed version when it was parked
@@ -122,6 +120,10 @@ class Postcalls:
 
     async def start(self) -> None:
         """Start applying, beginning with what a previous run left held."""
+        # Only the server holds events, so only the server may clear what a crash left half-written.
+        removed = await asyncio.to_thread(self.inbox.clean_temporaries)
+        if removed:
+            log.info("removed %d post-call event(s) interrupted before they were held (none was answered)", removed)
         if self._queue:
             log.info("%d post-call event(s) held from before the start: applying them", len(self._queue))
         self._task = asyncio.create_task(self._run(), name="postcalls")
@@ -134,13 +136,20 @@ class Postcalls:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def drain(self) -> int:
-        """Apply everything held now, parked events included, without the task (the CLI); how many are left."""
+    async def drain(self) -> list[tuple[InboxEntry, Applied]]:
+        """Apply everything held now, parked events included, without the task (the CLI): each and its outcome.
+
+        Stops at the first event to retry (git or the disk failing): it and the rest stay held.
+        """
         self._unpark(all_files=True)
+        done = []
         while self._queue:
-            if await self._step() is Applied.RETRY:
+            held = self._queue[0]
+            outcome = await self._step()
+            done.append((entry(held, outcome is Applied.PARKED), outcome))
+            if outcome is Applied.RETRY:
                 break
-        return self.held
+        return done
 
     async def _run(self) -> None:
         pause = RETRY_FIRST_SECONDS
@@ -210,3 +219,24 @@ def entry(held: Held, parked: bool) -> InboxEntry:
     """One held event as it may be shown."""
     when = dt.datetime.fromtimestamp(held.call.received or time.time(), dt.UTC).isoformat(timespec="seconds")
     return InboxEntry(held.seq, held.call.conversation_id, phone.short(held.call.key), when, parked)
+
+
+def held_call(memory: Memory, call: FinishedCall, now: float) -> HeldCall | None:
+    """A finished call as the inbox holds it, its caller found now (the call SID map is in memory); None: none."""
+    identities = memory.identities
+    who = identities.identify(call.external_number)
+    if who.key is None:
+        who = identities.identify(call.initiation_caller_id, call.initiation_called_number)
+    key = who.key or identities.key_for_call_sid(call.call_sid)
+    if key is None:
+        return None
+    return HeldCall(
+        conversation_id=call.conversation_id,
+        key=key,
+        legacy=who.legacy,
+        e164=who.caller_id.e164 if memory.settings.store_phone_numbers else None,
+        summary=call.summary,
+        started=call.started.timestamp() if call.started is not None else None,
+        fills=call.fills,
+        received=now,
+    )

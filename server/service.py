@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from server import cache, filemodes, gitmerge, gitstate, keyfile, mergedriver
+from server.backfill import BackfillSchedule
 from server.config import Settings
+from server.conversations import ConversationsApi
 from server.gitlock import ServerMark, server_running
 from server.gitrun import GitError
 from server.gitwriter import GitWriter
@@ -42,6 +44,7 @@ class Service:
     ready_seconds: float = 0.0
     worker: Worker | None = None
     mark: ServerMark | None = None
+    backfill: BackfillSchedule | None = None
     # Files changed while no server ran, left uncommitted at start-up (a person's git operation was
     # in progress): the watcher commits them once it has ended.
     deferred: list[str] = field(default_factory=list)
@@ -65,6 +68,11 @@ class Service:
             self.watcher.adopt(self.deferred)
             await self.sync.start()
             await self.postcalls.start()  # after the watcher: a parked event waits for it to see the fix
+            key, minutes = self.settings.elevenlabs_api_key, self.settings.backfill_minutes
+            if key and minutes:
+                api = ConversationsApi(self.settings.elevenlabs_api_url, key)
+                self.backfill = BackfillSchedule(self.memory, api, self.postcalls, minutes)
+                self.backfill.start()
         self.ready_seconds = time.monotonic() - self.started_at
 
     async def stop(self) -> None:
@@ -72,6 +80,8 @@ class Service:
         # Nothing waits any longer for a person's git operation: what cannot be committed now stays on
         # disk, for the next start.
         self.memory.git.operations.stop_waiting()
+        if self.backfill is not None:
+            await self.backfill.stop()
         await self.postcalls.stop()  # what is left stays held for the next start
         await self.watcher.stop()
         await self.memory.recorder.stop()

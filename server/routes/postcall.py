@@ -24,8 +24,9 @@ from litestar.exceptions import (
 
 from server import phone
 from server.changes import recorded_conversations
-from server.elevenlabs import FinishedCall, PayloadError, PostCallEvent, finished_call, parse_signature, sniff_type
+from server.elevenlabs import PayloadError, PostCallEvent, finished_call, parse_signature, sniff_type
 from server.inbox import HeldCall
+from server.postcalls import held_call
 from server.routes.replies import POST_CALL_BODY_LIMIT, decode, json_response, service_of
 from server.service import Service
 
@@ -84,7 +85,7 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
         call = finished_call(event.data)
     except PayloadError as exc:
         raise ValidationException(str(exc)) from None
-    held = held_call(service, call)
+    held = held_call(service.memory, call, time.time())
     if held is None:
         return json_response({"status": "ignored", "reason": "no usable caller number"})
     short = phone.short(held.key)
@@ -96,27 +97,6 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
         log.error("cannot hold a post-call event for %s: %s", short, exc)
         raise ServiceUnavailableException("not held: the vault's disk refused the event; retry later") from None
     return json_response({"status": "held", "caller": short})
-
-
-def held_call(service: Service, call: FinishedCall) -> HeldCall | None:
-    """The call as the inbox holds it: its caller's key found now (the call SID map lives in memory)."""
-    identities = service.memory.identities
-    who = identities.identify(call.external_number)
-    if who.key is None:
-        who = identities.identify(call.initiation_caller_id, call.initiation_called_number)
-    key = who.key or identities.key_for_call_sid(call.call_sid)
-    if key is None:
-        return None
-    return HeldCall(
-        conversation_id=call.conversation_id,
-        key=key,
-        legacy=who.legacy,
-        e164=who.caller_id.e164 if service.settings.store_phone_numbers else None,
-        summary=call.summary,
-        started=call.started.timestamp() if call.started is not None else None,
-        fills=call.fills,
-        received=time.time(),
-    )
 
 
 def _already(service: Service, held: HeldCall) -> bool:
