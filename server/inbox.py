@@ -102,10 +102,11 @@ class Inbox:
                 log.error("inbox event %s cannot be read, left in place: %s", path.name, exc)
         return held
 
-    def remove(self, held: Held) -> None:
-        """Forget an applied event. Losing this removal to a crash only makes it a duplicate later."""
-        with contextlib.suppress(FileNotFoundError):
-            (self.folder / held.name).unlink()
+    def remove(self, *held: Held) -> None:
+        """Forget applied events. Losing a removal to a crash only makes its event a duplicate later."""
+        for one in held:
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / one.name).unlink()
 
     def clean_temporaries(self) -> int:
         """Remove events a crash interrupted before they were held (never answered 200); how many."""

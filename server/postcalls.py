@@ -34,6 +34,7 @@ log = logging.getLogger("memory_bridge.postcalls")
 
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 30.0
+BATCH = 64  # events of different callers applied together
 PARKED_CHECK_SECONDS = 0.2  # how often a parked caller's file is looked at while anything is parked
 
 
@@ -139,15 +140,14 @@ class Postcalls:
     async def drain(self) -> list[tuple[InboxEntry, Applied]]:
         """Apply everything held now, parked events included, without the task (the CLI): each and its outcome.
 
-        Stops at the first event to retry (git or the disk failing): it and the rest stay held.
+        Stops at the first round with an event to retry (git or the disk failing): it and the rest stay held.
         """
         self._unpark(all_files=True)
-        done = []
+        done: list[tuple[InboxEntry, Applied]] = []
         while self._queue:
-            held = self._queue[0]
-            outcome = await self._step()
-            done.append((entry(held, outcome is Applied.PARKED), outcome))
-            if outcome is Applied.RETRY:
+            results = await self._round()
+            done += [(entry(held, outcome is Applied.PARKED), outcome) for held, outcome in results]
+            if any(outcome is Applied.RETRY for _, outcome in results):
                 break
         return done
 
@@ -156,7 +156,8 @@ class Postcalls:
         while not self._stopping:
             self._unpark()
             if self._queue:
-                if await self._step() is Applied.RETRY:
+                results = await self._round()
+                if any(outcome is Applied.RETRY for _, outcome in results):
                     await self._sleep(pause)
                     pause = min(pause * 2, RETRY_MAX_SECONDS)
                 else:
@@ -169,31 +170,55 @@ class Postcalls:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _step(self) -> Applied:
-        """Apply the first queued event (or park it behind its caller's parked ones)."""
-        held = self._queue[0]
-        relpath, _ = self.memory.writes.caller_file(held.call.key, held.call.legacy)
-        if relpath in self._parked:
-            self._queue.popleft()
-            self._parked[relpath].append(held)  # behind the caller's earlier events: order holds
-            return Applied.PARKED
-        outcome, why = await apply_one(self.memory, held.call)
-        short = phone.short(held.call.key)
-        if outcome is Applied.RETRY:
-            self.last_error = why
-            log.warning("post-call event %s for %s not applied yet, retrying: %s", held.seq, short, why)
-            return outcome
-        self._queue.popleft()
-        if outcome is Applied.PARKED:
-            log.warning("post-call event %s for %s parked until its file is fixed: %s", held.seq, short, why)
-            self._parked.setdefault(relpath, []).append(held)
-            self._parked_as[relpath] = self._indexed(relpath)
-            return outcome
-        self.last_error = None
-        await asyncio.to_thread(self.inbox.remove, held)
-        self._held_ids.discard(held.call.conversation_id)
-        self.applied += 1
-        return outcome
+    def _choose(self) -> list[tuple[Held, str]]:
+        """The next events to apply together: each caller's first queued one, in order, up to a batch.
+
+        Events of a parked caller join it; a caller's later events wait for its earlier one.
+        """
+        chosen: list[tuple[Held, str]] = []
+        seen: set[str] = set()
+        for held in list(self._queue):
+            relpath, _ = self.memory.writes.caller_file(held.call.key, held.call.legacy)
+            if relpath in self._parked:
+                self._queue.remove(held)
+                self._parked[relpath].append(held)  # behind the caller's earlier events: order holds
+            elif relpath not in seen:
+                seen.add(relpath)
+                chosen.append((held, relpath))
+                if len(chosen) == BATCH:
+                    break
+            else:
+                seen.add(relpath)
+        return chosen
+
+    async def _round(self) -> list[tuple[Held, Applied]]:
+        """Apply a batch of events of different callers together (their commits grouped); their outcomes."""
+        chosen = self._choose()
+        outcomes = await asyncio.gather(*(apply_one(self.memory, held.call) for held, _ in chosen))
+        results = []
+        finished: list[Held] = []
+        for (held, relpath), (outcome, why) in zip(chosen, outcomes, strict=True):
+            results.append((held, outcome))
+            short = phone.short(held.call.key)
+            if outcome is Applied.RETRY:
+                self.last_error = why
+                log.warning("post-call event %s for %s not applied yet, retrying: %s", held.seq, short, why)
+                continue
+            self._queue.remove(held)
+            if outcome is Applied.PARKED:
+                log.warning("post-call event %s for %s parked until its file is fixed: %s", held.seq, short, why)
+                self._parked.setdefault(relpath, []).append(held)
+                self._parked_as[relpath] = self._indexed(relpath)
+                continue
+            finished.append(held)
+        if finished:
+            await asyncio.to_thread(self.inbox.remove, *finished)
+            for held in finished:
+                self._held_ids.discard(held.call.conversation_id)
+            self.applied += len(finished)
+            if not any(outcome is Applied.RETRY for _, outcome in results):
+                self.last_error = None
+        return results
 
     def _indexed(self, relpath: str) -> str | None:
         state = self.memory.index.files.get(relpath)
