@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 
 from server.answers import AnswerCache
 from server.config import Settings
+from server.requestlog import Refusals
 from server.routes.api import api
 from server.routes.gitpush import git_event
 from server.routes.health import health
@@ -35,6 +36,13 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
         return error_response(exc.status_code, exc.detail)
     log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
     return error_response(500, "internal error; see the server log")
+
+
+def _refused(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    # Every refusal (4xx) of the Litestar routes, logged at a bounded rate (SPEC §13); the answer as before.
+    if exc.status_code < 500:
+        request.app.state.refusals.refused(request.url.path, exc.status_code, " ".join(str(exc.detail).split())[:200])
+    return error_response(exc.status_code, exc.detail)
 
 
 def _too_deep(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -56,6 +64,7 @@ def create_app(settings: Settings) -> Litestar:
         await service.start()
         app.state.service = service
         app.state.answers = AnswerCache()
+        app.state.refusals = Refusals()
         log.info("memory-bridge ready in %.2f s on %s:%d", service.ready_seconds, settings.host, settings.port)
         try:
             yield
@@ -65,7 +74,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[personalize, post_call, tool_remember, git_event, health, api],
         lifespan=[lifespan],
-        exception_handlers={500: _internal_error, RecursionError: _too_deep},
+        exception_handlers={500: _internal_error, HTTPException: _refused, RecursionError: _too_deep},
         openapi_config=OpenAPIConfig(title="memory-bridge", version="0.1.0"),
         request_max_body_size=API_BODY_LIMIT,
         logging_config=None,

@@ -111,7 +111,9 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     if record is None and not args.new:
         print("unknown caller (use --new to see the answer a new caller gets)", file=sys.stderr)
         return 1
-    sys.stdout.write(answer_bytes(view.index, settings, record, dt.datetime.now(dt.UTC)).decode() + "\n")
+    # The webhook sends the caller's key as user_id, known caller or new (SPEC §13).
+    user_id = key or view.identities.identify(args.caller).key
+    sys.stdout.write(answer_bytes(view.index, settings, record, dt.datetime.now(dt.UTC), user_id).decode() + "\n")
     return 0
 
 

@@ -10,11 +10,13 @@ import subprocess
 from collections.abc import Iterator
 
 from server import gitstate
+from server.compose import BUILTINS
 from server.config import Settings
 from server.gitwriter import GitWriter
 from server.index import Index
 from server.keyfile import KEY_FILE
 from server.markdown import SOUL
+from server.placeholders import unfilled_in
 from server.remote import without_credentials
 from server.sync import REMOTE
 from server.vault import Vault
@@ -100,6 +102,12 @@ def _files(vault: Vault) -> Iterator[Finding]:
     Watcher(vault, index, None, 0, 0).load_all()  # type: ignore[arg-type]
     if SOUL not in index.files:
         yield "warn", "soul.md is missing: the agent gets a plain fallback prompt"
+    for unfilled in unfilled_in(index.soul, BUILTINS):
+        yield (
+            "fix",
+            f"soul.md's {unfilled.where} uses {{{{{unfilled.name}}}}}, which no variable fills: declare "
+            f"{unfilled.name} in soul.md's frontmatter (it is sent as plain text until then)",
+        )
     yield "ok", f"{index.caller_count} caller(s) indexed"
     for path, error in index.errors().items():
         yield "fix", f"{path} {error}"

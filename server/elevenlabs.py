@@ -52,6 +52,7 @@ class Personalization(msgspec.Struct, omit_defaults=True, tag_field="type", tag=
 
     dynamic_variables: dict[str, Scalar]
     conversation_config_override: ConfigOverride | None = None
+    user_id: str | None = None  # the caller key (SPEC §13); absent for a withheld caller
 
 
 class ToolRemember(msgspec.Struct, kw_only=True):

@@ -180,4 +180,5 @@ class Memory:
             self.recorder.drop(keys)
 
         await self.writes.delete(relpath, f"forget caller {phone.short(key)}", source, record_the_forget)
+        log.info("forgot caller %s (source %s)", phone.short(key), source)
         return True

@@ -33,7 +33,7 @@ from server.writes import WriteError
 log = logging.getLogger("memory_bridge.postcalls")
 
 RETRY_FIRST_SECONDS = 0.1
-RETRY_MAX_SECONDS = 30.0
+RETRY_MAX_SECONDS = 5.0
 BATCH = 64  # events of different callers applied together
 PARKED_CHECK_SECONDS = 0.2  # how often a parked caller's file is looked at while anything is parked
 

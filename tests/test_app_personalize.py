@@ -373,7 +373,8 @@ def test_a_websocket_to_the_route_is_refused_cleanly(tmp_path: Path) -> None:
     ],
 )
 def test_overrides_switched_off_are_absent(server_factory, env: dict[str, str], agent_keys: set[str]) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory(**env)
+    # The language and voice overrides are switched on (SPEC §13: opt-in) to show they stand alone.
+    server = server_factory(**env, OVERRIDE_LANGUAGE="true", OVERRIDE_VOICE="true")
     soul_vars = soul_variables(server.vault)
     body = answer(server, request(NEW_NUMBER))
     assert_valid_answer(body, soul_vars)

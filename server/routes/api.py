@@ -101,7 +101,9 @@ def api_preview(caller: str, state: State) -> Response[bytes]:
     service = service_of(state)
     key = _known(service, caller)
     return Response(
-        answer_bytes(service.memory.index, service.settings, service.memory.index.caller(key), dt.datetime.now(dt.UTC)),
+        answer_bytes(
+            service.memory.index, service.settings, service.memory.index.caller(key), dt.datetime.now(dt.UTC), key
+        ),
         media_type="application/json",
     )
 

@@ -11,6 +11,8 @@ from litestar.datastructures import State
 
 from server import gitstate
 from server.auth import is_admin
+from server.compose import BUILTINS
+from server.placeholders import unfilled_in
 from server.routes.replies import service_of
 from server.service import Service
 
@@ -67,6 +69,8 @@ def health_report(service: Service) -> dict[str, Any]:
         "inbox_held": service.postcalls.held,
         "inbox_parked": service.postcalls.parked,
         "inbox_error": service.postcalls.last_error,
+        # Placeholders in soul.md that no variable fills: sent as plain text, never as placeholders.
+        "unfilled_placeholders": [f"{u.where}: {{{{{u.name}}}}}" for u in unfilled_in(index.soul, BUILTINS)],
         # The worker process (git and call recording off the event loop); without it, both run in process.
         "worker_alive": service.worker is not None and service.worker.alive,
         "worker_restarts": service.worker.restarts if service.worker is not None else 0,

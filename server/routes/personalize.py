@@ -17,6 +17,7 @@ from litestar import asgi
 from litestar.enums import ScopeType
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
+from server import requestlog
 from server.answers import AnswerCache, default_bytes
 from server.auth import has_webhook_secret
 from server.elevenlabs import parse_personalize
@@ -35,6 +36,9 @@ class Answered(msgspec.Struct):
     content: bytes
     who: Identity | None = None
     call_sid: str | None = None
+    agent_id: str | None = None
+    known: bool = False
+    elapsed_ms: float = 0.0
 
 
 def answer_call(service: Service, answers: AnswerCache, body: bytes, now: dt.datetime) -> Answered:
@@ -43,12 +47,13 @@ def answer_call(service: Service, answers: AnswerCache, body: bytes, now: dt.dat
     try:
         data = parse_personalize(body)
         who = service.memory.identities.identify(data.caller_id, data.called_number)
-        content = answers.get(service, service.memory.identities.lookup(who), now)
+        caller = service.memory.identities.lookup(who)
+        content = answers.get(service, caller, now, who.key)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > service.settings.personalize_deadline_ms:
             log.warning("personalize took %.1f ms, past the deadline: answering with defaults", elapsed_ms)
             content = default_bytes(service, now)
-        return Answered(content, who, data.call_sid)
+        return Answered(content, who, data.call_sid, data.agent_id, caller is not None, elapsed_ms)
     except Exception:
         log.exception("personalize failed; answering with defaults")
         return Answered(default_bytes(service, now))
@@ -70,13 +75,18 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
     secret = service.settings.webhook_secret  # unset: open, for a trial on loopback (config refuses otherwise)
     if secret is not None and not has_webhook_secret(authorization, x_webhook_secret, secret):
         await _send(send, 401, error_body(401, "missing or wrong webhook secret"))
+        state.refusals.refused("/webhook/personalize", 401, "missing or wrong webhook secret")
         return
     body = await _read_body(receive, length, WEBHOOK_BODY_LIMIT)
     if body is None:
         await _send(send, 413, error_body(413, "Request Entity Too Large"), ((b"connection", b"close"),))
+        state.refusals.refused("/webhook/personalize", 413, "body too large")
         return
     answered = answer_call(service, state.answers, body, dt.datetime.now(dt.UTC))
     await _send(send, 200, answered.content)
+    # After the answer is sent: neither the log line nor the recording delays the call.
+    key = answered.who.key if answered.who is not None else None
+    requestlog.call_answered(answered.agent_id, key, answered.known, answered.elapsed_ms)
     if answered.who is not None:
         service.memory.recorder.note_call(answered.who, answered.call_sid)  # recorded after the answer
 

@@ -91,6 +91,9 @@ async def post_call(request: Request[Any, Any, Any], state: State) -> Response[b
     short = phone.short(held.key)
     if _already(service, held):
         return json_response({"status": "duplicate", "caller": short})
+    if service.memory.forgets.before_forget((held.key, held.legacy), held.started):
+        # A conversation from before the caller was forgotten: nothing is held, nothing is written.
+        return json_response({"status": "forgotten", "caller": short})
     try:
         await service.postcalls.hold(held)
     except OSError as exc:
