@@ -39,9 +39,12 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 
 def _refused(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    # Every refusal (4xx) of the Litestar routes, logged at a bounded rate (SPEC §13); the answer as before.
-    if exc.status_code < 500:
-        request.app.state.refusals.refused(request.url.path, exc.status_code, " ".join(str(exc.detail).split())[:200])
+    # Every refusal (a 4xx but 404, which is an answer) of the Litestar routes, logged at a bounded rate
+    # (SPEC §13), by the route's pattern: a path may hold a caller's number. The answer is as before.
+    if exc.status_code < 500 and exc.status_code != 404:
+        handler = request.scope.get("route_handler")
+        route = next(iter(handler.paths), request.url.path) if handler is not None else request.url.path
+        request.app.state.refusals.refused(route, exc.status_code, " ".join(str(exc.detail).split())[:200])
     return error_response(exc.status_code, exc.detail)
 
 
