@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 import msgspec
@@ -63,6 +64,7 @@ class Inbox:
             self.folder.mkdir(parents=True, exist_ok=True)
             _fsync_folder(self.folder.parent)  # the new folder's own entry, so its first event survives a crash
         self._next = 1 + max((seq for seq, _ in self._files()), default=0)
+        self._numbering = threading.Lock()  # holds run in threads at once: each takes a number of its own
 
     def _files(self) -> list[tuple[int, Path]]:
         try:
@@ -78,8 +80,9 @@ class Inbox:
 
     def hold(self, call: HeldCall) -> Held:
         """Write the event durably (file and folder fsynced) and return it; raises OSError if the disk refuses."""
-        held = Held(self._next, call)
-        self._next += 1
+        with self._numbering:
+            held = Held(self._next, call)
+            self._next += 1
         final = self.folder / held.name
         temp = final.with_suffix(_TEMP_SUFFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -26,7 +26,7 @@ from server.elevenlabs import FinishedCall
 from server.gitrun import GitError
 from server.gitstate import OperationInProgress
 from server.inbox import Held, HeldCall, Inbox
-from server.memory import CallWritten, Memory
+from server.memory import CallWritten, FinishedCallRecord, Memory
 from server.vault import DiskError
 from server.writes import WriteError
 
@@ -34,7 +34,8 @@ log = logging.getLogger("memory_bridge.postcalls")
 
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
-BATCH = 64  # events of different callers applied together
+BATCH = 64  # callers whose events are applied side by side
+GROUP = 50  # one caller's events written in one change and one commit
 PARKED_CHECK_SECONDS = 0.2  # how often a parked caller's file is looked at while anything is parked
 
 
@@ -63,16 +64,28 @@ _WRITTEN = {CallWritten.SAVED: Applied.SAVED, CallWritten.DUPLICATE: Applied.DUP
 
 async def apply_one(memory: Memory, call: HeldCall) -> tuple[Applied, str | None]:
     """Write one held call back; its outcome, and why when it is parked or to be retried."""
-    started = dt.datetime.fromtimestamp(call.started, dt.UTC) if call.started is not None else None
-    try:
-        written = await memory.write_back(
-            call.key, call.conversation_id, call.summary, started, call.fills, e164=call.e164, legacy=call.legacy
+    return (await apply_calls(memory, [call]))[0]
+
+
+async def apply_calls(memory: Memory, calls: list[HeldCall]) -> list[tuple[Applied, str | None]]:
+    """Write held calls of one caller back, in order, in one commit; each's outcome (and why, if not applied)."""
+    first = calls[0]
+    records = [
+        FinishedCallRecord(
+            call.conversation_id,
+            call.summary,
+            dt.datetime.fromtimestamp(call.started, dt.UTC) if call.started is not None else None,
+            call.fills,
         )
+        for call in calls
+    ]
+    try:
+        written = await memory.write_back_calls(first.key, records, e164=first.e164, legacy=first.legacy)
     except (OperationInProgress, GitError, DiskError) as exc:
-        return Applied.RETRY, " ".join(str(exc).split()) or type(exc).__name__
+        return [(Applied.RETRY, " ".join(str(exc).split()) or type(exc).__name__)] * len(calls)
     except WriteError as exc:
-        return Applied.PARKED, str(exc)
-    return _WRITTEN.get(written, Applied.FORGOTTEN), None
+        return [(Applied.PARKED, str(exc))] * len(calls)
+    return [(_WRITTEN.get(outcome, Applied.FORGOTTEN), None) for outcome in written]
 
 
 class Postcalls:
@@ -170,47 +183,52 @@ class Postcalls:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    def _choose(self) -> list[tuple[Held, str]]:
-        """The next events to apply together: each caller's first queued one, in order, up to a batch.
+    def _choose(self) -> list[tuple[list[Held], str]]:
+        """The next events to apply together: for each caller, its first queued ones, in order, up to a batch.
 
-        Events of a parked caller join it; a caller's later events wait for its earlier one.
+        A caller's events are written in one change and one commit, and callers side by side. Events
+        of a parked caller join it, in order.
         """
-        chosen: list[tuple[Held, str]] = []
-        seen: set[str] = set()
+        chosen: dict[str, list[Held]] = {}
+        closed: set[str] = set()  # callers whose group ended (full, or an event for another key)
         for held in list(self._queue):
             relpath, _ = self.memory.writes.caller_file(held.call.key, held.call.legacy)
             if relpath in self._parked:
                 self._queue.remove(held)
                 self._parked[relpath].append(held)  # behind the caller's earlier events: order holds
-            elif relpath not in seen:
-                seen.add(relpath)
-                chosen.append((held, relpath))
-                if len(chosen) == BATCH:
-                    break
-            else:
-                seen.add(relpath)
-        return chosen
+                continue
+            group = chosen.get(relpath)
+            if group is None and len(chosen) < BATCH:
+                chosen[relpath] = [held]
+            elif group is not None and relpath not in closed:
+                same = (group[0].call.key, group[0].call.legacy) == (held.call.key, held.call.legacy)
+                if same and len(group) < GROUP:
+                    group.append(held)
+                else:
+                    closed.add(relpath)
+        return [(group, relpath) for relpath, group in chosen.items()]
 
     async def _round(self) -> list[tuple[Held, Applied]]:
-        """Apply a batch of events of different callers together (their commits grouped); their outcomes."""
+        """Apply a batch of events, each caller's together, callers side by side (commits grouped); their outcomes."""
         chosen = self._choose()
-        outcomes = await asyncio.gather(*(apply_one(self.memory, held.call) for held, _ in chosen))
+        outcomes = await asyncio.gather(*(apply_calls(self.memory, [h.call for h in group]) for group, _ in chosen))
         results = []
         finished: list[Held] = []
-        for (held, relpath), (outcome, why) in zip(chosen, outcomes, strict=True):
-            results.append((held, outcome))
-            short = phone.short(held.call.key)
-            if outcome is Applied.RETRY:
-                self.last_error = why
-                log.warning("post-call event %s for %s not applied yet, retrying: %s", held.seq, short, why)
-                continue
-            self._queue.remove(held)
-            if outcome is Applied.PARKED:
-                log.warning("post-call event %s for %s parked until its file is fixed: %s", held.seq, short, why)
-                self._parked.setdefault(relpath, []).append(held)
-                self._parked_as[relpath] = self._indexed(relpath)
-                continue
-            finished.append(held)
+        for (group, relpath), group_outcomes in zip(chosen, outcomes, strict=True):
+            for held, (outcome, why) in zip(group, group_outcomes, strict=True):
+                results.append((held, outcome))
+                short = phone.short(held.call.key)
+                if outcome is Applied.RETRY:
+                    self.last_error = why
+                    log.warning("post-call event %s for %s not applied yet, retrying: %s", held.seq, short, why)
+                    continue
+                self._queue.remove(held)
+                if outcome is Applied.PARKED:
+                    log.warning("post-call event %s for %s parked until its file is fixed: %s", held.seq, short, why)
+                    self._parked.setdefault(relpath, []).append(held)
+                    self._parked_as[relpath] = self._indexed(relpath)
+                    continue
+                finished.append(held)
         if finished:
             await asyncio.to_thread(self.inbox.remove, *finished)
             for held in finished:

@@ -23,7 +23,8 @@ def test_one_line_per_call_answered_per_refusal_and_per_forget_and_never_a_numbe
         lambda: re.findall(r"call answered: .*", server.logs()) if server.logs().count("call answered") >= 2 else None
     )
     assert re.fullmatch(
-        rf"call answered: tenant=default agent=agent_7101k5zvyjhmfg983brhmhkd98n6 caller={MARIA_KEY[:12]} new in \d+\.\d\d ms",
+        rf"call answered: tenant=default agent=agent_7101k5zvyjhmfg983brhmhkd98n6 caller={MARIA_KEY[:12]} "
+        r"new in \d+\.\d\d ms",
         lines[0],
     ), lines[0]
     assert re.fullmatch(r"call answered: tenant=default agent=agent_\w+ caller=withheld new in \d+\.\d\d ms", lines[1])

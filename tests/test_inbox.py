@@ -77,6 +77,18 @@ def test_held_events_survive_in_order_and_a_torn_write_is_not_an_event(tmp_path:
     assert not list(inbox.folder.glob("*.tmp"))
 
 
+def test_holds_from_many_threads_at_once_each_get_a_file_of_their_own(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    (tmp_path / ".git").mkdir()
+    inbox = Inbox(tmp_path)
+    calls = [HeldCall(conversation_id=f"conv_{n}", key="b" * 64, summary="s") for n in range(400)]
+    with ThreadPoolExecutor(8) as pool:
+        held = list(pool.map(inbox.hold, calls))
+    assert sorted(h.seq for h in held) == list(range(1, 401))
+    assert sorted(h.call.conversation_id for h in Inbox(tmp_path).load()) == sorted(c.conversation_id for c in calls)
+
+
 # -- a caller file broken by hand while events arrive ---------------------------------------------------
 
 
@@ -113,10 +125,15 @@ def test_a_file_broken_during_200_events_gets_every_event_after_the_fix(server_f
     assert all(line.split("\t")[2] == call.key[:12] for line in listed.stdout.splitlines())
     assert call.number[1:] not in listed.stdout
 
+    before_fix = git(server.vault, "rev-parse", "HEAD").strip()
     path.write_text(good)  # the person fixes it
     assert server.wait_for(lambda: health(server)["inbox_held"] == 0, timeout=10), health(server)
     assert server.wait_for(lambda: caught_up(server), timeout=10)
     assert ids_in(path) == [f"conv_inbox_{n:05d}" for n in range(200)]
+    # A caller's held events are written 50 to a change and a commit, each listed in its message.
+    messages = git(server.vault, "log", "--format=%B%x1e", f"{before_fix}..HEAD").split("\x1e")
+    listed = [m.count("call summary for") for m in messages if "call summary for" in m]
+    assert listed == [50, 50, 50], listed
     assert not list((server.vault / ".git" / "memory-bridge" / "inbox").iterdir())
     committed = git(server.vault, "show", f"HEAD:{call.file}")
     assert committed == path.read_text()
@@ -144,8 +161,8 @@ def test_the_cli_applies_what_a_stopped_server_left_held(server_factory) -> None
 
     still = run_cli(server.vault, "inbox", "--apply")
     assert still.returncode == 1
-    assert [line.split("\t")[:2] for line in still.stdout.splitlines()] == [["2", "parked"]]
-    assert still.stderr.strip() == "1 event(s) tried, 2 still held"
+    assert [line.split("\t")[:2] for line in still.stdout.splitlines()] == [["2", "parked"], ["3", "parked"]]
+    assert still.stderr.strip() == "2 event(s) tried, 2 still held"
     path.write_text(good)
     applied = run_cli(server.vault, "inbox", "--apply")
     assert applied.returncode == 0, applied.stderr
