@@ -1,9 +1,10 @@
 """The post-call inbox on disk: each event fsynced in the vault's `.git/` before it is answered (SPEC §13).
 
-An event is one small JSON file, `<seq>.json`, named by a sequence number that orders the events
-across restarts. It is written to a temporary name, fsynced, renamed into place and the folder
-fsynced: once `hold` returns, a crash (even SIGKILL, even of the machine) cannot lose it. It is
-removed only after it was applied and committed; applying it again after a crash in between is a
+Events arriving together are held together (a group commit): one small JSON file per batch,
+`<batch>.json`, a list of calls, named by a number that orders the batches across restarts. It is
+written to a temporary name, fsynced, renamed into place and the folder fsynced: once `hold_many`
+returns, a crash (even SIGKILL, even of the machine) cannot lose its events. A batch file is removed
+once all its events were applied and committed; applying one again after a crash in between is a
 duplicate, recognised by its exact conversation id. What is held is the call as memory writes it:
 the caller key, never a raw phone number (unless STORE_PHONE_NUMBERS asks for it).
 """
@@ -24,6 +25,7 @@ INBOX_DIR = "memory-bridge/inbox"  # inside .git/, like the phone hash key and t
 _SUFFIX = ".json"
 _TEMP_SUFFIX = ".tmp"
 _SEQ_DIGITS = 12
+SLOTS = 1000  # events in one batch at most; an event's number is batch * SLOTS + its place in it
 
 
 class HeldCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,25 +48,35 @@ class Held(msgspec.Struct, frozen=True):
     call: HeldCall
 
     @property
+    def batch(self) -> int:
+        """The number of the batch file it is in."""
+        return self.seq // SLOTS
+
+    @property
     def name(self) -> str:
-        """Its file name in the inbox folder."""
-        return f"{self.seq:0{_SEQ_DIGITS}d}{_SUFFIX}"
+        """The file name of its batch in the inbox folder."""
+        return _name(self.batch)
+
+
+def _name(batch: int) -> str:
+    return f"{batch:0{_SEQ_DIGITS}d}{_SUFFIX}"
 
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(HeldCall)
+_decoder = msgspec.json.Decoder(list[HeldCall])
 
 
 class Inbox:
-    """The folder of held events of one vault. `hold` is called from one process only (the server)."""
+    """The folder of held events of one vault. Only one process (the server) holds events."""
 
     def __init__(self, vault_root: Path) -> None:
         self.folder = vault_root / ".git" / INBOX_DIR
         if not self.folder.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
             _fsync_folder(self.folder.parent)  # the new folder's own entry, so its first event survives a crash
-        self._next = 1 + max((seq for seq, _ in self._files()), default=0)
-        self._numbering = threading.Lock()  # holds run in threads at once: each takes a number of its own
+        self._next = 1 + max((batch for batch, _ in self._files()), default=0)
+        self._numbering = threading.Lock()  # holds may run in threads at once: each batch gets a number of its own
+        self._outstanding: dict[int, set[int]] = {}  # batch -> its events not yet applied
 
     def _files(self) -> list[tuple[int, Path]]:
         try:
@@ -79,37 +91,64 @@ class Inbox:
         return sorted(found)
 
     def hold(self, call: HeldCall) -> Held:
-        """Write the event durably (file and folder fsynced) and return it; raises OSError if the disk refuses."""
+        """Hold one event durably; see `hold_many`."""
+        return self.hold_many([call])[0]
+
+    def hold_many(self, calls: list[HeldCall]) -> list[Held]:
+        """Write events durably, in one file (file and folder fsynced), and return them; OSError if the disk refuses."""
+        if not 0 < len(calls) <= SLOTS:
+            raise ValueError(f"a batch holds 1 to {SLOTS} events")
         with self._numbering:
-            held = Held(self._next, call)
+            batch = self._next
             self._next += 1
-        final = self.folder / held.name
+        final = self.folder / _name(batch)
         temp = final.with_suffix(_TEMP_SUFFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, _encoder.encode(call))
+            os.write(fd, _encoder.encode(calls))
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp, final)
         _fsync_folder(self.folder)
+        held = [Held(batch * SLOTS + n, call) for n, call in enumerate(calls)]
+        with self._numbering:
+            self._outstanding[batch] = {h.seq for h in held}
         return held
 
     def load(self) -> list[Held]:
         """Every held event, in order. A file that cannot be read is left in place and logged."""
-        held = []
-        for seq, path in self._files():
+        held: list[Held] = []
+        for batch, path in self._files():
             try:
-                held.append(Held(seq, _decoder.decode(path.read_bytes())))
+                calls = _decoder.decode(path.read_bytes())
             except (OSError, msgspec.DecodeError) as exc:
-                log.error("inbox event %s cannot be read, left in place: %s", path.name, exc)
+                log.error("inbox batch %s cannot be read, left in place: %s", path.name, exc)
+                continue
+            events = [Held(batch * SLOTS + n, call) for n, call in enumerate(calls[:SLOTS])]
+            with self._numbering:
+                self._outstanding[batch] = {h.seq for h in events}
+            held += events
         return held
 
     def remove(self, *held: Held) -> None:
-        """Forget applied events. Losing a removal to a crash only makes its event a duplicate later."""
-        for one in held:
+        """Forget applied events: a batch file goes once all its events are applied.
+
+        Losing a removal to a crash only makes its events duplicates later.
+        """
+        emptied = []
+        with self._numbering:
+            for one in held:
+                left = self._outstanding.get(one.batch)
+                if left is None:
+                    continue
+                left.discard(one.seq)
+                if not left:
+                    del self._outstanding[one.batch]
+                    emptied.append(one.batch)
+        for batch in emptied:
             with contextlib.suppress(FileNotFoundError):
-                (self.folder / one.name).unlink()
+                (self.folder / _name(batch)).unlink()
 
     def clean_temporaries(self) -> int:
         """Remove events a crash interrupted before they were held (never answered 200); how many."""

@@ -25,7 +25,7 @@ from server import phone
 from server.elevenlabs import FinishedCall
 from server.gitrun import GitError
 from server.gitstate import OperationInProgress
-from server.inbox import Held, HeldCall, Inbox
+from server.inbox import SLOTS, Held, HeldCall, Inbox
 from server.memory import CallWritten, FinishedCallRecord, Memory
 from server.vault import DiskError
 from server.writes import WriteError
@@ -99,6 +99,8 @@ class Postcalls:
         self._parked_as: dict[str, str | None] = {}  # caller file -> its indexed version when it was parked
         self._held_ids: set[str] = {held.call.conversation_id for held in self._queue}
         self._wake = asyncio.Event()
+        self._waiting: list[tuple[HeldCall, asyncio.Future[Held]]] = []  # to be held in the next batch
+        self._holder: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.last_error: str | None = None
@@ -125,12 +127,33 @@ class Postcalls:
         return [entry(held, held.seq in parked) for held in every]
 
     async def hold(self, call: HeldCall) -> Held:
-        """Hold an event durably and queue it; once this returns, it may be acknowledged."""
-        held = await asyncio.to_thread(self.inbox.hold, call)
-        self._queue.append(held)
-        self._held_ids.add(call.conversation_id)
-        self._wake.set()
-        return held
+        """Hold an event durably and queue it; once this returns, it may be acknowledged.
+
+        Events arriving while a batch is being written are written together next, in one file and
+        one fsync (a group commit): under a storm each waits for at most two writes.
+        """
+        waiting: asyncio.Future[Held] = asyncio.get_running_loop().create_future()
+        self._waiting.append((call, waiting))
+        if self._holder is None or self._holder.done():
+            self._holder = asyncio.create_task(self._hold_waiting(), name="inbox-hold")
+        return await waiting
+
+    async def _hold_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:SLOTS], self._waiting[SLOTS:]
+            try:
+                held = await asyncio.to_thread(self.inbox.hold_many, [call for call, _ in batch])
+            except OSError as exc:
+                for _, waiting in batch:
+                    if not waiting.done():
+                        waiting.set_exception(exc)
+                continue
+            self._queue.extend(held)
+            self._held_ids.update(h.call.conversation_id for h in held)
+            self._wake.set()
+            for (_, waiting), one in zip(batch, held, strict=True):
+                if not waiting.done():  # its client may have gone: the event is held all the same
+                    waiting.set_result(one)
 
     async def start(self) -> None:
         """Start applying, beginning with what a previous run left held."""

@@ -62,19 +62,33 @@ def test_held_events_survive_in_order_and_a_torn_write_is_not_an_event(tmp_path:
     inbox = Inbox(tmp_path)
     calls = [HeldCall(conversation_id=f"conv_{n}", key="a" * 64, summary=f"s{n}", received=1.0) for n in range(3)]
     held = [inbox.hold(call) for call in calls]
-    assert [h.seq for h in held] == [1, 2, 3]
+    assert [h.seq for h in held] == [1000, 2000, 3000]  # one batch each: batch * 1000 + place in it
     files = sorted(p.name for p in inbox.folder.iterdir())
     assert files == ["000000000001.json", "000000000002.json", "000000000003.json"]
-    assert json.loads((inbox.folder / files[0]).read_bytes())["conversation_id"] == "conv_0"
-    (inbox.folder / "000000000004.tmp").write_bytes(b'{"conversation_id": "conv_to')  # killed mid-write
+    assert json.loads((inbox.folder / files[0]).read_bytes())[0]["conversation_id"] == "conv_0"
+    (inbox.folder / "000000000004.tmp").write_bytes(b'[{"conversation_id": "conv_to')  # killed mid-write
     inbox.remove(held[1])
     inbox.remove(held[1])  # a second removal (a re-applied duplicate) is harmless
 
     again = Inbox(tmp_path)  # a restart
-    assert [(h.seq, h.call) for h in again.load()] == [(1, calls[0]), (3, calls[2])]
+    assert [(h.seq, h.call) for h in again.load()] == [(1000, calls[0]), (3000, calls[2])]
     assert again.clean_temporaries() == 1
-    assert again.hold(calls[1]).seq == 4  # numbering goes on after the highest held
+    assert again.hold(calls[1]).seq == 4000  # numbering goes on after the highest held
     assert not list(inbox.folder.glob("*.tmp"))
+
+    # Events held together share a file, which goes once every one of them is applied.
+    batch = again.hold_many(calls)
+    assert [h.seq for h in batch] == [5000, 5001, 5002]
+    assert [c["conversation_id"] for c in json.loads((again.folder / "000000000005.json").read_bytes())] == [
+        "conv_0",
+        "conv_1",
+        "conv_2",
+    ]
+    again.remove(batch[0], batch[2])
+    assert (again.folder / "000000000005.json").exists()
+    assert [h.seq for h in Inbox(tmp_path).load()] == [1000, 3000, 4000, 5000, 5001, 5002]  # a crash now
+    again.remove(batch[1])
+    assert not (again.folder / "000000000005.json").exists()
 
 
 def test_holds_from_many_threads_at_once_each_get_a_file_of_their_own(tmp_path: Path) -> None:
@@ -85,7 +99,7 @@ def test_holds_from_many_threads_at_once_each_get_a_file_of_their_own(tmp_path: 
     calls = [HeldCall(conversation_id=f"conv_{n}", key="b" * 64, summary="s") for n in range(400)]
     with ThreadPoolExecutor(8) as pool:
         held = list(pool.map(inbox.hold, calls))
-    assert sorted(h.seq for h in held) == list(range(1, 401))
+    assert sorted(h.seq for h in held) == [batch * 1000 for batch in range(1, 401)]
     assert sorted(h.call.conversation_id for h in Inbox(tmp_path).load()) == sorted(c.conversation_id for c in calls)
 
 
@@ -161,12 +175,12 @@ def test_the_cli_applies_what_a_stopped_server_left_held(server_factory) -> None
 
     still = run_cli(server.vault, "inbox", "--apply")
     assert still.returncode == 1
-    assert [line.split("\t")[:2] for line in still.stdout.splitlines()] == [["2", "parked"], ["3", "parked"]]
+    assert [line.split("\t")[:2] for line in still.stdout.splitlines()] == [["2000", "parked"], ["3000", "parked"]]
     assert still.stderr.strip() == "2 event(s) tried, 2 still held"
     path.write_text(good)
     applied = run_cli(server.vault, "inbox", "--apply")
     assert applied.returncode == 0, applied.stderr
-    assert [line.split("\t")[:2] for line in applied.stdout.splitlines()] == [["2", "saved"], ["3", "saved"]]
+    assert [line.split("\t")[:2] for line in applied.stdout.splitlines()] == [["2000", "saved"], ["3000", "saved"]]
     assert ids_in(path, "cli") == ["conv_cli_00000", "conv_cli_00001", "conv_cli_00002"]
     assert git(server.vault, "status", "--porcelain") == ""
     assert run_cli(server.vault, "inbox").stderr.strip() == "0 post-call event(s) held"
