@@ -70,10 +70,7 @@ class Inbox:
     """The folder of held events of one vault. Only one process (the server) holds events."""
 
     def __init__(self, vault_root: Path) -> None:
-        self.folder = vault_root / ".git" / INBOX_DIR
-        if not self.folder.is_dir():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            _fsync_folder(self.folder.parent)  # the new folder's own entry, so its first event survives a crash
+        self.folder = vault_root / ".git" / INBOX_DIR  # made by the first hold: reading it writes nothing
         self._next = 1 + max((batch for batch, _ in self._files()), default=0)
         self._numbering = threading.Lock()  # holds may run in threads at once: each batch gets a number of its own
         self._outstanding: dict[int, set[int]] = {}  # batch -> its events not yet applied
@@ -101,6 +98,9 @@ class Inbox:
         with self._numbering:
             batch = self._next
             self._next += 1
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _fsync_folder(self.folder.parent)  # the new folder's own entry, so its first event survives a crash
         final = self.folder / _name(batch)
         temp = final.with_suffix(_TEMP_SUFFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -172,6 +172,8 @@ def test_the_cli_applies_what_a_stopped_server_left_held(server_factory) -> None
         assert post(server.client, event(call, n, "cli")).json()["status"] == "held"
     assert server.wait_for(lambda: health(server)["inbox_parked"] == 2)
     server.stop()
+    doctor = run_cli(server.vault, "doctor")
+    assert "2 post-call event(s) held in the inbox, not yet written" in doctor.stdout
 
     still = run_cli(server.vault, "inbox", "--apply")
     assert still.returncode == 1
