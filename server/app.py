@@ -45,7 +45,10 @@ def _refused(request: Request[Any, Any, Any], exc: HTTPException) -> Response[by
         handler = request.scope.get("route_handler")
         route = next(iter(handler.paths), request.url.path) if handler is not None else request.url.path
         request.app.state.refusals.refused(route, exc.status_code, " ".join(str(exc.detail).split())[:200])
-    return error_response(exc.status_code, exc.detail)
+    response = error_response(exc.status_code, exc.detail)
+    for name, value in (exc.headers or {}).items():  # e.g. `connection: close` for a body left unread
+        response.set_header(name, value)
+    return response
 
 
 def _too_deep(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
