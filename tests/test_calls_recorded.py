@@ -99,4 +99,7 @@ def test_the_server_backfills_the_last_day_on_its_schedule(server_factory) -> No
         assert text.count("(conv_backfill_00002)") == 1 and text.count("(conv_backfill_00003)") == 1
         assert "(conv_backfill_00001)" not in text
         assert re.search(r"backfill: \d+ conversation\(s\) listed", server.logs())
+        status = server.admin("GET", "/health").json()["backfill"]
+        assert status["last_error"] is None
+        assert status["last_report"]["listed"] == 2 and status["last_report"]["already"] == 2
     assert Path(server.vault).is_dir()

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
+import msgspec
 from litestar import Request, get
 from litestar.datastructures import State
 
@@ -69,6 +70,8 @@ def health_report(service: Service) -> dict[str, Any]:
         "inbox_held": service.postcalls.held,
         "inbox_parked": service.postcalls.parked,
         "inbox_error": service.postcalls.last_error,
+        # The scheduled backfill (BACKFILL_MINUTES): its last run's report, or why it failed; None when off.
+        "backfill": _backfill(service),
         # Placeholders in soul.md that no variable fills: sent as plain text, never as placeholders.
         "unfilled_placeholders": [f"{u.where}: {{{{{u.name}}}}}" for u in unfilled_in(index.soul, BUILTINS)],
         # The worker process (git and call recording off the event loop); without it, both run in process.
@@ -82,6 +85,14 @@ def health_report(service: Service) -> dict[str, Any]:
         "merge_conflicts": sync.status.merge_conflicts,
         "git_operation": None if operation is None else _operation(operation, service),
     }
+
+
+def _backfill(service: Service) -> dict[str, Any] | None:
+    schedule = service.backfill
+    if schedule is None:
+        return None
+    report = schedule.last_report
+    return {"last_report": msgspec.to_builtins(report) if report else None, "last_error": schedule.last_error}
 
 
 def _operation(operation: gitstate.InProgress, service: Service) -> dict[str, Any]:
