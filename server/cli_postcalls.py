@@ -26,9 +26,17 @@ def register(add: Add) -> None:
 def cmd_inbox(args: argparse.Namespace, settings: Settings) -> int:
     """List held events (read-only), or apply them through the write path."""
     from server.cli import _with_service
+    from server.gitlock import server_running
     from server.inbox import Inbox
     from server.postcalls import Applied, entry
 
+    if args.apply and server_running(settings.vault_dir):
+        print(
+            "memory-bridge: a server is running on this vault: it applies held events itself (parked ones as "
+            "soon as their caller file is fixed); stop it to apply them here",
+            file=sys.stderr,
+        )
+        return 1
     if not args.apply:
         if not (settings.vault_dir / ".git").is_dir():
             print(f"memory-bridge: no vault at {settings.vault_dir}", file=sys.stderr)
