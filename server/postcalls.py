@@ -34,7 +34,7 @@ log = logging.getLogger("memory_bridge.postcalls")
 
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
-BATCH = 64  # callers whose events are applied side by side
+BATCH = 16  # callers applied side by side: more makes longer pauses for the webhooks answered meanwhile
 GROUP = 50  # one caller's events written in one change and one commit
 PARKED_CHECK_SECONDS = 0.2  # how often a parked caller's file is looked at while anything is parked
 
