@@ -121,7 +121,7 @@ class Postcalls:
         return conversation_id in self._held_ids
 
     def entries(self) -> list[InboxEntry]:
-        """Every held event, in order, for the CLI and /health."""
+        """Every held event, in order, for /health's details."""
         parked = {held.seq for events in self._parked.values() for held in events}
         every = sorted([*self._queue, *(h for events in self._parked.values() for h in events)], key=lambda h: h.seq)
         return [entry(held, held.seq in parked) for held in every]
@@ -129,8 +129,8 @@ class Postcalls:
     async def hold(self, call: HeldCall) -> Held:
         """Hold an event durably and queue it; once this returns, it may be acknowledged.
 
-        Events arriving while a batch is being written are written together next, in one file and
-        one fsync (a group commit): under a storm each waits for at most two writes.
+        Events arriving while a batch is being written are written together next, as one batch and
+        one sync (a group commit): under a storm each waits for at most two writes.
         """
         waiting: asyncio.Future[Held] = asyncio.get_running_loop().create_future()
         self._waiting.append((call, waiting))
@@ -143,7 +143,7 @@ class Postcalls:
             batch, self._waiting = self._waiting[:SLOTS], self._waiting[SLOTS:]
             try:
                 held = await asyncio.to_thread(self.inbox.hold_many, [call for call, _ in batch])
-            except OSError as exc:
+            except Exception as exc:  # every waiting webhook is told (503 or 500), none left hanging
                 for _, waiting in batch:
                     if not waiting.done():
                         waiting.set_exception(exc)

@@ -153,6 +153,9 @@ def test_a_file_broken_during_200_events_gets_every_event_after_the_fix(server_f
     assert server.wait_for(lambda: health(server)["inbox_parked"] == 150, timeout=10), health(server)
     status = health(server)
     assert status["inbox_held"] == 150 and status["status"] == "degraded"
+    details = server.admin("GET", "/health").json()["inbox"]
+    assert len(details) == 100 and all(item["parked"] and item["caller"] == call.key[:12] for item in details)
+    assert [item["conversation_id"] for item in details] == [f"conv_inbox_{n:05d}" for n in range(50, 150)]
     assert path.read_text() == broken, "a broken file is never written"
     listed = run_cli(server.vault, "inbox")
     assert listed.returncode == 0

@@ -70,6 +70,8 @@ def health_report(service: Service) -> dict[str, Any]:
         "inbox_held": service.postcalls.held,
         "inbox_parked": service.postcalls.parked,
         "inbox_error": service.postcalls.last_error,
+        # The first held events (no number, no summary): which conversations wait, and which are parked.
+        "inbox": [msgspec.to_builtins(item) for item in service.postcalls.entries()[:100]],
         # The scheduled backfill (BACKFILL_MINUTES): its last run's report, or why it failed; None when off.
         "backfill": _backfill(service),
         # Placeholders in soul.md that no variable fills: sent as plain text, never as placeholders.
