@@ -131,6 +131,21 @@ def _rows(meta: dict[str, Any], r: dict[str, Any]) -> list[tuple[str, str, str, 
             pc["max"] <= 1000 and pc["missed"] == 0 and pc["failures"] == 0 if pc else None,
         )
     )
+    ib = r.get("post_call_inbox")
+    rows.append(
+        (
+            "post-call webhook → durably held and answered 200",
+            "p99 ≤ 20 ms, 0 lost across SIGKILL",
+            f"p50 {ib['p50']:.1f} / **p99 {ib['p99']:.1f} ms** over {len(ib['ack_ms']):,} events; "
+            f"SIGKILL after {ib['storm_acknowledged']:,} answered: **{ib['storm_lost']} lost**, "
+            f"{ib['storm_applied_twice']} applied twice"
+            if ib
+            else "not run",
+            ib["p99"] <= 20 and ib["storm_lost"] == 0 and ib["storm_applied_twice"] == 0 and not ib["failures"]
+            if ib
+            else None,
+        )
+    )
     return rows + syncreport.rows(meta, r)
 
 

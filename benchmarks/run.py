@@ -17,6 +17,8 @@ Scenarios (`--only NAME`, repeatable):
 - `writes`: 32 concurrent API writers; acknowledged writes/s, then every acknowledged fact is
   checked in the files and in git's HEAD.
 - `post-call`: signed post-call webhook, then call until the answer carries the summary.
+- `post-call-inbox`: post-call webhook → durably held and answered; SIGKILL during an event storm
+  (`benchmarks/inbox.py`).
 - `sync-visibility`, `sync-busy`: two replicas syncing through a git remote (`benchmarks/sync.py`).
 - `tenants`: 100 tenants of 1,000 callers in one process: ready time and RSS from the derived
   caches, personalize latency at 500 req/s spread over the tenants (`benchmarks/tenants.py`).
@@ -49,13 +51,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fixedrate, generate, loadgen, machine, probes, report, servers, sync, tenants
+from benchmarks import fixedrate, generate, inbox, loadgen, machine, probes, report, servers, sync, tenants
 from benchmarks.httpclient import Connection, HttpError
 from server import edits
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
 SCENARIOS: tuple[str, ...] = ("startup", "throughput", "latency", "latency-busy", "hand-edit", "writes", "post-call")
+SCENARIOS += ("post-call-inbox",)
 SCENARIOS += ("sync-visibility", "sync-busy", "tenants", "probes")
 FIXTURE = ROOT / "tests" / "fixtures" / "elevenlabs" / "post_call_transcription.json"
 
@@ -853,6 +856,7 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "hand-edit": scenario_hand_edit,
     "writes": scenario_writes,
     "post-call": scenario_post_call,
+    "post-call-inbox": inbox.scenario_inbox,
     "latency-busy": scenario_latency_busy,  # it restarts the service with a 1 s reconcile
     "sync-visibility": sync.scenario_visibility,
     "sync-busy": sync.scenario_busy,

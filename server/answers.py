@@ -19,7 +19,7 @@ from server.config import Settings
 from server.elevenlabs import Personalization
 from server.extrabody import extra_body, with_extra_body
 from server.index import Index
-from server.records import Caller, Soul
+from server.records import Caller, Scalar, Soul
 from server.service import Service
 
 log = logging.getLogger("memory_bridge.http")
@@ -32,27 +32,52 @@ STATIC_DEFAULT = _encoder.encode(
 
 
 def answer_bytes(
-    index: Index, settings: Settings, caller: Caller | None, now: dt.datetime, soul: Soul | None = None
+    index: Index,
+    settings: Settings,
+    caller: Caller | None,
+    now: dt.datetime,
+    soul: Soul | None = None,
+    user_id: str | None = None,
 ) -> bytes:
-    """Exactly what the personalize webhook answers for `caller` at `now`, from this index (and an agent's soul)."""
-    return _encoder.encode(compose(caller, soul or index.soul, index.notes, now, settings))
+    """Exactly what the personalize webhook answers for `caller` (key `user_id`) at `now`, from this index.
+
+    `soul`: the agent's own (SPEC §12); default, soul.md's.
+    """
+    return _encoder.encode(compose(caller, soul or index.soul, index.notes, now, settings, user_id))
 
 
 def preview_bytes(index: Index, settings: Settings, caller: Caller | None, key: str | None, now: dt.datetime) -> bytes:
     """What the webhook answers a caller with key `key` (None: withheld) at `now`, with its extra body if on."""
-    content = answer_bytes(index, settings, caller, now)
+    content = answer_bytes(index, settings, caller, now, user_id=key)
     if settings.custom_llm_extra_body:
         content = with_extra_body(content, extra_body(key, caller is not None))
     return content
 
 
 def default_bytes(service: Service, now: dt.datetime) -> bytes:
-    """The new-caller answer; the built-in one if even that cannot be composed. Never raises."""
+    """The new-caller answer; a last resort with the soul's variables if even that cannot be composed. Never raises."""
+    index: Index = service.memory.index
     try:
-        index: Index = service.memory.index
         return _encoder.encode(defaults(index.soul, index.notes, service.settings, now))
     except Exception:
-        log.exception("could not compose the default answer; sending the built-in one")
+        log.exception("could not compose the default answer; sending the last-resort one")
+    return last_resort(index)
+
+
+def last_resort(index: Index) -> bytes:
+    """Every variable the soul declares (its default if it is a plain value, else empty) and the built-ins.
+
+    The agent's own prompt may use any of them: one missing would fail the call on ElevenLabs' side.
+    """
+    try:
+        declared: dict[str, Scalar] = {
+            name: value if isinstance(value, str | int | float) and not name.startswith("system__") else ""
+            for name, value in index.soul.variables.items()
+            if not name.startswith("system__")
+        }
+        builtins: dict[str, Scalar] = {**dict.fromkeys(BUILTINS, ""), "caller_known": False, "call_count": 0}
+        return _encoder.encode(Personalization(dynamic_variables={**declared, **builtins}))
+    except Exception:
         return STATIC_DEFAULT
 
 
@@ -82,21 +107,28 @@ class AnswerCache:
         return today
 
     def get(
-        self, service: Service, caller: Caller | None, now: dt.datetime, soul: Soul | None = None, scope: str = ""
+        self,
+        service: Service,
+        caller: Caller | None,
+        now: dt.datetime,
+        soul: Soul | None = None,
+        scope: str = "",
+        user_id: str | None = None,
     ) -> bytes:
-        """The answer for `caller` at `now`, composed only if an input changed since the last time.
+        """The answer for `caller` (key `user_id`) at `now`, composed only if an input changed since the last time.
 
         `soul` is the agent's (default: soul.md's); `scope` keeps tenants' entries apart in a shared cache.
         """
         index = service.memory.index
         soul, today = soul or index.soul, self._today(service, now)
         note = index.notes.get(today)
-        key = scope + (caller.phone_hash if caller is not None else "")
+        # By the caller's key: a new caller's answer differs from another's by its user_id alone.
+        key = scope + (user_id or (caller.phone_hash if caller is not None else ""))
         entry = self._entries.get(key)
         if entry is not None and entry[0] is caller and entry[1] is soul and entry[2] is note and entry[3] == today:
             self._entries.move_to_end(key)
             return entry[4]
-        content = answer_bytes(index, service.settings, caller, now, soul)
+        content = answer_bytes(index, service.settings, caller, now, soul, user_id)
         self._entries[key] = (caller, soul, note, today, content)
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)

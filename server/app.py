@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 
 from server.config import Settings
 from server.hub import Hub
+from server.requestlog import Refusals
 from server.routes.api import api, tenant_api
 from server.routes.gitpush import git_event
 from server.routes.health import health
@@ -38,6 +39,19 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     return error_response(500, "internal error; see the server log")
 
 
+def _refused(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    # Every refusal (a 4xx but 404, which is an answer) of the Litestar routes, logged at a bounded rate
+    # (SPEC §13), by the route's pattern: a path may hold a caller's number. The answer is as before.
+    if exc.status_code < 500 and exc.status_code != 404:
+        handler = request.scope.get("route_handler")
+        route = next(iter(handler.paths), request.url.path) if handler is not None else request.url.path
+        request.app.state.refusals.refused(route, exc.status_code, " ".join(str(exc.detail).split())[:200])
+    response = error_response(exc.status_code, exc.detail)
+    for name, value in (exc.headers or {}).items():  # e.g. `connection: close` for a body left unread
+        response.set_header(name, value)
+    return response
+
+
 def _too_deep(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     # msgspec refuses JSON nested past its recursion limit, in our decoding and in Litestar's alike;
     # that is bad input, not our failure.
@@ -49,6 +63,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.refusals = Refusals()  # the refusal log lines (SPEC §13), for one vault or for tenants
         if settings.tenants_dir is not None:
             async with serve_tenants(app, settings):
                 yield
@@ -71,7 +86,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[personalize, post_call, tool_remember, git_event, health, api, tenant_api],
         lifespan=[lifespan],
-        exception_handlers={500: _internal_error, RecursionError: _too_deep},
+        exception_handlers={500: _internal_error, HTTPException: _refused, RecursionError: _too_deep},
         openapi_config=OpenAPIConfig(title="memory-bridge", version="0.1.0"),
         request_max_body_size=API_BODY_LIMIT,
         logging_config=None,

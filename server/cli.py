@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server import cli_history, cli_tenants, filemodes, logs
+from server import cli_history, cli_postcalls, cli_tenants, filemodes, logs
 
 if TYPE_CHECKING:  # imported where used: git starts `merge-file` once per file, and it must start fast
     from server.config import Settings
@@ -111,7 +111,9 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     if record is None and not args.new:
         print("unknown caller (use --new to see the answer a new caller gets)", file=sys.stderr)
         return 1
-    sys.stdout.write(preview_bytes(view.index, settings, record, key, dt.datetime.now(dt.UTC)).decode() + "\n")
+    # The webhook sends the caller's key as user_id, known caller or new (SPEC §13).
+    user_id = key or view.identities.identify(args.caller).key
+    sys.stdout.write(preview_bytes(view.index, settings, record, user_id, dt.datetime.now(dt.UTC)).decode() + "\n")
     return 0
 
 
@@ -285,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", help="the predecessor's data directory")
     add("doctor", cmd_doctor, "check config, vault, git and secrets; say what to fix")
     cli_history.register(add)
+    cli_postcalls.register(add)
     # Commands git runs, or that set up a person's clone: no settings, no vault of the service's.
     p = add("merge-file", cmd_merge_file, "git's merge driver for one vault file (%%O %%A %%B %%P); writes OURS")
     p.set_defaults(plain=True)

@@ -119,6 +119,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             'look the caller up in the API. Enable "Custom LLM extra body" on the agent too. Off by default.'
         ),
     ] = False
+    override_language: Annotated[
+        bool,
+        _doc(
+            "Send a caller file's `language` as the language override (only a valid language code). Turn it on "
+            "only if the agent's Security tab allows that override: otherwise every such call fails."
+        ),
+    ] = False
+    override_voice: Annotated[
+        bool, _doc("Send a caller file's `voice_id` as the voice override (see OVERRIDE_LANGUAGE).")
+    ] = False
+    elevenlabs_api_key: Annotated[
+        Annotated[str, _SECRET] | None,
+        _doc("ElevenLabs API key (xi-api-key) for `memory-bridge backfill` and BACKFILL_MINUTES. Unset: no backfill."),
+    ] = None
+    elevenlabs_api_url: Annotated[
+        str, _doc("ElevenLabs' API, e.g. https://api.eu.residency.elevenlabs.io for EU data residency.")
+    ] = "https://api.elevenlabs.io"
+    backfill_minutes: Annotated[
+        float,
+        _doc(
+            "Every so many minutes, the server writes back the last day's phone conversations that ElevenLabs "
+            "holds and the vault lacks (post-call events that never arrived). 0: never. Needs ELEVENLABS_API_KEY.",
+            ge=0.0,
+            le=10_080.0,
+        ),
+    ] = 0.0
     store_phone_numbers: Annotated[
         bool,
         _doc("Also keep the caller's E.164 number in their file (for businesses that must call back). Off by default."),

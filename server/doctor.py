@@ -10,11 +10,14 @@ import subprocess
 from collections.abc import Iterator
 
 from server import doctor_tenants, gitstate
+from server.compose import BUILTINS
 from server.config import Settings
 from server.gitwriter import GitWriter
+from server.inbox import Inbox
 from server.index import Index
 from server.keyfile import KEY_FILE
 from server.markdown import SOUL
+from server.placeholders import unfilled_in
 from server.remote import without_credentials
 from server.sync import REMOTE
 from server.vault import Vault
@@ -63,6 +66,14 @@ def _secrets(settings: Settings) -> Iterator[Finding]:
         yield "ok", "ELEVENLABS_WEBHOOK_SECRET is set (post-call webhooks)"
     else:
         yield "warn", "ELEVENLABS_WEBHOOK_SECRET is not set: post-call webhooks are refused (403)"
+    if settings.elevenlabs_api_key:
+        yield (
+            "ok",
+            "ELEVENLABS_API_KEY is set (memory-bridge backfill"
+            + (f", every {settings.backfill_minutes:g} minute(s))" if settings.backfill_minutes else ")"),
+        )
+    elif settings.backfill_minutes:
+        yield "fix", "BACKFILL_MINUTES is set but ELEVENLABS_API_KEY is not: set it, or nothing is backfilled"
     if settings.admin_api_key:
         yield "ok", "ADMIN_API_KEY is set (REST API)"
     else:
@@ -104,7 +115,20 @@ def _files(vault: Vault) -> Iterator[Finding]:
     Watcher(vault, index, None, 0, 0).load_all()  # type: ignore[arg-type]
     if SOUL not in index.files:
         yield "warn", "soul.md is missing: the agent gets a plain fallback prompt"
+    for unfilled in unfilled_in(index.soul, BUILTINS):
+        yield (
+            "fix",
+            f"soul.md's {unfilled.where} uses {{{{{unfilled.name}}}}}, which no variable fills: declare "
+            f"{unfilled.name} in soul.md's frontmatter (it is sent as plain text until then)",
+        )
     yield "ok", f"{index.caller_count} caller(s) indexed"
+    held = Inbox(vault.root).load()
+    if held:
+        yield (
+            "warn",
+            f"{len(held)} post-call event(s) held in the inbox, not yet written: a running server writes them "
+            "(a broken caller file holds its events until it is fixed); `memory-bridge inbox` lists them",
+        )
     for path, error in index.errors().items():
         yield "fix", f"{path} {error}"
 

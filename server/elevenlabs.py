@@ -52,6 +52,7 @@ class Personalization(msgspec.Struct, omit_defaults=True, tag_field="type", tag=
 
     dynamic_variables: dict[str, Scalar]
     conversation_config_override: ConfigOverride | None = None
+    user_id: str | None = None  # the caller key (SPEC §13); absent for a withheld caller
 
 
 class CustomLlmExtraBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -93,20 +94,21 @@ class PhoneCall(msgspec.Struct, kw_only=True):
 
 class CallMetadata(msgspec.Struct, kw_only=True):
     phone_call: PhoneCall | None = None
-    start_time_unix_secs: int | None = None
+    start_time_unix_secs: int | float | None = None
 
 
 class DataCollectionResult(msgspec.Struct, kw_only=True):
     value: Any = None
 
 
+# The SDK declares these optional, and they arrive as `null` (SPEC §13): every optional field may.
 class Analysis(msgspec.Struct, kw_only=True):
     transcript_summary: str | None = None
-    data_collection_results: dict[str, DataCollectionResult] = {}
+    data_collection_results: dict[str, DataCollectionResult | None] | None = None
 
 
 class InitiationData(msgspec.Struct, kw_only=True):
-    dynamic_variables: dict[str, Any] = {}
+    dynamic_variables: dict[str, Any] | None = None
 
 
 class PostCallData(msgspec.Struct, kw_only=True):
@@ -157,14 +159,15 @@ def finished_call(data: PostCallData) -> FinishedCall:
         raise PayloadError("the event's conversation_id is not a conversation id")
     call = data.metadata.phone_call if data.metadata else None
     initiation = data.conversation_initiation_client_data
-    variables = initiation.dynamic_variables if initiation else {}
+    variables = (initiation.dynamic_variables if initiation else None) or {}
     call_sid = (call.call_sid if call else None) or variables.get("system__call_sid")
     stamp = data.metadata.start_time_unix_secs if data.metadata else None
     try:
         started = dt.datetime.fromtimestamp(stamp, dt.UTC) if stamp else None
-    except (ValueError, OverflowError, OSError):  # a start time no calendar holds
+    except (ValueError, OverflowError, OSError):  # a start time no calendar holds (or NaN)
         started = None
     analysis = data.analysis
+    collected = (analysis.data_collection_results if analysis else None) or {}
     return FinishedCall(
         conversation_id=data.conversation_id,
         external_number=call.external_number if call else None,
@@ -175,8 +178,8 @@ def finished_call(data: PostCallData) -> FinishedCall:
         summary=(analysis.transcript_summary if analysis else None) or "",
         fills={
             name: str(result.value)
-            for name, result in (analysis.data_collection_results.items() if analysis else ())
-            if isinstance(result.value, str | int | float) and not isinstance(result.value, bool)
+            for name, result in collected.items()
+            if result is not None and isinstance(result.value, str | int | float) and not isinstance(result.value, bool)
         },
         agent_id=data.agent_id,
         agent_number=call.agent_number if call else None,
@@ -221,8 +224,27 @@ class Signature(msgspec.Struct, frozen=True):
 
     def matches(self, body: bytes, secret: str) -> bool:
         """Whether the MAC is `hmac_sha256(secret, "<t>.<body>")`, compared in constant time."""
-        expected = hmac.new(secret.encode(), self.stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected, self.mac)
+        running = self.start(secret)
+        running.update(body)
+        return self.finish(running)
+
+    def start(self, secret: str) -> hmac.HMAC:
+        """An HMAC to feed the body to as it streams in, chunk by chunk (`finish` compares it)."""
+        return hmac.new(secret.encode(), self.stamp.encode() + b".", hashlib.sha256)
+
+    def finish(self, running: hmac.HMAC) -> bool:
+        """Whether the streamed body's HMAC is this signature's MAC, compared in constant time."""
+        return hmac.compare_digest(running.hexdigest(), self.mac)
+
+
+# The envelope's `type`, looked for in the first bytes of a body too large to keep: ElevenLabs puts it first.
+_TYPE_FIELD = re.compile(rb'"type"\s*:\s*"([A-Za-z0-9_.\-]{1,64})"')
+
+
+def sniff_type(head: bytes) -> str | None:
+    """The event type named by the first `"type"` key in the first bytes of a body, if any."""
+    found = _TYPE_FIELD.search(head)
+    return found.group(1).decode() if found else None
 
 
 def parse_signature(header: str | None, now: float | None = None) -> Signature | None:

@@ -14,7 +14,9 @@ import datetime as dt
 import enum
 import logging
 
-from server import edits, text
+import msgspec
+
+from server import edits, phone, text
 from server.changes import (
     call_line,
     recorded_conversations,
@@ -34,7 +36,7 @@ from server.index import Index
 from server.ownnumbers import OwnNumbers
 from server.recorder import CallRecorder
 from server.vault import Vault
-from server.writes import WriteError, WritePath, parse_or_refuse
+from server.writes import WriteError, WritePath, intact, parse_or_refuse
 
 log = logging.getLogger("memory_bridge.memory")
 
@@ -45,6 +47,15 @@ class CallWritten(enum.Enum):
     SAVED = "saved"
     DUPLICATE = "duplicate"  # this conversation is already recorded: a retried delivery
     FORGOTTEN = "forgotten"  # the caller was forgotten after this call: nothing is written
+
+
+class FinishedCallRecord(msgspec.Struct, frozen=True):
+    """A finished call as memory writes it back: its conversation, summary, start and data-collection fills."""
+
+    conversation_id: str
+    summary: str
+    started: dt.datetime | None
+    fills: dict[str, str]
 
 
 def checked(value: str, limit: int, what: str) -> str:
@@ -157,34 +168,55 @@ class Memory:
         `started` is when the call began (None: not known). A summary too long for the vault is
         trimmed and says so, never refused. A call of a caller forgotten after it began writes nothing.
         """
+        call = FinishedCallRecord(conversation_id, summary, started, fills)
+        return (await self.write_back_calls(key, [call], e164=e164, legacy=legacy))[0]
+
+    async def write_back_calls(
+        self, key: str, calls: list[FinishedCallRecord], *, e164: str | None = None, legacy: str | None = None
+    ) -> list[CallWritten]:
+        """Record several finished calls of one caller in order, in one file change and one commit; each's outcome.
+
+        Each is written as `write_back` writes it; a duplicate among them (or of a recorded call) changes nothing.
+        """
         relpath, in_file = self.writes.caller_file(key, legacy)
-        local = (started or dt.datetime.now(dt.UTC)).astimezone(self.settings.tz)
-        line = call_line(
-            local, text.trim(summary, text.MAX_SUMMARY_CHARS) or "Call without a summary.", conversation_id
-        )
-        bounded = {name: text.clip(value, text.MAX_NAME_CHARS) for name, value in fills.items()}
+        now = dt.datetime.now(dt.UTC)
         declared = set(self.index.soul.variables)
-        began = started.timestamp() if started is not None else None
-        outcome = CallWritten.SAVED
+        outcomes = [CallWritten.SAVED] * len(calls)
+        label = self.label(key, legacy)
+        lines: list[str] = []  # the commit lists the calls written, filled in by the change (run before the commit)
 
         def change(current: str | None) -> str | None:
-            nonlocal outcome
-            # Checked under the edit lock, which a forget holds while it removes the file.
-            if self.forgets.before_forget((key, legacy), began) or self.erasures.before_erasure((key, legacy), began):
-                outcome = CallWritten.FORGOTTEN
-                return None
-            base = current if current is not None else self._new_caller(key, e164)
-            if current is not None and conversation_id in recorded_conversations(parse_or_refuse(current)):
-                outcome = CallWritten.DUPLICATE
-                return None
-            if current is not None and e164 is not None:
-                base = with_key(base, key, in_file)
-            return with_call(base, line, bounded, declared)
+            lines.clear()
+            recorded = recorded_conversations(parse_or_refuse(current)) if current is not None else set()
+            base, changed = current, False
+            for n, call in enumerate(calls):
+                began = call.started.timestamp() if call.started is not None else None
+                # Checked under the edit lock, which a forget holds while it removes the file.
+                if self.forgets.before_forget((key, legacy), began) or self.erasures.before_erasure(
+                    (key, legacy), began
+                ):
+                    outcomes[n] = CallWritten.FORGOTTEN
+                    continue
+                if call.conversation_id in recorded:
+                    outcomes[n] = CallWritten.DUPLICATE
+                    continue
+                if base is None:
+                    base = self._new_caller(key, e164)
+                elif not changed and (e164 is not None or legacy is not None):
+                    base = with_key(base, key, in_file)
+                local = (call.started or now).astimezone(self.settings.tz)
+                summary = text.trim(call.summary, text.MAX_SUMMARY_CHARS) or "Call without a summary."
+                bounded = {name: text.clip(value, text.MAX_NAME_CHARS) for name, value in call.fills.items()}
+                base = with_call(base, call_line(local, summary, call.conversation_id), bounded, declared)
+                recorded.add(call.conversation_id)
+                lines.append(f"call summary for {label} ({call.conversation_id})")
+                outcomes[n] = CallWritten.SAVED
+                changed = True
+            return base if changed else None
 
-        what = f"call summary for {self.label(key, legacy)} ({conversation_id})"
-        if await self.writes.write(relpath, change, what, "webhook"):
-            return CallWritten.SAVED
-        return CallWritten.FORGOTTEN if outcome is CallWritten.FORGOTTEN else CallWritten.DUPLICATE
+        if not await self.writes.write_many([(relpath, intact(change))], lines, "webhook"):
+            return [CallWritten.DUPLICATE if o is CallWritten.SAVED else o for o in outcomes]
+        return outcomes
 
     async def forget(self, key: str, source: str) -> bool:
         """Remove a caller's file, in a commit. Returns False if the caller is unknown.
@@ -203,4 +235,5 @@ class Memory:
             self.recorder.drop(keys)
 
         await self.writes.delete(relpath, f"forget caller {self.label(key)}", source, record_the_forget)
+        log.info("forgot caller %s (source %s)", phone.short(key), source)
         return True

@@ -12,14 +12,18 @@ import time
 from dataclasses import dataclass, field
 
 from server import cache, filemodes, gitmerge, gitstate, keyfile, mergedriver
+from server.backfill import BackfillSchedule
 from server.config import Settings
+from server.conversations import ConversationsApi
 from server.eraser import Eraser
 from server.gitlock import ServerMark, server_running
 from server.gitrun import GitError
 from server.gitwriter import GitWriter
 from server.identity import Identities
+from server.inbox import Inbox
 from server.index import Index
 from server.memory import Memory
+from server.postcalls import Postcalls
 from server.retainer import Retainer
 from server.sync import Sync, join_remote
 from server.vault import Vault
@@ -38,11 +42,13 @@ class Service:
     watcher: Watcher
     sync: Sync
     eraser: Eraser
+    postcalls: Postcalls
     started_at: float
     ready_seconds: float = 0.0
     worker: Worker | None = None
     mark: ServerMark | None = None
     owns_worker: bool = True  # False for a tenant: the process's one worker outlives it
+    backfill: BackfillSchedule | None = None
     # Files changed while no server ran, left uncommitted at start-up (a person's git operation was
     # in progress): the watcher commits them once it has ended.
     deferred: list[str] = field(default_factory=list)
@@ -78,6 +84,12 @@ class Service:
             if self.settings.retain_calls_days is not None:
                 self.retainer = Retainer(self.memory, self.settings.retain_calls_days)
                 self.retainer.start()
+            await self.postcalls.start()  # after the watcher: a parked event waits for it to see the fix
+            key, minutes = self.settings.elevenlabs_api_key, self.settings.backfill_minutes
+            if key and minutes:
+                api = ConversationsApi(self.settings.elevenlabs_api_url, key)
+                self.backfill = BackfillSchedule(self.memory, api, self.postcalls, minutes)
+                self.backfill.start()
         self.ready_seconds = time.monotonic() - self.started_at
 
     async def stop(self) -> None:
@@ -87,6 +99,9 @@ class Service:
         self.memory.git.operations.stop_waiting()
         if self.retainer is not None:
             await self.retainer.stop()
+        if self.backfill is not None:
+            await self.backfill.stop()
+        await self.postcalls.stop()  # what is left stays held for the next start
         await self.watcher.stop()
         await self.memory.recorder.stop()
         await self.memory.git.stop()
@@ -214,4 +229,5 @@ def open_service(settings: Settings) -> Service:
     sync = Sync(settings, git, memory.writes.gate)
     eraser = Eraser(memory, sync)
     sync.follow, sync.after_forced_push = eraser.follow, eraser.pushed
-    return Service(settings, memory, watcher, sync, eraser, started, deferred=deferred)
+    postcalls = Postcalls(memory, Inbox(vault.root))
+    return Service(settings, memory, watcher, sync, eraser, postcalls, started, deferred=deferred)

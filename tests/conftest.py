@@ -217,13 +217,13 @@ def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 def caught_up(server: LiveServer) -> bool:
-    """Every write and recorded call is committed and in the server's index.
+    """Every write, recorded call and held post-call event is committed and in the server's index.
 
     A write's commit lands in git a moment before the index (what the API and the answers read)
     takes it: a test that waited for the commit waits for this too before it reads the index.
     """
     status = server.client.get("/health").json()
-    return bool(status["pending_writes"] == 0 and status["pending_calls"] == 0)
+    return bool(status["pending_writes"] == 0 and status["pending_calls"] == 0 and status["inbox_held"] == 0)
 
 
 def settled(server: LiveServer) -> bool:

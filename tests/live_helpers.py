@@ -93,9 +93,11 @@ def assert_valid_answer(answer: Any, soul_vars: Iterable[str]) -> dict[str, Any]
     """Check the flat personalize answer of SPEC §6; returns its dynamic variables."""
     assert isinstance(answer, dict)
     assert answer["type"] == "conversation_initiation_client_data"
-    assert set(answer) <= {"type", "dynamic_variables", "conversation_config_override", "custom_llm_extra_body"}, (
-        answer.keys()
-    )
+    allowed = {"type", "dynamic_variables", "conversation_config_override", "custom_llm_extra_body", "user_id"}
+    assert set(answer) <= allowed, answer.keys()
+    if "user_id" in answer:  # the caller key (SPEC §13): 64 hex digits, never a number
+        assert isinstance(answer["user_id"], str) and len(answer["user_id"]) == 64, answer["user_id"]
+        int(answer["user_id"], 16)
     variables = answer["dynamic_variables"]
     assert isinstance(variables, dict)
     for name, value in variables.items():

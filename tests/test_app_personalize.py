@@ -136,7 +136,8 @@ def test_fixture_requests_get_the_flat_answer(server: LiveServer) -> None:
         ("personalize_request_sip.json", True),
     ]:
         body = answer(server, fixture_json(name))
-        assert set(body) == {"type", "dynamic_variables", "conversation_config_override"}, name
+        # user_id is the caller's key (SPEC §13): the legacy fixture's caller is a number too.
+        assert set(body) == {"type", "dynamic_variables", "conversation_config_override", "user_id"}, name
         assert body["type"] == "conversation_initiation_client_data"
         variables = assert_valid_answer(body, soul_vars)
         assert variables["caller_known"] is known, name
@@ -195,7 +196,10 @@ def test_unknown_and_withheld_callers_get_the_defaults(server: LiveServer, fresh
         callers_but(server.vault),
     )
     soul_vars = soul_variables(server.vault)
-    baseline = answer(server, request(new))
+    first = answer(server, request(new))
+    # The new caller's answer names them by key only; a withheld caller's has no user_id at all.
+    assert first.pop("user_id") == key_for(new)
+    baseline = first
     variables = assert_valid_answer(baseline, soul_vars)
     assert variables["caller_known"] is False
     assert variables["call_count"] == 0
@@ -373,7 +377,8 @@ def test_a_websocket_to_the_route_is_refused_cleanly(tmp_path: Path) -> None:
     ],
 )
 def test_overrides_switched_off_are_absent(server_factory, env: dict[str, str], agent_keys: set[str]) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory(**env)
+    # The language and voice overrides are switched on (SPEC §13: opt-in) to show they stand alone.
+    server = server_factory(**env, OVERRIDE_LANGUAGE="true", OVERRIDE_VOICE="true")
     soul_vars = soul_variables(server.vault)
     body = answer(server, request(NEW_NUMBER))
     assert_valid_answer(body, soul_vars)

@@ -62,6 +62,11 @@ def wait_for_commits(server: LiveServer, since: str, count: int) -> list[str]:
     return commits_since(server.vault, since)
 
 
+def applied(server: LiveServer) -> None:
+    """Wait until every held post-call event is applied, committed and in the server's index."""
+    assert server.wait_for(lambda: caught_up(server), timeout=5), "the held event was not applied"
+
+
 def prompt_of(answer: dict) -> str:
     return answer["conversation_config_override"]["agent"]["prompt"]["prompt"]
 
@@ -96,7 +101,8 @@ def test_the_transcription_adds_one_call_line_fills_the_empty_name_and_a_retry_c
     response = deliver(server, raw, signature)
 
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert response.json() == {"status": "held", "caller": call.key[:12]}
+    applied(server)
     after = path.read_text()
     expected = before.replace('name: ""\naliases: []\n', "name: Maria\naliases:\n  - Maria\n", 1)
     expected = expected.replace("## Calls\n", f"## Calls\n{call.line}\n", 1)
@@ -122,7 +128,8 @@ def test_the_summary_is_in_the_next_call_within_one_second(server: LiveServer, c
     response = deliver(server, raw, elevenlabs_signature(raw, timestamp=int(time.time()) - 29 * 60))
     acked = time.monotonic()
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert response.json() == {"status": "held", "caller": call.key[:12]}
+    applied(server)
 
     def summary_seen() -> dict | None:
         answer = server.personalize(call.personalize()).json()
@@ -143,7 +150,8 @@ def test_the_summary_is_in_the_next_call_within_one_second(server: LiveServer, c
 
 
 def test_a_later_call_adds_its_own_line_and_never_overwrites_a_name(server: LiveServer, call: Call) -> None:
-    assert deliver(server, call.raw()).json()["status"] == "saved"
+    assert deliver(server, call.raw()).json()["status"] == "held"
+    applied(server)
     later = f"{call.conv[:-6]}later"
     second = call.payload(
         {
@@ -157,7 +165,8 @@ def test_a_later_call_adds_its_own_line_and_never_overwrites_a_name(server: Live
     )
     response = deliver(server, encode(second))
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert response.json() == {"status": "held", "caller": call.key[:12]}
+    applied(server)
     caller = server.admin("GET", f"/api/callers/{call.key}").json()
     assert caller["frontmatter"]["name"] == "Maria"
     assert caller["frontmatter"]["aliases"] == ["Maria"]
@@ -178,7 +187,8 @@ def test_the_caller_is_found_from_system_caller_id_when_phone_call_is_absent(ser
     response = deliver(server, body)
 
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert response.json() == {"status": "held", "caller": call.key[:12]}
+    applied(server)
     text = (server.vault / call.file).read_text()
     assert f"## Calls\n{call.line}\n" in text
     assert "name: Maria\n" in text
@@ -199,7 +209,8 @@ def test_an_outbound_call_without_phone_call_is_written_to_the_called_party(serv
     )
     response = deliver(server, body)
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert response.json() == {"status": "held", "caller": call.key[:12]}
+    applied(server)
     assert f"## Calls\n{call.line}\n" in (server.vault / call.file).read_text()
     assert caller_files_but(server.vault, call.file) == others, "another caller's file was written"
 
@@ -221,7 +232,8 @@ def test_the_caller_is_found_from_the_call_sid_seen_at_personalize_time(server: 
     response = deliver(server, encode(event))
 
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert response.json() == {"status": "held", "caller": call.key[:12]}
+    applied(server)
     assert f"## Calls\n{call.line}\n" in (server.vault / call.file).read_text()
     assert commits_since(server.vault, head) == [f"call summary for {call.key[:12]} ({call.conv})\n\nSource: webhook"]
 
@@ -357,7 +369,8 @@ def test_odd_but_valid_events_never_get_a_500(server: LiveServer, call: Call) ->
     response = deliver(server, encode(huge))
     after = dt.datetime.now(dt.UTC)
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert response.json() == {"status": "held", "caller": call.key[:12]}
+    applied(server)
     calls = server.admin("GET", f"/api/callers/{call.key}").json()["calls"]
     assert len(calls) == 1
     assert calls[0]["date"] in {before.date().isoformat(), after.date().isoformat()}
@@ -378,4 +391,5 @@ def test_odd_but_valid_events_never_get_a_500(server: LiveServer, call: Call) ->
     extra["also_new"] = True
     response = deliver(server, encode(extra))
     assert response.status_code == 200
-    assert response.json() == {"status": "saved", "caller": call.key[:12]}
+    assert response.json() == {"status": "held", "caller": call.key[:12]}
+    applied(server)

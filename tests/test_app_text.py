@@ -13,7 +13,7 @@ from server.text import MAX_SUMMARY_CHARS, TRIMMED
 from tests.calls import CONV, MARIA_FILE, encode, payload
 from tests.conftest import MARIA, LiveServer, fixture_json, run_cli, vault_head, vault_snapshot
 from tests.live_helpers import MARIA_KEY, caller_md, preview
-from tests.test_app_postcall import deliver
+from tests.test_app_postcall import applied, deliver
 from tests.test_app_tool import call_tool
 
 HOSTILE = "\x00\x01\x1b\x7f\x85\x9f\u2028\u2029\u202e\u2066\ufeff"
@@ -97,13 +97,15 @@ def test_a_huge_hostile_summary_is_trimmed_says_so_and_never_pushes_older_calls_
     older = payload({"data.conversation_id": "conv_older", "data.metadata.start_time_unix_secs": 1764370763})
     older["data"]["analysis"]["transcript_summary"] = "Booked a cleaning for Tuesday."
     older["data"]["analysis"]["data_collection_results"]["caller_name"]["value"] = "Ma\x00ria\u2028 Lopez\u202e"
-    assert deliver(server, encode(older)).json()["status"] == "saved"
+    assert deliver(server, encode(older)).json()["status"] == "held"
+    applied(server)
     huge = payload()
     huge["data"]["analysis"]["transcript_summary"] = "Talked\x00 at length\u2028about everything. " * 40_000  # 1.5 MB
 
     response = deliver(server, encode(huge))
 
-    assert response.status_code == 200 and response.json()["status"] == "saved"
+    assert response.status_code == 200 and response.json()["status"] == "held"
+    applied(server)
     text = (server.vault / MARIA_FILE).read_text(encoding="utf-8")
     line = next(line for line in text.splitlines() if line.endswith(f"({CONV})"))
     assert line.startswith("- 2025-11-29 22:59 · Talked at length about everything. Talked at length")
@@ -146,7 +148,9 @@ def test_a_write_that_would_make_a_file_bigger_than_the_loader_reads_is_refused_
     summary = payload()
     summary["data"]["analysis"]["transcript_summary"] = "s" * 3000
     response = deliver(server, encode(summary))
-    assert response.status_code == 503 and "the caller's file is full" in detail(response)
+    # Held, then parked: the event waits in the inbox until a person makes room in the file.
+    assert response.status_code == 200 and response.json()["status"] == "held"
+    assert server.wait_for(lambda: server.client.get("/health").json()["inbox_parked"] == 1)
 
     assert vault_snapshot(server.vault) == files
     restarted(server)

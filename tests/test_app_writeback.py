@@ -8,7 +8,7 @@ import time
 from tests.calls import CALL_LINE, CONV, MARIA_FILE, RAW, encode, payload
 from tests.conftest import MARIA, LiveServer, commits_since, git, vault_head, vault_snapshot
 from tests.live_helpers import MARIA_KEY, request
-from tests.test_app_postcall import deliver, wait_for_commits
+from tests.test_app_postcall import applied, deliver, wait_for_commits
 
 FORGETS = ".git/memory-bridge/forgotten"
 
@@ -20,11 +20,13 @@ def test_a_conversation_id_in_a_fact_note_or_summary_never_blocks_the_real_call(
     # An earlier call whose summary ends with the id, written by the service before its own id.
     earlier = payload({"data.conversation_id": "conv_earlier", "data.metadata.start_time_unix_secs": 1764370763})
     earlier["data"]["analysis"]["transcript_summary"] = f"Asked about ({CONV})"
-    assert deliver(server, encode(earlier)).json()["status"] == "saved"
+    assert deliver(server, encode(earlier)).json()["status"] == "held"
+    applied(server)
 
     response = deliver(server, RAW)
 
-    assert response.status_code == 200 and response.json()["status"] == "saved"
+    assert response.status_code == 200 and response.json()["status"] == "held"
+    applied(server)
     lines = (server.vault / MARIA_FILE).read_text(encoding="utf-8").splitlines()
     assert lines.count(CALL_LINE) == 1
     assert f"- 2025-11-28 22:59 · Asked about ({CONV}) (conv_earlier)" in lines
@@ -36,7 +38,8 @@ def test_a_conversation_id_in_a_fact_note_or_summary_never_blocks_the_real_call(
 
 
 def test_a_replayed_post_call_never_brings_a_forgotten_caller_back_even_after_a_restart(server: LiveServer) -> None:
-    assert deliver(server, RAW).json()["status"] == "saved"
+    assert deliver(server, RAW).json()["status"] == "held"
+    applied(server)
     other = payload({"data.conversation_id": "conv_same_day"})  # another call from before the forget
     forgot = server.admin("DELETE", f"/api/callers/{MARIA}")
     assert forgot.status_code == 200
@@ -65,7 +68,8 @@ def test_a_replayed_post_call_never_brings_a_forgotten_caller_back_even_after_a_
     wait_for_commits(server, start, 1)
     later = payload({"data.conversation_id": "conv_after", "data.metadata.start_time_unix_secs": int(time.time())})
     response = deliver(server, encode(later))
-    assert response.json() == {"status": "saved", "caller": MARIA_KEY[:12]}
+    assert response.json() == {"status": "held", "caller": MARIA_KEY[:12]}
+    applied(server)
     text = (server.vault / MARIA_FILE).read_text(encoding="utf-8")
     assert "(conv_after)" in text and CONV not in text
     assert commits_since(server.vault, start)[-1].startswith(f"call summary for {MARIA_KEY[:12]} (conv_after)")

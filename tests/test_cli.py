@@ -30,7 +30,7 @@ from tests.conftest import (
     vault_head,
     vault_snapshot,
 )
-from tests.live_helpers import MARIA_KEY, key_for
+from tests.live_helpers import MARIA_KEY, OTHER_KEY, key_for
 
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 COMMANDS = ["serve", "note", "remember", "show", "preview", "hash", "import-seed", "doctor"]
@@ -178,6 +178,7 @@ def test_preview_and_show_equal_the_http_answers_for_the_same_vault(server: Live
         "/webhook/post-call", content=body, headers={"ElevenLabs-Signature": elevenlabs_signature(body)}
     )
     assert signed.status_code == 200
+    assert server.wait_for(lambda: caught_up(server))  # the held event applied
     head = vault_head(server.vault)
 
     http_preview = server.admin("GET", f"/api/callers/{MARIA_KEY}/preview")
@@ -196,10 +197,14 @@ def test_preview_and_show_equal_the_http_answers_for_the_same_vault(server: Live
         json.loads(ok(run_cli(server.vault, "show", MARIA))) == server.admin("GET", f"/api/callers/{MARIA_KEY}").json()
     )
 
-    # An unknown caller: `--new` shows the new-caller answer, the one a withheld caller gets.
+    # An unknown caller: `--new` shows the new-caller answer, with the caller's key as user_id; a
+    # withheld caller's differs only in having none.
     new = ok(run_cli(server.vault, "preview", "--new", OTHER))
-    assert new == server.personalize({"caller_id": "anonymous", "called_number": AGENT_NUMBER}).text + "\n"
+    assert new == server.personalize({"caller_id": OTHER, "called_number": AGENT_NUMBER}).text + "\n"
     assert json.loads(new)["dynamic_variables"]["caller_known"] is False
+    assert json.loads(new)["user_id"] == OTHER_KEY
+    withheld = server.personalize({"caller_id": "anonymous", "called_number": AGENT_NUMBER}).json()
+    assert withheld == {k: v for k, v in json.loads(new).items() if k != "user_id"}
 
 
 def test_a_running_server_sees_cli_writes_within_a_second(server_factory) -> None:  # type: ignore[no-untyped-def]

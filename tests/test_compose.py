@@ -491,17 +491,35 @@ def test_empty_greeting_is_absent_not_null() -> None:
     assert b"null" not in msgspec.json.encode(compose(None, Soul(body="b"), {}, NOW, settings()))
 
 
-def test_language_and_voice_only_when_the_caller_sets_them() -> None:
+def test_language_and_voice_only_when_switched_on_the_caller_sets_them_and_they_are_valid() -> None:
+    on = settings(override_language=True, override_voice=True)
     for caller in (None, MARIA):
-        override = encoded(compose(caller, SOUL, {}, NOW, settings()))["conversation_config_override"]
+        override = encoded(compose(caller, SOUL, {}, NOW, on))["conversation_config_override"]
         assert "language" not in override["agent"]
         assert "tts" not in override
     caller = msgspec.structs.replace(MARIA, language="es", voice_id="voice123")
-    override = encoded(compose(caller, SOUL, {}, NOW, settings()))["conversation_config_override"]
+    override = encoded(compose(caller, SOUL, {}, NOW, on))["conversation_config_override"]
     assert override["agent"]["language"] == "es"
     assert override["tts"] == {"voice_id": "voice123"}
+    # Off by default (SPEC §13): an override the agent's Security tab has not enabled fails the call.
+    override = encoded(compose(caller, SOUL, {}, NOW, settings()))["conversation_config_override"]
+    assert "language" not in override["agent"] and "tts" not in override
+    only_language = encoded(compose(caller, SOUL, {}, NOW, settings(override_language=True)))
+    assert only_language["conversation_config_override"]["agent"]["language"] == "es"
+    assert "tts" not in only_language["conversation_config_override"]
+    # A value ElevenLabs would refuse is never sent.
+    for language, voice in (("Spanish", "voice 1"), ("es_ES", "v{{x}}"), ("", ""), ("e", "x" * 65)):
+        odd = msgspec.structs.replace(MARIA, language=language, voice_id=voice)
+        override = encoded(compose(odd, SOUL, {}, NOW, on))["conversation_config_override"]
+        assert "language" not in override["agent"] and "tts" not in override, (language, voice)
+    assert (
+        encoded(compose(msgspec.structs.replace(MARIA, language="pt-br"), SOUL, {}, NOW, on))[
+            "conversation_config_override"
+        ]["agent"]["language"]
+        == "pt-br"
+    )
     # They are the caller's own settings, so they stay when the other overrides are off.
-    off = settings(override_prompt=False, override_first_message=False)
+    off = settings(override_prompt=False, override_first_message=False, override_language=True, override_voice=True)
     assert encoded(compose(caller, SOUL, {}, NOW, off))["conversation_config_override"] == {
         "agent": {"language": "es"},
         "tts": {"voice_id": "voice123"},
@@ -510,6 +528,33 @@ def test_language_and_voice_only_when_the_caller_sets_them() -> None:
     assert encoded(compose(voice_only, SOUL, {}, NOW, off))["conversation_config_override"] == {
         "tts": {"voice_id": "voice123"}
     }
+
+
+def test_user_id_is_the_caller_key_and_absent_without_one() -> None:
+    assert encoded(compose(MARIA, SOUL, {}, NOW, settings(), H))["user_id"] == H
+    assert encoded(compose(None, SOUL, {}, NOW, settings(), "cd" * 32))["user_id"] == "cd" * 32
+    assert "user_id" not in encoded(compose(None, SOUL, {}, NOW, settings()))
+
+
+def test_a_placeholder_no_variable_fills_is_never_sent() -> None:
+    soul = Soul(
+        body="For {{business_name}} on {{ system__time }}; ask about {{nmae}} and {{ caller_name }}.",
+        first_message="Hello from {{compnay}}.",
+        first_message_returning="Hi {{caller_name}} from {{business_name}}.",
+        variables={"business_name": "our office"},
+    )
+    answer = encoded(compose(None, soul, {}, NOW, settings()))
+    prompt = answer["conversation_config_override"]["agent"]["prompt"]["prompt"]
+    assert prompt.startswith("For {{business_name}} on {{ system__time }}; ask about { {nmae} } and {{ caller_name }}.")
+    assert answer["conversation_config_override"]["agent"]["first_message"] == "Hello from { {compnay} }."
+    returning = encoded(compose(MARIA, soul, {}, NOW, settings()))
+    assert (
+        returning["conversation_config_override"]["agent"]["first_message"]
+        == "Hi {{caller_name}} from {{business_name}}."
+    )
+    # A caller's own greeting with a placeholder nobody fills is defused too.
+    own = msgspec.structs.replace(MARIA, first_message="Hola {{apodo}}, {{caller_name}}!")
+    assert greeting(own, soul) == "Hola { {apodo} }, {{caller_name}}!"
 
 
 # ---------------------------------------------------------------------------------------------

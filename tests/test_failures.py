@@ -106,7 +106,10 @@ def test_a_disk_refusing_writes_is_loud_keeps_calls_and_recovers(server: LiveSer
             "status": "not_saved",
             "message": "I couldn't save that just now because of a problem on our side. Sorry.",
         }
-        assert _post_call(server, "conv_disk_full_1").status_code == 503
+        # Not even the inbox can hold it: refused, so that ElevenLabs may deliver it again.
+        refused = _post_call(server, "conv_disk_full_1")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["detail"] == "not held: the vault's disk refused the event; retry later"
         # Calls are still answered, and counted later.
         for _ in range(3):
             answer = server.personalize(request(MARIA))
@@ -129,7 +132,8 @@ def test_a_disk_refusing_writes_is_loud_keeps_calls_and_recovers(server: LiveSer
     assert health["disk_error"] is None
     assert server.admin("POST", f"/api/memory/{MARIA_KEY}", json={"fact": "Has a cat"}).status_code == 200
     assert _remember(server, "Has a parrot").json()["status"] == "saved"
-    assert _post_call(server, "conv_disk_full_1").status_code == 200
+    assert _post_call(server, "conv_disk_full_1").json()["status"] == "held"
+    wait_until(lambda: server.client.get("/health").json()["inbox_held"] == 0, what="the held event applied")
     assert _temp_files(vault) == []
     history = git(vault, "log", "-p", "--", relpath)
     assert "+- Has a cat" in history and "+- Has a parrot" in history and "conv_disk_full_1" in history

@@ -8,7 +8,7 @@ from __future__ import annotations
 from tests.conftest import ADMIN_KEY, WEBHOOK_SECRET, LiveServer
 from tests.live_helpers import wait_until
 
-PUBLIC = {"status", "callers", "files_with_errors", "pending_writes", "pending_calls"}
+PUBLIC = {"status", "callers", "files_with_errors", "pending_writes", "pending_calls", "inbox_held", "inbox_parked"}
 BROKEN = ("callers/Maria Lopez.md", "callers/4155550123.md")
 
 

@@ -87,8 +87,9 @@ def test_a_finished_call_teaches_the_agent_number_and_is_kept_under_the_callee(b
     response = post_call(
         bare, "agent_out", callee, "Talked about the delivery", agent_number=ours, direction="outbound"
     )
-    assert response.json()["status"] == "saved"
+    assert response.json()["status"] == "held"  # written back in the background (SPEC §13)
     assert wait_until(lambda: admin_health(bare)["learned_own_numbers"] == learned + 1)
+    assert wait_until(lambda: "Talked about the delivery" in prompt_of(personalize(bare, callee, "+14155550177")))
     assert prompt_of(personalize(bare, callee, "+14155550177")).count("Talked about the delivery") == 1
     assert personalize(bare, ours, callee)["dynamic_variables"]["caller_known"] is False
 

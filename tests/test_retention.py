@@ -34,9 +34,7 @@ def test_the_server_drops_old_call_lines_in_a_retention_commit(tmp_path: Path) -
     with running_server(folder, RETAIN_CALLS_DAYS="30") as server:
         wait_until(lambda: OLD not in path.read_text(), timeout=10, what="the old call dropped")
         assert path.read_text() == caller_md(MARIA, calls=[recent()])
-        message = server.wait_for(
-            lambda: (log := _log(folder / "vault")).startswith("calls before") and log, timeout=5
-        )
+        message = server.wait_for(lambda: (log := _log(folder / "vault")).startswith("calls before") and log, timeout=5)
         assert message.startswith("calls before ") and f"for Maria Lopez ({MARIA_KEY[:12]})" in message
         assert message.rstrip().endswith("Source: retention")
 

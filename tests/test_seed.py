@@ -242,7 +242,8 @@ def test_an_imported_caller_is_recognised_and_upgraded_to_the_keyed_hash(
         "/webhook/post-call", content=body, headers={"ElevenLabs-Signature": elevenlabs_signature(body)}
     )
     keyed = key_for(number(j))
-    assert response.json() == {"status": "saved", "caller": keyed[:12]}
+    assert response.json() == {"status": "held", "caller": keyed[:12]}
+    assert server.wait_for(lambda: caught_up(server), timeout=10), "the held event was not applied"
     other = (vault / f"callers/{expected(j)['phone_hash'][:12]}.md").read_text()
     assert frontmatter_and_sections(other)[0]["phone_hash"] == keyed
     summary = "Maria asked the agent to remember a penicillin allergy."

@@ -6,17 +6,28 @@ import dataclasses
 import time
 from typing import Any
 
+import msgspec
 from litestar import Request, get
 from litestar.datastructures import State
 
 from server import gitstate
 from server.auth import is_admin
+from server.compose import BUILTINS
 from server.hub import Hub
+from server.placeholders import unfilled_in
 from server.routes.replies import service_of
 from server.service import Service
 
 # What a monitor needs, shown to anyone: no file name, caller name, error text or commit.
-PUBLIC_HEALTH = ("status", "callers", "files_with_errors", "pending_writes", "pending_calls")
+PUBLIC_HEALTH = (
+    "status",
+    "callers",
+    "files_with_errors",
+    "pending_writes",
+    "pending_calls",
+    "inbox_held",
+    "inbox_parked",
+)
 
 
 @get("/health", sync_to_thread=False)
@@ -35,7 +46,7 @@ def health(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
 
 # With tenants (SPEC §12), also shown to anyone: how many, how many are refused, and requests nobody claimed.
 PUBLIC_TENANTS = ("tenants", "tenants_with_problems", "unclaimed")
-_SUMMED = ("callers", "files_with_errors", "pending_writes", "pending_calls")
+_SUMMED = ("callers", "files_with_errors", "pending_writes", "pending_calls", "inbox_held", "inbox_parked")
 
 
 def tenants_report(hub: Hub, watcher_alive: bool) -> dict[str, Any]:
@@ -81,6 +92,16 @@ def health_report(service: Service) -> dict[str, Any]:
         "git_lock_recoveries": service.memory.git.runner.lock_recoveries,
         "pending_writes": git.pending,
         "pending_calls": service.memory.recorder.pending_calls,
+        # Post-call events held in the inbox (SPEC §13), and those waiting for a broken caller file's fix.
+        "inbox_held": service.postcalls.held,
+        "inbox_parked": service.postcalls.parked,
+        "inbox_error": service.postcalls.last_error,
+        # The first held events (no number, no summary): which conversations wait, and which are parked.
+        "inbox": [msgspec.to_builtins(item) for item in service.postcalls.entries()[:100]],
+        # The scheduled backfill (BACKFILL_MINUTES): its last run's report, or why it failed; None when off.
+        "backfill": _backfill(service),
+        # Placeholders in soul.md that no variable fills: sent as plain text, never as placeholders.
+        "unfilled_placeholders": [f"{u.where}: {{{{{u.name}}}}}" for u in unfilled_in(index.soul, BUILTINS)],
         # The worker process (git and call recording off the event loop); without it, both run in process.
         "worker_alive": service.worker is not None and service.worker.alive,
         "worker_restarts": service.worker.restarts if service.worker is not None else 0,
@@ -95,6 +116,14 @@ def health_report(service: Service) -> dict[str, Any]:
         "outbound_calls": service.memory.identities.own.outbound_seen,
         "learned_own_numbers": len(service.memory.identities.own.learned),
     }
+
+
+def _backfill(service: Service) -> dict[str, Any] | None:
+    schedule = service.backfill
+    if schedule is None:
+        return None
+    report = schedule.last_report
+    return {"last_report": msgspec.to_builtins(report) if report else None, "last_error": schedule.last_error}
 
 
 def _operation(operation: gitstate.InProgress, service: Service) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from litestar import asgi
 from litestar.enums import ScopeType
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
+from server import requestlog
 from server.answers import AnswerCache, default_bytes
 from server.auth import has_webhook_secret
 from server.elevenlabs import PersonalizeRequest, parse_personalize
@@ -38,6 +39,10 @@ class Answered(msgspec.Struct):
     who: Identity | None = None
     call_sid: str | None = None
     called_number: str | None = None
+    agent_id: str | None = None
+    known: bool = False
+    elapsed_ms: float = 0.0
+    scope: str = ""  # the tenant's name and "/" (SPEC §12); empty for one vault
 
 
 def answer_call(
@@ -55,14 +60,16 @@ def answer_call(
         who = service.memory.identities.identify(data.caller_id, data.called_number)
         soul = service.memory.index.soul_for(data.agent_id)
         caller = service.memory.identities.lookup(who)
-        content = answers.get(service, caller, now, soul, scope)
+        content = answers.get(service, caller, now, soul, scope, who.key)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > service.settings.personalize_deadline_ms:
             log.warning("personalize took %.1f ms, past the deadline: answering with defaults", elapsed_ms)
             content, caller = default_bytes(service, now), None
         if service.settings.custom_llm_extra_body:
             content = with_extra_body(content, extra_body(who.key, caller is not None, scope.rstrip("/") or None))
-        return Answered(content, who, data.call_sid, data.called_number)
+        return Answered(
+            content, who, data.call_sid, data.called_number, data.agent_id, caller is not None, elapsed_ms, scope
+        )
     except Exception:
         log.exception("personalize failed; answering with defaults")
         content = default_bytes(service, now)
@@ -89,10 +96,12 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
     secret = service.settings.webhook_secret  # unset: open, for a trial on loopback (config refuses otherwise)
     if secret is not None and not has_webhook_secret(authorization, x_webhook_secret, secret):
         await _send(send, 401, error_body(401, "missing or wrong webhook secret"))
+        state.refusals.refused("/webhook/personalize", 401, "missing or wrong webhook secret")
         return
     body = await _read_body(receive, length, WEBHOOK_BODY_LIMIT)
     if body is None:
         await _send(send, 413, error_body(413, "Request Entity Too Large"), ((b"connection", b"close"),))
+        state.refusals.refused("/webhook/personalize", 413, "body too large")
         return
     answered = answer_call(service, state.answers, body, dt.datetime.now(dt.UTC))
     await _send(send, 200, answered.content)
@@ -101,6 +110,10 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
 
 def _after(service: Service, answered: Answered) -> None:
     """After the answer: the call is recorded, and what it says about our own numbers is learned."""
+    # After the answer is sent: neither the log line nor the recording delays the call.
+    key = answered.who.key if answered.who is not None else None
+    tenant = answered.scope.rstrip("/") or requestlog.DEFAULT_TENANT
+    requestlog.call_answered(answered.agent_id, key, answered.known, answered.elapsed_ms, tenant)
     if answered.who is None:
         return
     try:
