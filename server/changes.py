@@ -31,17 +31,40 @@ def with_fact(text: str, fact: str) -> str:
     return edits.append_to_section(text, "Facts", f"- {fact}")
 
 
-def with_caller_note(text: str, day: str, note: str) -> str:
-    """The caller's file with a dated note appended to `## Notes`."""
-    return edits.append_to_section(text, "Notes", f"- {day}: {note}")
+def keyed(line: str, key: str | None) -> str:
+    """A note line marked with its key, in an Obsidian comment: the key never reaches a prompt."""
+    return line if key is None else f"{line} %%key: {key}%%"
 
 
-def with_daily_note(current: str | None, day: str, note: str) -> str:
-    """A daily note (created with its title if missing) with one more bullet line."""
+def replaced_keyed_line(text: str, key: str, line: str) -> str | None:
+    """`text` with the line that carries `key`'s mark replaced by `line`; None if no line carries it."""
+    mark = f"%%key: {key}%%"
+    lines = text.splitlines(keepends=True)
+    for i, old in enumerate(lines):
+        if old.rstrip("\r\n").rstrip().endswith(mark):
+            ending = old[len(old.rstrip("\r\n")) :]
+            lines[i] = line + ending
+            return "".join(lines)
+    return None
+
+
+def with_caller_note(text: str, day: str, note: str, key: str | None = None) -> str:
+    """The caller's file with a dated note appended to `## Notes`; with `key`, replacing that key's line."""
+    line = keyed(f"- {day}: {note}", key)
+    if key is not None and (replaced := replaced_keyed_line(text, key, line)) is not None:
+        return replaced
+    return edits.append_to_section(text, "Notes", line)
+
+
+def with_daily_note(current: str | None, day: str, note: str, key: str | None = None) -> str:
+    """A daily note (created with its title if missing) with one more bullet line; with `key`, that key's line."""
+    line = keyed(f"- {note}", key)
     base = current if current is not None else f"# {day}\n\n"
+    if key is not None and (replaced := replaced_keyed_line(base, key, line)) is not None:
+        return replaced
     if base and not base.endswith("\n"):
         base += "\n"
-    return base + f"- {note}\n"
+    return base + f"{line}\n"
 
 
 def call_line(when: dt.datetime, summary: str, conversation_id: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server import filemodes, logs
+from server import cli_people, filemodes, logs
 
 if TYPE_CHECKING:  # imported where used: git starts `merge-file` once per file, and it must start fast
     from server.config import Settings
@@ -34,11 +34,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(environ, env_file=Path(args.env_file))
 
 
-def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]], *, create: bool = False) -> int:
     import asyncio
 
     from server import gitstate
-    from server.service import open_service
+    from server.service import VaultMissing, open_service
+
+    # Only `init` (and `serve`) make a vault: a script run from the wrong folder must not start a new one.
+    if not create and not (settings.vault_dir / ".git").is_dir():
+        raise VaultMissing(
+            f"no vault at {settings.vault_dir}: point VAULT_DIR (or --vault) at one, or run `memory-bridge init`"
+        )
 
     async def run() -> int:
         service = open_service(settings)
@@ -127,7 +133,7 @@ def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
                 print("unknown caller", file=sys.stderr)
                 return 1
         try:
-            path = await service.memory.add_note(args.text, "cli", date=args.date, key=key)
+            path = await service.memory.add_note(args.text, "cli", date=args.date, key=key, note_key=args.key)
         except WriteError as exc:
             print(exc, file=sys.stderr)
             return 1
@@ -270,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help="the note")
     p.add_argument("--caller", help="a phone number or phone hash: add to that caller's notes instead")
     p.add_argument("--date", help="YYYY-MM-DD (default: today in TIMEZONE)")
+    p.add_argument("--key", help="replace the note's line marked with this key (added the first time), not add one")
     p = add("remember", cmd_remember, "add a fact to a caller; commits")
     p.add_argument("caller", help="a phone number or phone hash")
     p.add_argument("fact", help="the fact, one short sentence")
@@ -283,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("import-seed", cmd_import_seed, "import the predecessor's data/ (sessions, memories, notes); safe to rerun")
     p.add_argument("data_dir", help="the predecessor's data directory")
     add("doctor", cmd_doctor, "check config, vault, git and secrets; say what to fix")
+    cli_people.register(add)
     # Commands git runs, or that set up a person's clone: no settings, no vault of the service's.
     p = add("merge-file", cmd_merge_file, "git's merge driver for one vault file (%%O %%A %%B %%P); writes OURS")
     p.set_defaults(plain=True)

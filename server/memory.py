@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import enum
 import logging
+import re
 
 from server import edits, phone, text
 from server.changes import (
@@ -32,6 +33,9 @@ from server.index import Index
 from server.recorder import CallRecorder
 from server.vault import Vault
 from server.writes import WriteError, WritePath, parse_or_refuse
+
+# A note key (`note --key`): short, and safe inside the Obsidian comment that marks its line.
+NOTE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 log = logging.getLogger("memory_bridge.memory")
 
@@ -91,9 +95,17 @@ class Memory:
         await self.writes.write(relpath, change, f"fact for {phone.short(key)}", source)
         return relpath
 
-    async def add_note(self, note: str, source: str, *, date: str | None = None, key: str | None = None) -> str:
-        """Append to a daily note (`notes/DATE.md`) or, with `key`, to that caller's `## Notes`."""
+    async def add_note(
+        self, note: str, source: str, *, date: str | None = None, key: str | None = None, note_key: str | None = None
+    ) -> str:
+        """Append to a daily note (`notes/DATE.md`) or, with `key`, to that caller's `## Notes`.
+
+        With `note_key`, the line marked with that key is replaced instead, if there is one: a script
+        that runs every day keeps one line up to date rather than adding another.
+        """
         body = checked(note, text.MAX_NOTE_CHARS, "note")
+        if note_key is not None and not NOTE_KEY.fullmatch(note_key):
+            raise WriteError("a note key is 1 to 64 letters, digits, '-', '_' or '.'")
         day = date or self.today()
         try:
             # Python 3.11 also reads "20261125" and "2026-W48-3"; a note file must be named YYYY-MM-DD.
@@ -108,13 +120,13 @@ class Memory:
                 raise WriteError("unknown caller")
 
             def to_caller(current: str | None) -> str | None:
-                return None if current is None else with_caller_note(current, day, body)
+                return None if current is None else with_caller_note(current, day, body, note_key)
 
             await self.writes.write(relpath, to_caller, f"note for {phone.short(key)}", source)
             return relpath
         relpath = self.vault.note_path(day)
         await self.writes.write(
-            relpath, lambda current: with_daily_note(current, day, body), f"daily note for {day}", source
+            relpath, lambda current: with_daily_note(current, day, body, note_key), f"daily note for {day}", source
         )
         return relpath
 

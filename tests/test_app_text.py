@@ -156,6 +156,7 @@ def test_a_write_that_would_make_a_file_bigger_than_the_loader_reads_is_refused_
 
 def test_the_cli_and_the_import_normalise_the_same_way(tmp_path: Path) -> None:
     vault = tmp_path / "vault"
+    assert run_cli(vault, "init").returncode == 0
     # Arguments cannot carry NUL, but they can carry every other control character and bytes that
     # are not UTF-8 (which reach Python as lone surrogates and cannot be encoded back).
     remembered = run_cli(vault, "remember", MARIA, "Likes\x1b[31m tea\u2028with\x85milk \udcff")

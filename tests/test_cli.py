@@ -33,7 +33,7 @@ from tests.conftest import (
 from tests.live_helpers import MARIA_KEY, key_for
 
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
-COMMANDS = ["serve", "note", "remember", "show", "preview", "hash", "import-seed", "doctor"]
+COMMANDS = ["serve", "note", "remember", "show", "preview", "hash", "import-seed", "doctor", "init"]
 
 
 def today() -> str:
@@ -62,6 +62,7 @@ def section(text: str, name: str) -> list[str]:
 def vault(tmp_path: Path) -> Path:
     """A vault made by the CLI itself, with its first commit."""
     path = tmp_path / "vault"
+    assert ok(run_cli(path, "init")) == f"created a vault at {path}\n"
     ok(run_cli(path, "note", "Vault created", "--date", "2000-01-01"))
     return path
 
@@ -239,6 +240,7 @@ def test_doctor_passes_a_healthy_vault_and_says_what_to_fix_in_a_broken_one(tmp_
     assert "does not exist yet" in out and out.endswith("all good\n")
     assert not vault.exists()
 
+    ok(run_cli(vault, "init"))
     ok(run_cli(vault, "remember", MARIA, "Has a dog named Rex"))
     out = ok(run_cli(vault, "doctor"))
     lines = out.splitlines()
@@ -272,6 +274,7 @@ def test_read_only_commands_create_and_commit_nothing(tmp_path: Path) -> None:
     assert not missing.exists()
 
     vault = tmp_path / "vault"
+    ok(run_cli(vault, "init"))
     ok(run_cli(vault, "remember", MARIA, "Has a dog named Rex"))
     (vault / "callers" / "by-hand.md").write_text("---\nphone_hash: " + "c" * 64 + "\n---\n# By hand\n")
     files, head = vault_snapshot(vault), vault_head(vault)

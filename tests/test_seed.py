@@ -108,6 +108,8 @@ def frontmatter_and_sections(text: str) -> tuple[dict, dict[str, list[str]]]:
 
 
 def import_seed(vault: Path, seed_dir: Path):  # type: ignore[no-untyped-def]
+    if not vault.exists():
+        assert run_cli(vault, "init").returncode == 0
     return run_cli(vault, "import-seed", str(seed_dir))
 
 
@@ -281,7 +283,7 @@ def test_a_bad_data_directory_is_refused_and_nothing_is_written(
         for name, content in files.items():
             (data / name).write_text(content)
     vault = tmp_path / "vault"
-    result = import_seed(vault, data)
+    result = run_cli(vault, "import-seed", str(data))
     assert result.returncode == 1
     assert words in result.stderr
     assert result.stdout == ""
