@@ -158,6 +158,8 @@ def open_service(settings: Settings) -> Service:
             "PHONE_HASH_KEY is not set: using a key kept in the vault's .git folder (never committed). "
             "Set PHONE_HASH_KEY and keep a copy: without the key, callers cannot be recognised."
         )
+    if keyfile.check_and_record(vault.root, key) is keyfile.KeyCheck.DIFFERS:
+        log.error("%s", keyfile.mismatch_advice(vault.root))
     attributes = _register_merge_driver(git)
     if created_repo or git.head() is None:
         git.commit_sync(["."], ["create the vault"], "cli")  # and whatever the folder already held

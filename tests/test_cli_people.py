@@ -95,3 +95,41 @@ def test_note_with_a_key_replaces_its_line_instead_of_adding_one(vault: Path) ->
         result = run_cli(vault, "note", "x", f"--key={bad}")
         assert result.returncode == 1 and "a note key is 1 to 64 letters" in result.stderr
     assert vault_snapshot(vault) == files
+
+
+def test_doctor_tells_a_phone_hash_key_that_is_not_the_vaults(tmp_path: Path) -> None:
+    # As the issue found it: the service generated its own key, then PHONE_HASH_KEY was set.
+    vault = tmp_path / "vault"
+    ok(run_cli(vault, "init", PHONE_HASH_KEY=""))
+    ok(run_cli(vault, "remember", MARIA, "Has a dog", PHONE_HASH_KEY=""))
+    generated = (vault / ".git/memory-bridge/phone-hash-key").read_text().strip()
+    recorded = (vault / ".git/memory-bridge/phone-hash-key-fingerprint").read_text().strip()
+    assert len(recorded) == 16 and recorded not in generated
+    out = ok(run_cli(vault, "doctor", PHONE_HASH_KEY=""))
+    assert "  ok  the phone-hash key is the one the vault's callers were keyed with\n" in out
+
+    result = run_cli(vault, "doctor", PHONE_HASH_KEY="a-new-key-from-the-readme")
+    assert result.returncode == 1
+    fixes = [line.strip() for line in result.stdout.splitlines() if line.lstrip().startswith("fix")]
+    assert fixes == [
+        f"fix  PHONE_HASH_KEY is not the key this vault's callers were keyed with (its fingerprint is {recorded}), "
+        "so every caller would be taken for a new one: set PHONE_HASH_KEY back to that key; the key the service "
+        f"generated is in {vault}/.git/memory-bridge/phone-hash-key. To start over with the new key on purpose, "
+        f"delete {vault}/.git/memory-bridge/phone-hash-key-fingerprint"
+    ]
+    assert generated not in result.stdout and "a-new-key-from-the-readme" not in result.stdout
+    assert ok(run_cli(vault, "doctor", PHONE_HASH_KEY=generated)).endswith("all good\n")
+
+
+def test_doctor_tells_a_changed_phone_hash_key(vault: Path) -> None:
+    ok(run_cli(vault, "remember", MARIA, "Has a dog"))
+    assert ok(run_cli(vault, "doctor")).endswith("all good\n")
+    # A vault from before fingerprints is checked against its key file if it has one, else recorded at start.
+    result = run_cli(vault, "doctor", PHONE_HASH_KEY="another-key")
+    assert result.returncode == 1
+    assert "PHONE_HASH_KEY is not the key this vault's callers were keyed with" in result.stdout
+    assert "the key the service generated" not in result.stdout  # this vault never had one
+    # The running service says so too, and records nothing over the vault's fingerprint.
+    before = (vault / ".git/memory-bridge/phone-hash-key-fingerprint").read_bytes()
+    ok(run_cli(vault, "note", "x", PHONE_HASH_KEY="another-key"))
+    assert (vault / ".git/memory-bridge/phone-hash-key-fingerprint").read_bytes() == before
