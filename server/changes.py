@@ -11,6 +11,7 @@ import datetime as dt
 import re
 
 from server import edits, parse
+from server.markdown import frontmatter_of
 from server.records import Caller
 
 # Frontmatter keys a call's data-collection results may never fill: identity, counters, call set-up.
@@ -143,3 +144,38 @@ def with_daily_lines(current: str | None, day: str, notes: list[str]) -> str:
         if line not in text.splitlines():
             text = text + ("" if text.endswith("\n") else "\n") + line + "\n"
     return text
+
+
+# A `phone:` property's own line, as a person types it (YAML would read `0044…` or `4155550123` as a number).
+_PHONE_LINE = re.compile(r"^phone[ \t]*:[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
+def typed_phone(text: str) -> str | None:
+    """The `phone:` property of a file's frontmatter as typed (quotes removed); None without one, or empty."""
+    found = frontmatter_of(text)
+    if found is None:
+        return None
+    # An unclosed block runs to the end of the file: a number in it is still a number.
+    match = _PHONE_LINE.search(found[0] if isinstance(found, tuple) else text)
+    if match is None:
+        return None
+    value = match.group(1)
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value.strip() or None
+
+
+def has_phone_hash(text: str) -> bool:
+    """Whether a file's frontmatter sets `phone_hash` at all."""
+    found = frontmatter_of(text)
+    return isinstance(found, tuple) and re.search(r"^phone_hash[ \t]*:[ \t]*\S", found[0], re.MULTILINE) is not None
+
+
+def with_phone_keyed(text: str, key: str | None, e164: str | None) -> str:
+    """A caller file made by hand from a `phone:` property: `phone_hash` set to `key` (unless None), and
+    the number removed, or, with `e164` (STORE_PHONE_NUMBERS), kept only in E.164."""
+    if key is not None:
+        text = edits.set_properties(text, {"phone_hash": key})
+    if e164 is not None:
+        return edits.set_properties(text, {"phone": e164})
+    return edits.remove_properties(text, ["phone"])

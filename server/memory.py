@@ -16,6 +16,7 @@ import logging
 import re
 
 from server import edits, phone, text
+from server.addbyphone import PhoneKeyer
 from server.changes import (
     call_line,
     recorded_conversations,
@@ -58,6 +59,16 @@ def checked(value: str, limit: int, what: str) -> str:
     return result.text
 
 
+def phone_keyer(vault_: Vault, identities: Identities, store_numbers: bool) -> PhoneKeyer:
+    """The keyer of a person's `phone:` properties, with the vault's key and region rules."""
+
+    def keying(number: str) -> tuple[str | None, phone.CallerId]:
+        who = identities.identify(number)
+        return who.key, who.caller_id
+
+    return PhoneKeyer(vault_, keying, store_numbers)
+
+
 class Memory:
     """One vault's state (settings, vault, index, git writer) and the operations on it."""
 
@@ -68,6 +79,7 @@ class Memory:
         self.git = git
         self.identities = Identities(settings, index, key)
         self.writes = WritePath(vault_, index, git, settings.git_wait_seconds)
+        self.writes.phones = phone_keyer(vault_, self.identities, settings.store_phone_numbers)
         self.recorder = CallRecorder(settings, vault_, self.writes, self.identities, self.today)
         self.forgets = Forgets(vault_.root)
 

@@ -150,6 +150,8 @@ def parse_caller(text: str) -> Caller:
     _resolved(text)
     meta, body = split_frontmatter(text)
     key = _text(meta.get("phone_hash")).lower()
+    if not key and meta.get("phone") not in (None, ""):
+        raise VaultFileError("its phone: is not keyed yet (a usable number becomes its phone_hash when committed)")
     if not key:
         raise VaultFileError("the frontmatter has no phone_hash, so the file belongs to no caller")
     if not is_caller_key(key):

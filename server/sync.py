@@ -18,6 +18,7 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -138,6 +139,8 @@ class Sync:
         self.status = SyncStatus(without_credentials(self.remote_url or ""), self.branch)
         self._wake = asyncio.Event()
         self._fetch_now = False
+        # Runs before a merge commits people's uncommitted edits: keys a caller file's `phone:` (SPEC §14).
+        self.before_merge: Callable[[], Awaitable[None]] | None = None
         self._push_wanted = False
         self._task: asyncio.Task[None] | None = None
         self._conflicts_stamp: int | None = None
@@ -247,6 +250,8 @@ class Sync:
         if head is not None and await gitmerge.is_ancestor(runner, tip, head):
             self._merged_tip = tip
             return
+        if self.before_merge is not None:
+            await self.before_merge()
         async with self.gate.closed():
             merged = await self.git.merge(self.tracking, f"merge {self.branch} from the remote")
         if merged.outcome is MergeOutcome.REFUSED:

@@ -13,7 +13,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from server import conflicts, parse, text, vault
+from server import conflicts, gitmerge, parse, text, vault
+from server.addbyphone import Keyed, PhoneKeyer
 from server.gitstage import Exact
 from server.gitwriter import GitWriter
 from server.index import Index
@@ -96,6 +97,8 @@ class WritePath:
         # Files held (written but not yet committed, or a person's edit being committed), with the
         # future their release resolves.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
+        # Keys a person's caller file made from a `phone:` before it is committed (set by `Memory`).
+        self.phones: PhoneKeyer | None = None
 
     async def write(self, relpath: str, change: Change, line: str, source: str) -> bool:
         """Apply `change` to one file, commit it and update the index. Returns whether anything changed."""
@@ -178,7 +181,7 @@ class WritePath:
         async with self._held(paths):
             for n, relpath in enumerate(paths, 1):
                 edited = relpath in self.git.hand_edits or self._edited_behind_our_back(relpath)
-                if edited and not self.vault.conflicted(relpath):
+                if edited and not self.vault.conflicted(relpath) and await self._committable([relpath]):
                     # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
                     await self.git.commit_hand_edits({relpath: "edited"})
                 if n % SLICE == 0:
@@ -188,7 +191,37 @@ class WritePath:
     async def commit_hand_edits(self, edits: dict[str, str]) -> None:
         """Commit people's changes to files (path -> "edited" or "removed"), as they are on disk, as theirs."""
         async with self._held(list(edits)):
-            await self.git.commit_hand_edits(edits)
+            kept = set(await self._committable([path for path, what in edits.items() if what == "edited"]))
+            edits = {path: what for path, what in edits.items() if what != "edited" or path in kept}
+            if edits:
+                await self.git.commit_hand_edits(edits)
+
+    async def key_dirty_callers(self) -> None:
+        """Key every uncommitted caller file's `phone:` now: before a merge commits people's edits as they are."""
+        dirty = [path for path in await gitmerge.dirty_paths(self.git.runner) if kind_of(path) is Kind.CALLER]
+        if dirty:
+            async with self._held(dirty):
+                await self._committable(dirty)
+
+    async def _committable(self, relpaths: list[str]) -> list[str]:
+        """A person's files that may be committed, a caller's `phone:` keyed and removed first (SPEC §14).
+
+        A file whose `phone:` is no usable number stays uncommitted (its number never reaches history).
+        """
+        if self.phones is None or not any(kind_of(path) is Kind.CALLER for path in relpaths):
+            return relpaths
+        phones = self.phones
+        async with self.gate.passing(), self.editing():
+            done = await asyncio.to_thread(phones.key_files, relpaths)
+        for relpath, outcome in done.items():
+            if outcome is Keyed.REFUSED:
+                self.git.hand_edits.discard(relpath)
+            elif outcome is Keyed.KEYED:
+                # The keyed file is our own write: the watcher leaves it to us, so the index takes it here.
+                loaded = await asyncio.to_thread(self.vault.load, relpath)
+                if loaded is not None:
+                    self.index.apply(relpath, loaded, self.vault.next_seq())
+        return [relpath for relpath in relpaths if done[relpath] is not Keyed.REFUSED]
 
     @contextlib.asynccontextmanager
     async def _held(self, paths: list[str]) -> AsyncIterator[None]:

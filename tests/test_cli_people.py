@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import MARIA, commits_since, run_cli, vault_head, vault_snapshot
+from tests.conftest import MARIA, commits_since, git, run_cli, vault_head, vault_snapshot
 from tests.live_helpers import MARIA_KEY
 
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
@@ -133,3 +134,66 @@ def test_doctor_tells_a_changed_phone_hash_key(vault: Path) -> None:
     before = (vault / ".git/memory-bridge/phone-hash-key-fingerprint").read_bytes()
     ok(run_cli(vault, "note", "x", PHONE_HASH_KEY="another-key"))
     assert (vault / ".git/memory-bridge/phone-hash-key-fingerprint").read_bytes() == before
+
+
+def test_a_new_vault_ships_obsidian_daily_notes_and_the_callers_view(vault: Path) -> None:
+    files = vault_snapshot(vault)
+    assert json.loads(files[".obsidian/daily-notes.json"]) == {
+        "folder": "notes",
+        "format": "YYYY-MM-DD",
+        "template": "templates/daily note",
+    }
+    assert files["templates/daily note.md"].startswith(b"# {{date:YYYY-MM-DD}}\n")
+    base = yaml.safe_load(files["callers.base"])
+    assert base["filters"] == {"and": ['file.inFolder("callers")', 'file.ext == "md"']}
+    assert base["views"][0]["order"] == ["file.name", "note.name", "note.call_count", "note.last_call"]
+    tracked = git(vault, "ls-files").split()
+    assert ".obsidian/daily-notes.json" in tracked and "callers.base" in tracked
+    # A person's own workspace stays theirs: never committed.
+    (vault / ".obsidian/workspace.json").write_text("{}")
+    (vault / ".obsidian/workspace-mobile.json").write_text("{}")
+    assert git(vault, "status", "--porcelain", "--untracked-files=all") == ""
+    # The template's title is the date, which the note's parse drops; its comment and private part never reach a call.
+    day = today()
+    template = files["templates/daily note.md"].decode().replace("{{date:YYYY-MM-DD}}", day)
+    (vault / "notes" / f"{day}.md").write_text(template + "Mrs Jones: results\n")
+    preview = json.loads(ok(run_cli(vault, "preview", "--new", MARIA)))
+    assert preview["dynamic_variables"]["daily_notes"] == ""
+
+
+def test_upgrade_vault_adds_what_an_old_vault_lacks_says_so_and_commits_it(vault: Path) -> None:
+    # An old vault: none of the shipped files, an old .gitignore, and a person's own daily-note settings.
+    for relpath in ("callers.base", "templates/daily note.md", ".obsidian/daily-notes.json"):
+        (vault / relpath).unlink()
+    (vault / ".gitignore").write_text("*.swp\n")
+    git(vault, "add", "-A")
+    git(vault, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "an old vault")
+    head = vault_head(vault)
+    out = ok(run_cli(vault, "upgrade-vault"))
+    assert out.splitlines() == [
+        "added .obsidian/daily-notes.json: Obsidian's daily notes go to notes/ as YYYY-MM-DD, from "
+        "templates/daily note.md",
+        "added templates/daily note.md: the daily-note template",
+        "added callers.base: a table of the callers (name, calls, last call)",
+        "added to .gitignore: .obsidian/workspace*.json, .obsidian/cache, .trash/ (a person's own workspace)",
+    ]
+    assert commits_since(vault, head) == [
+        "4 changes\n\n- upgrade the vault: .obsidian/daily-notes.json\n- upgrade the vault: templates/daily note.md\n"
+        "- upgrade the vault: callers.base\n- upgrade the vault: .gitignore\n\nSource: cli"
+    ]
+    assert (vault / ".gitignore").read_text().startswith("*.swp\n")
+    assert git(vault, "status", "--porcelain") == ""
+    # Run again: nothing to do, nothing committed.
+    head = vault_head(vault)
+    assert ok(run_cli(vault, "upgrade-vault")) == "the vault already has everything new vaults ship\n"
+    assert vault_head(vault) == head
+    # A person's own daily-note settings are kept, and what they change is said.
+    (vault / ".obsidian/daily-notes.json").write_text('{"folder": "Journal", "format": "DD.MM.YYYY"}')
+    out = ok(run_cli(vault, "upgrade-vault"))
+    assert out.splitlines()[0] == (
+        "kept .obsidian/daily-notes.json as it is: folder is 'Journal', format is 'DD.MM.YYYY'; the agent reads "
+        "daily notes only from notes/ named YYYY-MM-DD"
+    )
+    assert (vault / ".obsidian/daily-notes.json").read_text() == '{"folder": "Journal", "format": "DD.MM.YYYY"}'
+    refused = run_cli(vault.parent / "nowhere", "upgrade-vault")
+    assert refused.returncode == 1 and "no vault at" in refused.stderr
