@@ -7,8 +7,6 @@ rules; a running server sees them through its watcher.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -91,36 +89,6 @@ def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a caller's memory as JSON. Reads the vault; writes nothing."""
-    from server.answers import caller_json
-    from server.service import open_view
-
-    view = open_view(settings)
-    key = view.identities.resolve(args.caller)
-    record = view.index.caller(key) if key else None
-    if record is None:
-        print("unknown caller", file=sys.stderr)
-        return 1
-    print(json.dumps(caller_json(record, view.index.caller_path(record.phone_hash)), indent=2, ensure_ascii=False))
-    return 0
-
-
-def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
-    """Print exactly what the personalize webhook would answer for a caller now. Reads the vault; writes nothing."""
-    from server.answers import answer_bytes
-    from server.service import open_view
-
-    view = open_view(settings)
-    key = view.identities.resolve(args.caller)
-    record = view.index.caller(key) if key else None
-    if record is None and not args.new:
-        print("unknown caller (use --new to see the answer a new caller gets)", file=sys.stderr)
-        return 1
-    sys.stdout.write(answer_bytes(view.index, settings, record, dt.datetime.now(dt.UTC)).decode() + "\n")
-    return 0
-
-
 def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     """Append to a daily note, or to a caller's notes."""
     from server.writes import WriteError
@@ -128,9 +96,8 @@ def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     async def work(service: Any) -> int:
         key = None
         if args.caller:
-            key = service.memory.identities.resolve(args.caller)
+            key = cli_people.named(service.memory.index, service.memory.identities, args.caller)
             if key is None:
-                print("unknown caller", file=sys.stderr)
                 return 1
         try:
             path = await service.memory.add_note(args.text, "cli", date=args.date, key=key, note_key=args.key)
@@ -148,7 +115,8 @@ def cmd_remember(args: argparse.Namespace, settings: Settings) -> int:
     from server.writes import WriteError
 
     async def work(service: Any) -> int:
-        target = service.memory.identities.write_target(args.caller)
+        known = cli_people.named(service.memory.index, service.memory.identities, args.caller, quiet=True)
+        target = service.memory.identities.write_target(known or args.caller)
         if target is None:
             print("unknown caller", file=sys.stderr)
             return 1
@@ -274,17 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("serve", cmd_serve, "run the service (uvicorn, one worker)")
     p = add("note", cmd_note, "append to today's (or --date's) daily note, or to a caller's notes; commits")
     p.add_argument("text", help="the note")
-    p.add_argument("--caller", help="a phone number or phone hash: add to that caller's notes instead")
+    p.add_argument("--caller", help="a phone number, key, short key or name: add to that caller's notes instead")
     p.add_argument("--date", help="YYYY-MM-DD (default: today in TIMEZONE)")
     p.add_argument("--key", help="replace the note's line marked with this key (added the first time), not add one")
     p = add("remember", cmd_remember, "add a fact to a caller; commits")
-    p.add_argument("caller", help="a phone number or phone hash")
+    p.add_argument("caller", help="a phone number, key, short key or name (a new number makes a new caller)")
     p.add_argument("fact", help="the fact, one short sentence")
-    p = add("show", cmd_show, "print a caller's memory as JSON")
-    p.add_argument("caller", help="a phone number or phone hash")
-    p = add("preview", cmd_preview, "print exactly what the personalize webhook would answer for a caller now")
-    p.add_argument("caller", help="a phone number or phone hash")
-    p.add_argument("--new", action="store_true", help="show the new-caller answer if the caller is unknown")
     p = add("hash", cmd_hash, "print the caller key (phone hash) for a number")
     p.add_argument("number", help="a phone number, E.164 or national (uses DEFAULT_REGION)")
     p = add("import-seed", cmd_import_seed, "import the predecessor's data/ (sessions, memories, notes); safe to rerun")

@@ -185,7 +185,7 @@ def test_the_cli_and_the_import_normalise_the_same_way(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     no_control_bytes(vault)
 
-    shown = run_cli(vault, "show", legacy)
+    shown = run_cli(vault, "show", "--json", legacy)
     assert shown.returncode == 0, shown.stderr
     caller = json.loads(shown.stdout)
     assert caller["frontmatter"]["name"] == "Joe Doe"
@@ -193,7 +193,7 @@ def test_the_cli_and_the_import_normalise_the_same_way(tmp_path: Path) -> None:
     assert caller["facts"][1] == "z" * (500 - len(TRIMMED)) + TRIMMED
     assert caller["notes"] == ["- 2025-11-24: Gate code changed"]
     assert "\n- Daily note here\n" in (vault / "notes/2025-11-24.md").read_text(encoding="utf-8")
-    shown = run_cli(vault, "show", MARIA)
+    shown = run_cli(vault, "show", "--json", MARIA)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["facts"] == ["Likes[31m tea with milk"]
     assert (vault / "notes/2026-11-25.md").read_text(encoding="utf-8") == "# 2026-11-25\n\n- Closed early\n"

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from server import edits
 from tests.conftest import MARIA, commits_since, git, run_cli, vault_head, vault_snapshot
-from tests.live_helpers import MARIA_KEY
+from tests.live_helpers import MARIA_KEY, key_for
 
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 
@@ -21,6 +22,11 @@ MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 def ok(result) -> str:  # type: ignore[no-untyped-def]
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def named(name: str, text: str) -> str:
+    """A caller file's text with its `name` property set, as a person would type it."""
+    return edits.set_properties(text, {"name": name})
 
 
 def today() -> str:
@@ -80,7 +86,7 @@ def test_note_with_a_key_replaces_its_line_instead_of_adding_one(vault: Path) ->
     ok(run_cli(vault, "note", "The wait is 5 minutes", "--key", "wait"))
     assert commits_since(vault, head) == [f"daily note for {day}\n\nSource: cli"] * 5
     # The key's mark is an Obsidian comment: the agent hears the note, never the key.
-    preview = json.loads(ok(run_cli(vault, "preview", "--new", MARIA)))
+    preview = json.loads(ok(run_cli(vault, "preview", "--json", "--new", MARIA)))
     notes = preview["dynamic_variables"]["daily_notes"]
     assert "The wait is 5 minutes" in notes and "key" not in notes and "%%" not in notes
 
@@ -157,7 +163,7 @@ def test_a_new_vault_ships_obsidian_daily_notes_and_the_callers_view(vault: Path
     day = today()
     template = files["templates/daily note.md"].decode().replace("{{date:YYYY-MM-DD}}", day)
     (vault / "notes" / f"{day}.md").write_text(template + "Mrs Jones: results\n")
-    preview = json.loads(ok(run_cli(vault, "preview", "--new", MARIA)))
+    preview = json.loads(ok(run_cli(vault, "preview", "--json", "--new", MARIA)))
     assert preview["dynamic_variables"]["daily_notes"] == ""
 
 
@@ -197,3 +203,68 @@ def test_upgrade_vault_adds_what_an_old_vault_lacks_says_so_and_commits_it(vault
     assert (vault / ".obsidian/daily-notes.json").read_text() == '{"folder": "Journal", "format": "DD.MM.YYYY"}'
     refused = run_cli(vault.parent / "nowhere", "upgrade-vault")
     assert refused.returncode == 1 and "no vault at" in refused.stderr
+
+
+def test_callers_are_named_by_number_key_short_key_or_name_and_shown_readably(vault: Path) -> None:
+    other, third = "+442071838750", "+14155550188"
+    ok(run_cli(vault, "remember", MARIA, "Prefers mornings"))
+    ok(run_cli(vault, "remember", other, "Has a dog"))
+    ok(run_cli(vault, "remember", third, "Likes jazz"))
+    maria_file = vault / MARIA_FILE
+    maria_file.write_text(named("Maria Lopez", maria_file.read_text()))
+    other_key = key_for(other)
+    other_file = vault / f"callers/{other_key[:12]}.md"
+    other_file.write_text(named("Maria Lopez", other_file.read_text()))
+    # The readable view.
+    for name in (MARIA, "(415) 555-0123", MARIA_KEY, MARIA_KEY[:8].upper()):
+        out = ok(run_cli(vault, "show", name, DEFAULT_REGION="US"))
+        assert out.splitlines()[:2] == [f"Maria Lopez  ({MARIA_KEY[:12]}, {MARIA_FILE})", "0 call(s)"]
+        assert out.endswith("\nFacts\n  - Prefers mornings\n")
+    assert json.loads(ok(run_cli(vault, "show", "--json", MARIA_KEY[:10])))["facts"] == ["Prefers mornings"]
+    # Two Marias: the name alone is not enough, and the person is told how to say which.
+    result = run_cli(vault, "show", "maria lopez")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "2 callers answer to 'maria lopez'; name one by its key:",
+        *sorted(
+            [f"  {MARIA_KEY[:12]}  {MARIA_FILE}", f"  {other_key[:12]}  callers/{other_key[:12]}.md"],
+            key=lambda line: line.split()[1],
+        ),
+    ]
+    # A name names a caller for writes too.
+    (vault / f"callers/{key_for(third)[:12]}.md").rename(vault / "callers/Jazz Fan.md")
+    ok(run_cli(vault, "note", "Call back on Friday", "--caller", "jazz fan"))
+    ok(run_cli(vault, "remember", "Jazz Fan", "Plays the sax"))
+    shown = json.loads(ok(run_cli(vault, "show", "--json", "Jazz Fan")))
+    assert shown["facts"] == ["Likes jazz", "Plays the sax"] and shown["notes"] == [f"- {today()}: Call back on Friday"]
+    refused = run_cli(vault, "remember", "Nobody Known", "x")
+    assert refused.returncode == 1 and refused.stderr == "unknown caller\n"
+    # preview: readable by default, the exact webhook JSON with --json.
+    readable = ok(run_cli(vault, "preview", "Jazz Fan"))
+    assert readable.startswith("First message:\n") and "\nVariables:\n" in readable and "\n  caller_known = True\n" in readable
+    assert "\nPrompt:\n" in readable and "Plays the sax" in readable
+    exact = json.loads(ok(run_cli(vault, "preview", "--json", "Jazz Fan")))
+    assert exact["type"] == "conversation_initiation_client_data"
+
+
+def test_list_and_search(vault: Path) -> None:
+    ok(run_cli(vault, "remember", MARIA, "Has a dog named Rex"))
+    ok(run_cli(vault, "remember", "+14155550188", "Likes jazz and dogs"))
+    jazz = key_for("+14155550188")
+    (vault / f"callers/{jazz[:12]}.md").rename(vault / "callers/Jazz Fan.md")
+    out = ok(run_cli(vault, "list")).splitlines()
+    assert out == [
+        f"{MARIA_KEY[:12]}      0  -           Caller {MARIA_KEY[:12]}  ({MARIA_FILE})",
+        f"{jazz[:12]}      0  -           Caller {jazz[:12]}  (callers/Jazz Fan.md)",
+    ] or out == [
+        f"{jazz[:12]}      0  -           Caller {jazz[:12]}  (callers/Jazz Fan.md)",
+        f"{MARIA_KEY[:12]}      0  -           Caller {MARIA_KEY[:12]}  ({MARIA_FILE})",
+    ]
+    assert len(out) == 2
+    assert ok(run_cli(vault, "search", "DOG")).count("\n") == 2
+    assert ok(run_cli(vault, "search", "jazz", "dogs")).splitlines() == [
+        f"{jazz[:12]}      0  -           Caller {jazz[:12]}  (callers/Jazz Fan.md)"
+    ]
+    assert ok(run_cli(vault, "search", "jazz fan")).count("\n") == 1  # the file name counts
+    result = run_cli(vault, "search", "cats")
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "no caller matches\n")
