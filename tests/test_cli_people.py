@@ -241,7 +241,8 @@ def test_callers_are_named_by_number_key_short_key_or_name_and_shown_readably(va
     assert refused.returncode == 1 and refused.stderr == "unknown caller\n"
     # preview: readable by default, the exact webhook JSON with --json.
     readable = ok(run_cli(vault, "preview", "Jazz Fan"))
-    assert readable.startswith("First message:\n") and "\nVariables:\n" in readable and "\n  caller_known = True\n" in readable
+    assert readable.startswith("First message:\n") and "\nVariables:\n" in readable
+    assert "\n  caller_known = True\n" in readable
     assert "\nPrompt:\n" in readable and "Plays the sax" in readable
     exact = json.loads(ok(run_cli(vault, "preview", "--json", "Jazz Fan")))
     assert exact["type"] == "conversation_initiation_client_data"
