@@ -179,3 +179,21 @@ def with_phone_keyed(text: str, key: str | None, e164: str | None) -> str:
     if e164 is not None:
         return edits.set_properties(text, {"phone": e164})
     return edits.remove_properties(text, ["phone"])
+
+
+_GENERATED_HEADING = re.compile(r"# Caller [0-9a-f]{12}")
+
+
+def with_named_heading(text: str, name: str) -> str:
+    """A caller file whose generated heading (`# Caller <short key>`) becomes the caller's name; else unchanged."""
+    found = frontmatter_of(text)
+    head, body = ("", text) if not isinstance(found, tuple) else (text[: len(text) - len(found[1])], found[1])
+    lines = body.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip():
+            if _GENERATED_HEADING.fullmatch(line.rstrip("\r\n")):
+                ending = line[len(line.rstrip("\r\n")) :]
+                lines[i] = f"# {' '.join(name.split())}{ending}"
+                return head + "".join(lines)
+            return text
+    return text

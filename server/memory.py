@@ -105,7 +105,7 @@ class Memory:
             return with_fact(base, item)
 
         await self.writes.write(relpath, change, f"fact for {phone.short(key)}", source)
-        return relpath
+        return self.writes.names.current(relpath)
 
     async def add_note(
         self, note: str, source: str, *, date: str | None = None, key: str | None = None, note_key: str | None = None
@@ -135,7 +135,7 @@ class Memory:
                 return None if current is None else with_caller_note(current, day, body, note_key)
 
             await self.writes.write(relpath, to_caller, f"note for {phone.short(key)}", source)
-            return relpath
+            return self.writes.names.current(relpath)
         relpath = self.vault.note_path(day)
         await self.writes.write(
             relpath, lambda current: with_daily_note(current, day, body, note_key), f"daily note for {day}", source

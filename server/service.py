@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from server import cache, filemodes, gitmerge, gitstate, keyfile, mergedriver, obsidian
+from server import cache, filemodes, gitmerge, gitstate, importer, keyfile, mergedriver, obsidian
 from server.addbyphone import Keyed
 from server.config import Settings
 from server.gitlock import ServerMark, server_running
@@ -183,6 +183,9 @@ def open_service(settings: Settings) -> Service:
     deferred = dirty if operation is not None else []  # ... nor anything during a person's merge or rebase
     if operation is not None:
         log.warning("a git %s is in progress in the vault: nothing is committed until it ends", operation.value)
+    elif dirty and importer.interrupted(vault.root):
+        # Not a person's edits: `import-seed`, run again, commits them as the import's (Source: cli).
+        log.warning("an import-seed was interrupted: run it again to finish it; its files wait uncommitted")
     elif dirty := _keyed(settings, vault, key, dirty):
         # Edits made while the service was not running (or a write interrupted before its commit).
         line = f"hand edits made while memory-bridge was stopped ({len(dirty)} file(s))"
