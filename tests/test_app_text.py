@@ -104,7 +104,8 @@ def test_a_huge_hostile_summary_is_trimmed_says_so_and_never_pushes_older_calls_
     response = deliver(server, encode(huge))
 
     assert response.status_code == 200 and response.json()["status"] == "saved"
-    text = (server.vault / MARIA_FILE).read_text(encoding="utf-8")
+    # Named from the first call's (cleaned) name: the file took it (SPEC §14).
+    text = (server.vault / "callers/Maria Lopez.md").read_text(encoding="utf-8")
     line = next(line for line in text.splitlines() if line.endswith(f"({CONV})"))
     assert line.startswith("- 2025-11-29 22:59 · Talked at length about everything. Talked at length")
     assert line.endswith(f"{TRIMMED} ({CONV})")
