@@ -79,7 +79,7 @@ class Memory:
         self.git = git
         self.identities = Identities(settings, index, key)
         self.writes = WritePath(vault_, index, git, settings.git_wait_seconds)
-        self.writes.phones = phone_keyer(vault_, self.identities, settings.store_phone_numbers)
+        self.writes.persons.phones = phone_keyer(vault_, self.identities, settings.store_phone_numbers)
         self.recorder = CallRecorder(settings, vault_, self.writes, self.identities, self.today)
         self.forgets = Forgets(vault_.root)
 

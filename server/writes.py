@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 
 from server import conflicts, gitmerge, parse, text, vault
-from server.addbyphone import Keyed, PhoneKeyer
 from server.gitstage import Exact
 from server.gitwriter import GitWriter
+from server.handcommit import PersonsEdits
 from server.index import Index
 from server.markdown import Kind, kind_of
 from server.records import Caller
@@ -100,10 +100,10 @@ class WritePath:
         # Files held (written but not yet committed, or a person's edit being committed), with the
         # future their release resolves.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
-        # Keys a person's caller file made from a `phone:` before it is committed (set by `Memory`).
-        self.phones: PhoneKeyer | None = None
         # Gives a service-named caller file its caller's name (SPEC §14), and knows where files went.
         self.names = Renamer(vault_, index)
+        # A person's files just before their commit: a `phone:` keyed, a name given (SPEC §14).
+        self.persons = PersonsEdits(vault_, index, git, self.names, self.gate.passing, self.editing)
 
     async def write(self, relpath: str, change: Change, line: str, source: str) -> bool:
         """Apply `change` to one file, commit it and update the index. Returns whether anything changed."""
@@ -212,7 +212,7 @@ class WritePath:
                 await also.enter_async_context(self._held(moved))
             for n, relpath in enumerate([self.names.current(path) for path in paths], 1):
                 edited = relpath in self.git.hand_edits or self._edited_behind_our_back(relpath)
-                if edited and not self.vault.conflicted(relpath) and await self._committable([relpath]):
+                if edited and not self.vault.conflicted(relpath) and await self.persons.committable([relpath]):
                     # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
                     await self.git.commit_hand_edits({relpath: "edited"})
                 if n % SLICE == 0:
@@ -222,18 +222,9 @@ class WritePath:
     async def commit_hand_edits(self, edits: dict[str, str]) -> None:
         """Commit people's changes to files (path -> "edited" or "removed"), as they are on disk, as theirs."""
         async with self._held(list(edits)):
-            kept = set(await self._committable([path for path, what in edits.items() if what == "edited"]))
+            kept = set(await self.persons.committable([path for path, what in edits.items() if what == "edited"]))
             edits = {path: what for path, what in edits.items() if what != "edited" or path in kept}
-            for path in [path for path in kept if kind_of(path) is Kind.CALLER]:
-                # A name the person gave the caller: the file the service named takes it (SPEC §14).
-                async with self.gate.passing(), self.editing():
-                    target = await asyncio.to_thread(self.names.name_hand_edit, path)
-                if target is not None:
-                    edits[path], edits[target] = "removed", "edited"
-                    self.index.apply(path, None, self.vault.next_seq())
-                    loaded = await asyncio.to_thread(self.vault.load, target)
-                    if loaded is not None:
-                        self.index.apply(target, loaded, self.vault.next_seq())
+            edits = await self.persons.named(edits)
             if edits:
                 await self.git.commit_hand_edits(edits)
 
@@ -242,27 +233,7 @@ class WritePath:
         dirty = [path for path in await gitmerge.dirty_paths(self.git.runner) if kind_of(path) is Kind.CALLER]
         if dirty:
             async with self._held(dirty):
-                await self._committable(dirty)
-
-    async def _committable(self, relpaths: list[str]) -> list[str]:
-        """A person's files that may be committed, a caller's `phone:` keyed and removed first (SPEC §14).
-
-        A file whose `phone:` is no usable number stays uncommitted (its number never reaches history).
-        """
-        if self.phones is None or not any(kind_of(path) is Kind.CALLER for path in relpaths):
-            return relpaths
-        phones = self.phones
-        async with self.gate.passing(), self.editing():
-            done = await asyncio.to_thread(phones.key_files, relpaths)
-        for relpath, outcome in done.items():
-            if outcome is Keyed.REFUSED:
-                self.git.hand_edits.discard(relpath)
-            elif outcome is Keyed.KEYED:
-                # The keyed file is our own write: the watcher leaves it to us, so the index takes it here.
-                loaded = await asyncio.to_thread(self.vault.load, relpath)
-                if loaded is not None:
-                    self.index.apply(relpath, loaded, self.vault.next_seq())
-        return [relpath for relpath in relpaths if done[relpath] is not Keyed.REFUSED]
+                await self.persons.committable(dirty)
 
     @contextlib.asynccontextmanager
     async def _held(self, paths: list[str]) -> AsyncIterator[None]:
