@@ -33,7 +33,8 @@ from tests.conftest import (
 from tests.live_helpers import MARIA_KEY, key_for
 
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
-COMMANDS = ["serve", "note", "remember", "show", "preview", "hash", "import-seed", "doctor", "init"]
+COMMANDS = ["serve", "note", "remember", "show", "preview", "hash", "import-seed", "doctor"]
+COMMANDS += ["init", "upgrade-vault", "list", "search"]
 
 
 def today() -> str:
