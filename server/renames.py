@@ -104,8 +104,8 @@ class Renamer:
 
         None when it stays: not named by the service, no name, no free name, or the disk refused.
         """
-        if not filenames.service_named(relpath) or not (name := name_in(text)):
-            return None
+        if not filenames.service_named(relpath) or not filenames.safe_name(name := name_in(text)):
+            return None  # before listing the folder, which holds every caller
         key = key_in(text)
         try:
             taken = {entry.casefold() for entry in os.listdir(self.vault.root / CALLERS)}
