@@ -99,10 +99,12 @@ class Renamer:
 
         return named
 
-    def give_name(self, relpath: str, text: str) -> str | None:
+    def give_name(self, relpath: str, text: str, sha: str | None = None) -> str | None:
         """Move a service-named caller file whose text names the caller to `callers/<Name>.md`; its new path.
 
         None when it stays: not named by the service, no name, no free name, or the disk refused.
+        `sha` is the digest of the file's bytes (by default, of `text` in UTF-8), so the watcher knows
+        the moved file as this process's own write.
         """
         if not filenames.service_named(relpath) or not filenames.safe_name(name := name_in(text)):
             return None  # before listing the folder, which holds every caller
@@ -115,7 +117,7 @@ class Renamer:
         if target is None:
             return None
         try:
-            moved = self.vault.move(relpath, target, digest(text.encode("utf-8")))
+            moved = self.vault.move(relpath, target, sha or digest(text.encode("utf-8")))
         except OSError:
             return None
         if not moved:

@@ -149,7 +149,9 @@ class WritePath:
                     if result is not None:
                         target = None
                         if readable:
-                            target = await asyncio.to_thread(self.names.give_name, relpath, result.text)
+                            target = await asyncio.to_thread(
+                                self.names.give_name, relpath, result.text, result.digest
+                            )
                         if target is not None:
                             # One commit: the old path removed, the new one added, which git shows as a rename.
                             gone.append((relpath, None, self.vault.next_seq()))
