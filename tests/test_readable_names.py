@@ -8,6 +8,7 @@ person named is never renamed. A real server, real vault, real git.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -16,8 +17,9 @@ from hypothesis import strategies as st
 from server import filenames
 from server.changes import with_named_heading
 from tests.calls import Call, encode
-from tests.conftest import LiveServer, caught_up, elevenlabs_signature, git, settled
+from tests.conftest import LiveServer, caught_up, elevenlabs_signature, git, running_server, settled
 from tests.live_helpers import frontmatter, key_for, request, wait_until
+from tests.remotes import GitDaemon, Laptop, run_git
 
 
 def deliver(server: LiveServer, body: bytes) -> None:
@@ -164,3 +166,35 @@ def test_the_generated_heading_follows_the_name_and_a_persons_heading_stays() ->
     mine = text.replace("# Caller 0123456789ab", "# Our best customer")
     assert with_named_heading(mine, "Ada") == mine
     assert json.dumps(with_named_heading("", "Ada")) == '""'
+
+
+def test_a_name_typed_on_a_laptop_renames_the_file_once_the_server_merges_it(tmp_path: Path, daemon: GitDaemon) -> None:
+    url = daemon.bare()
+    with running_server(tmp_path, GIT_REMOTE=url, SYNC_SECONDS="1") as server:
+        number = "+14155550166"
+        key = key_for(number)
+        assert server.admin("POST", f"/api/memory/{number}", json={"fact": "Has a cat"}).status_code == 200
+        head = git(server.vault, "rev-parse", "HEAD").strip()
+        wait_until(
+            lambda: head in run_git(daemon.base / "vault.git", "log", "--format=%H", "main", check=False).stdout,
+            timeout=15,
+        )
+        laptop = Laptop.clone(url, tmp_path / "laptop")
+        old = f"callers/{key[:12]}.md"
+        text = laptop.read(old)
+        laptop.write(old, text.replace('name: ""', "name: Eve Park"))
+        laptop.commit_all("her name")
+        assert laptop.push().returncode == 0
+        wait_until(lambda: (server.vault / "callers/Eve Park.md").exists(), timeout=20, what="the rename")
+        wait_until(lambda: settled(server), timeout=10)
+        assert not (server.vault / old).exists()
+        assert "\n# Eve Park\n" in (server.vault / "callers/Eve Park.md").read_text()
+        assert server.admin("GET", f"/api/callers/{number}").json()["file"] == "callers/Eve Park.md"
+        # The laptop gets the rename back with its next pull.
+        renamed = git(server.vault, "rev-parse", "HEAD").strip()
+        wait_until(
+            lambda: renamed in run_git(daemon.base / "vault.git", "log", "--format=%H", "main", check=False).stdout,
+            timeout=15,
+        )
+        assert laptop.pull().returncode == 0
+        assert (laptop.path / "callers/Eve Park.md").exists() and not (laptop.path / old).exists()
