@@ -24,8 +24,9 @@ log = logging.getLogger("memory_bridge.cache")
 CACHE_FILE = "memory-bridge/index-cache.msgpack"
 # The format's version, part of every cache's `version`: bump it when the meaning of the cached
 # data changes without its types changing (2: file kinds are `Kind` members, not strings; 3: a file
-# with conflict markers is an error, where it once parsed).
-FORMAT = 3
+# with conflict markers is an error, where it once parsed; 4: comments and private sections are
+# left out of the records).
+FORMAT = 4
 
 
 class _CallerEntry(msgspec.Struct, array_like=True):

@@ -11,6 +11,7 @@ import datetime as dt
 import re
 
 from server import edits, parse
+from server.markdown import frontmatter_of
 from server.records import Caller
 
 # Frontmatter keys a call's data-collection results may never fill: identity, counters, call set-up.
@@ -31,17 +32,40 @@ def with_fact(text: str, fact: str) -> str:
     return edits.append_to_section(text, "Facts", f"- {fact}")
 
 
-def with_caller_note(text: str, day: str, note: str) -> str:
-    """The caller's file with a dated note appended to `## Notes`."""
-    return edits.append_to_section(text, "Notes", f"- {day}: {note}")
+def keyed(line: str, key: str | None) -> str:
+    """A note line marked with its key, in an Obsidian comment: the key never reaches a prompt."""
+    return line if key is None else f"{line} %%key: {key}%%"
 
 
-def with_daily_note(current: str | None, day: str, note: str) -> str:
-    """A daily note (created with its title if missing) with one more bullet line."""
+def replaced_keyed_line(text: str, key: str, line: str) -> str | None:
+    """`text` with the line that carries `key`'s mark replaced by `line`; None if no line carries it."""
+    mark = f"%%key: {key}%%"
+    lines = text.splitlines(keepends=True)
+    for i, old in enumerate(lines):
+        if old.rstrip("\r\n").rstrip().endswith(mark):
+            ending = old[len(old.rstrip("\r\n")) :]
+            lines[i] = line + ending
+            return "".join(lines)
+    return None
+
+
+def with_caller_note(text: str, day: str, note: str, key: str | None = None) -> str:
+    """The caller's file with a dated note appended to `## Notes`; with `key`, replacing that key's line."""
+    line = keyed(f"- {day}: {note}", key)
+    if key is not None and (replaced := replaced_keyed_line(text, key, line)) is not None:
+        return replaced
+    return edits.append_to_section(text, "Notes", line)
+
+
+def with_daily_note(current: str | None, day: str, note: str, key: str | None = None) -> str:
+    """A daily note (created with its title if missing) with one more bullet line; with `key`, that key's line."""
+    line = keyed(f"- {note}", key)
     base = current if current is not None else f"# {day}\n\n"
+    if key is not None and (replaced := replaced_keyed_line(base, key, line)) is not None:
+        return replaced
     if base and not base.endswith("\n"):
         base += "\n"
-    return base + f"- {note}\n"
+    return base + f"{line}\n"
 
 
 def call_line(when: dt.datetime, summary: str, conversation_id: str) -> str:
@@ -119,4 +143,57 @@ def with_daily_lines(current: str | None, day: str, notes: list[str]) -> str:
     for line in (f"- {note}" for note in notes):
         if line not in text.splitlines():
             text = text + ("" if text.endswith("\n") else "\n") + line + "\n"
+    return text
+
+
+# A `phone:` property's own line, as a person types it (YAML would read `0044…` or `4155550123` as a number).
+_PHONE_LINE = re.compile(r"^phone[ \t]*:[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
+def typed_phone(text: str) -> str | None:
+    """The `phone:` property of a file's frontmatter as typed (quotes removed); None without one, or empty."""
+    found = frontmatter_of(text)
+    if found is None:
+        return None
+    # An unclosed block runs to the end of the file: a number in it is still a number.
+    match = _PHONE_LINE.search(found[0] if isinstance(found, tuple) else text)
+    if match is None:
+        return None
+    value = match.group(1)
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value.strip() or None
+
+
+def has_phone_hash(text: str) -> bool:
+    """Whether a file's frontmatter sets `phone_hash` at all."""
+    found = frontmatter_of(text)
+    return isinstance(found, tuple) and re.search(r"^phone_hash[ \t]*:[ \t]*\S", found[0], re.MULTILINE) is not None
+
+
+def with_phone_keyed(text: str, key: str | None, e164: str | None) -> str:
+    """A caller file made by hand from a `phone:` property: `phone_hash` set to `key` (unless None), and
+    the number removed, or, with `e164` (STORE_PHONE_NUMBERS), kept only in E.164."""
+    if key is not None:
+        text = edits.set_properties(text, {"phone_hash": key})
+    if e164 is not None:
+        return edits.set_properties(text, {"phone": e164})
+    return edits.remove_properties(text, ["phone"])
+
+
+_GENERATED_HEADING = re.compile(r"# Caller [0-9a-f]{12}")
+
+
+def with_named_heading(text: str, name: str) -> str:
+    """A caller file whose generated heading (`# Caller <short key>`) becomes the caller's name; else unchanged."""
+    found = frontmatter_of(text)
+    head, body = ("", text) if not isinstance(found, tuple) else (text[: len(text) - len(found[1])], found[1])
+    lines = body.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip():
+            if _GENERATED_HEADING.fullmatch(line.rstrip("\r\n")):
+                ending = line[len(line.rstrip("\r\n")) :]
+                lines[i] = f"# {' '.join(name.split())}{ending}"
+                return head + "".join(lines)
+            return text
     return text

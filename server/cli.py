@@ -7,15 +7,13 @@ rules; a running server sees them through its watcher.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server import cli_history, cli_postcalls, cli_tenants, filemodes, logs
+from server import cli_history, cli_people, cli_postcalls, cli_tenants, filemodes, logs
 
 if TYPE_CHECKING:  # imported where used: git starts `merge-file` once per file, and it must start fast
     from server.config import Settings
@@ -34,11 +32,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(environ, env_file=Path(args.env_file))
 
 
-def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]], *, create: bool = False) -> int:
     import asyncio
 
     from server import gitstate
-    from server.service import open_service
+    from server.service import VaultMissing, open_service
+
+    # Only `init` (and `serve`) make a vault: a script run from the wrong folder must not start a new one.
+    if not create and not (settings.vault_dir / ".git").is_dir():
+        raise VaultMissing(
+            f"no vault at {settings.vault_dir}: point VAULT_DIR (or --vault) at one, or run `memory-bridge init`"
+        )
 
     async def run() -> int:
         service = open_service(settings)
@@ -85,38 +89,6 @@ def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a caller's memory as JSON. Reads the vault; writes nothing."""
-    from server.answers import caller_json
-    from server.service import open_view
-
-    view = open_view(settings)
-    key = view.identities.resolve(args.caller)
-    record = view.index.caller(key) if key else None
-    if record is None:
-        print("unknown caller", file=sys.stderr)
-        return 1
-    print(json.dumps(caller_json(record, view.index.caller_path(record.phone_hash)), indent=2, ensure_ascii=False))
-    return 0
-
-
-def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
-    """Print exactly what the personalize webhook would answer for a caller now. Reads the vault; writes nothing."""
-    from server.answers import preview_bytes
-    from server.service import open_view
-
-    view = open_view(settings)
-    key = view.identities.resolve(args.caller)
-    record = view.index.caller(key) if key else None
-    if record is None and not args.new:
-        print("unknown caller (use --new to see the answer a new caller gets)", file=sys.stderr)
-        return 1
-    # The webhook sends the caller's key as user_id, known caller or new (SPEC §13).
-    user_id = key or view.identities.identify(args.caller).key
-    sys.stdout.write(preview_bytes(view.index, settings, record, user_id, dt.datetime.now(dt.UTC)).decode() + "\n")
-    return 0
-
-
 def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     """Append to a daily note, or to a caller's notes."""
     from server.writes import WriteError
@@ -124,12 +96,11 @@ def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     async def work(service: Any) -> int:
         key = None
         if args.caller:
-            key = service.memory.identities.resolve(args.caller)
+            key = cli_people.named(service.memory.index, service.memory.identities, args.caller)
             if key is None:
-                print("unknown caller", file=sys.stderr)
                 return 1
         try:
-            path = await service.memory.add_note(args.text, "cli", date=args.date, key=key)
+            path = await service.memory.add_note(args.text, "cli", date=args.date, key=key, note_key=args.key)
         except WriteError as exc:
             print(exc, file=sys.stderr)
             return 1
@@ -144,7 +115,8 @@ def cmd_remember(args: argparse.Namespace, settings: Settings) -> int:
     from server.writes import WriteError
 
     async def work(service: Any) -> int:
-        target = service.memory.identities.write_target(args.caller)
+        known = cli_people.named(service.memory.index, service.memory.identities, args.caller, quiet=True)
+        target = service.memory.identities.write_target(known or args.caller)
         if target is None:
             print("unknown caller", file=sys.stderr)
             return 1
@@ -271,22 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("serve", cmd_serve, "run the service (uvicorn, one worker)")
     p = add("note", cmd_note, "append to today's (or --date's) daily note, or to a caller's notes; commits")
     p.add_argument("text", help="the note")
-    p.add_argument("--caller", help="a phone number or phone hash: add to that caller's notes instead")
+    p.add_argument("--caller", help="a phone number, key, short key or name: add to that caller's notes instead")
     p.add_argument("--date", help="YYYY-MM-DD (default: today in TIMEZONE)")
+    p.add_argument("--key", help="replace the note's line marked with this key (added the first time), not add one")
     p = add("remember", cmd_remember, "add a fact to a caller; commits")
-    p.add_argument("caller", help="a phone number or phone hash")
+    p.add_argument("caller", help="a phone number, key, short key or name (a new number makes a new caller)")
     p.add_argument("fact", help="the fact, one short sentence")
-    p = add("show", cmd_show, "print a caller's memory as JSON")
-    p.add_argument("caller", help="a phone number or phone hash")
-    p = add("preview", cmd_preview, "print exactly what the personalize webhook would answer for a caller now")
-    p.add_argument("caller", help="a phone number or phone hash")
-    p.add_argument("--new", action="store_true", help="show the new-caller answer if the caller is unknown")
     p = add("hash", cmd_hash, "print the caller key (phone hash) for a number")
     p.add_argument("number", help="a phone number, E.164 or national (uses DEFAULT_REGION)")
     p = add("import-seed", cmd_import_seed, "import the predecessor's data/ (sessions, memories, notes); safe to rerun")
     p.add_argument("data_dir", help="the predecessor's data directory")
     add("doctor", cmd_doctor, "check config, vault, git and secrets; say what to fix")
     cli_history.register(add)
+    cli_people.register(add)
     cli_postcalls.register(add)
     # Commands git runs, or that set up a person's clone: no settings, no vault of the service's.
     p = add("merge-file", cmd_merge_file, "git's merge driver for one vault file (%%O %%A %%B %%P); writes OURS")

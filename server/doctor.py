@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
-from server import doctor_tenants, gitstate
+from server import doctor_tenants, gitstate, keyfile
 from server.compose import BUILTINS
 from server.config import Settings
 from server.gitwriter import GitWriter
@@ -46,6 +46,7 @@ def diagnose(settings: Settings) -> Iterator[Finding]:
         yield "fix", f"{vault.root} is not a git repository: run `git init` in it, or point VAULT_DIR elsewhere"
         return
     yield from _git(vault, settings)
+    yield from _key(vault, settings)
     yield from _sync(vault, settings)
     yield from _files(vault)
     yield from doctor_tenants.own_numbers(vault.root, settings)
@@ -107,6 +108,17 @@ def _git(vault: Vault, settings: Settings) -> Iterator[Finding]:
     tracked = git.runner.run_sync("ls-files", check=False).stdout.splitlines()
     if any(path.endswith(KEY_FILE.split("/")[-1]) for path in tracked):
         yield "fix", "a phone-hash key file is tracked in the vault's git: remove it from history and rotate the key"
+
+
+def _key(vault: Vault, settings: Settings) -> Iterator[Finding]:
+    key = keyfile.read_key(vault.root, settings.phone_hash_key)
+    expected = keyfile.expected_fingerprint(vault.root)
+    if key is None or expected is None:
+        return
+    if keyfile.fingerprint(key) != expected:
+        yield "fix", keyfile.mismatch_advice(vault.root)
+    else:
+        yield "ok", "the phone-hash key is the one the vault's callers were keyed with"
 
 
 def _files(vault: Vault) -> Iterator[Finding]:

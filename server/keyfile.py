@@ -1,4 +1,4 @@
-"""The phone-hash key file: the local HMAC key for caller keys, kept in the vault's `.git` folder.
+"""The phone-hash key file: the local HMAC key for caller keys, and its fingerprint, in the vault's `.git` folder.
 
 The key lives inside `.git/`, so it is never tracked or committed, and it travels with the vault
 when a person copies the folder. A configured key (PHONE_HASH_KEY) always wins over the file.
@@ -6,6 +6,9 @@ when a person copies the folder. A configured key (PHONE_HASH_KEY) always wins o
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -49,3 +52,59 @@ def phone_hash_key(vault_root: Path, configured: str | None) -> tuple[bytes, boo
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(key + "\n")
     return key.encode(), True
+
+
+# The fingerprint of the key the vault's callers are keyed with, beside the key file: never the key.
+FINGERPRINT_FILE = "memory-bridge/phone-hash-key-fingerprint"
+_FINGERPRINT_INPUT = b"memory-bridge phone-hash key fingerprint"
+
+
+class KeyCheck(enum.Enum):
+    """How the key in use compares with the one the vault's callers were keyed with."""
+
+    MATCHES = "matches"
+    RECORDED = "recorded"  # the vault had no fingerprint yet: this one is now the reference
+    DIFFERS = "differs"
+
+
+def fingerprint(key: bytes) -> str:
+    """A short, one-way fingerprint of a key: tells two keys apart without revealing either."""
+    return hmac.new(key, _FINGERPRINT_INPUT, hashlib.sha256).hexdigest()[:16]
+
+
+def expected_fingerprint(vault_root: Path) -> str | None:
+    """The fingerprint of the key the vault's callers were keyed with, as far as the vault knows.
+
+    The recorded fingerprint; for a vault from before fingerprints, that of its own key file (the
+    service makes one only when it keys callers without a configured key); None if neither exists.
+    """
+    try:
+        return (vault_root / ".git" / FINGERPRINT_FILE).read_text(encoding="ascii").strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    own = read_key(vault_root, None)
+    return fingerprint(own) if own is not None else None
+
+
+def check_and_record(vault_root: Path, key: bytes) -> KeyCheck:
+    """Compare the key in use with the vault's; record the vault's fingerprint if it had none."""
+    expected = expected_fingerprint(vault_root)
+    path = vault_root / ".git" / FINGERPRINT_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text((expected or fingerprint(key)) + "\n", encoding="ascii")
+        if expected is None:
+            return KeyCheck.RECORDED
+    return KeyCheck.MATCHES if expected in (None, fingerprint(key)) else KeyCheck.DIFFERS
+
+
+def mismatch_advice(vault_root: Path) -> str:
+    """What to do when the key in use is not the vault's: in words that name no key."""
+    own = path_for(vault_root)
+    where = f"; the key the service generated is in {own}" if own.is_file() else ""
+    return (
+        f"PHONE_HASH_KEY is not the key this vault's callers were keyed with (its fingerprint is "
+        f"{expected_fingerprint(vault_root)}), so every caller would be taken for a new one: set PHONE_HASH_KEY "
+        f"back to that key{where}. To start over with the new key on purpose, delete "
+        f"{vault_root / '.git' / FINGERPRINT_FILE}"
+    )

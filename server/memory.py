@@ -13,10 +13,12 @@ import asyncio
 import datetime as dt
 import enum
 import logging
+import re
 
 import msgspec
 
 from server import edits, phone, text
+from server.addbyphone import PhoneKeyer
 from server.changes import (
     call_line,
     recorded_conversations,
@@ -37,6 +39,9 @@ from server.ownnumbers import OwnNumbers
 from server.recorder import CallRecorder
 from server.vault import Vault
 from server.writes import WriteError, WritePath, intact, parse_or_refuse
+
+# A note key (`note --key`): short, and safe inside the Obsidian comment that marks its line.
+NOTE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 log = logging.getLogger("memory_bridge.memory")
 
@@ -68,6 +73,16 @@ def checked(value: str, limit: int, what: str) -> str:
     return result.text
 
 
+def phone_keyer(vault_: Vault, identities: Identities, store_numbers: bool) -> PhoneKeyer:
+    """The keyer of a person's `phone:` properties, with the vault's key and region rules."""
+
+    def keying(number: str) -> tuple[str | None, phone.CallerId]:
+        who = identities.identify(number)
+        return who.key, who.caller_id
+
+    return PhoneKeyer(vault_, keying, store_numbers)
+
+
 class Memory:
     """One vault's state (settings, vault, index, git writer) and the operations on it."""
 
@@ -80,6 +95,7 @@ class Memory:
         own = OwnNumbers(settings.agent_numbers, vault_.root / ".git")
         self.identities = Identities(settings, index, key, own, self.erasures.blocked)
         self.writes = WritePath(vault_, index, git, settings.git_wait_seconds)
+        self.writes.persons.phones = phone_keyer(vault_, self.identities, settings.store_phone_numbers)
         self.recorder = CallRecorder(settings, vault_, self.writes, self.identities, self.today)
         self.forgets = Forgets(vault_.root)
 
@@ -123,11 +139,19 @@ class Memory:
 
         said = f" in {' '.join(conversation.split())[:80]}" if conversation else ""
         await self.writes.write(relpath, change, f"fact for {self.label(key, legacy)}{said}", source)
-        return relpath
+        return self.writes.names.current(relpath)
 
-    async def add_note(self, note: str, source: str, *, date: str | None = None, key: str | None = None) -> str:
-        """Append to a daily note (`notes/DATE.md`) or, with `key`, to that caller's `## Notes`."""
+    async def add_note(
+        self, note: str, source: str, *, date: str | None = None, key: str | None = None, note_key: str | None = None
+    ) -> str:
+        """Append to a daily note (`notes/DATE.md`) or, with `key`, to that caller's `## Notes`.
+
+        With `note_key`, the line marked with that key is replaced instead, if there is one: a script
+        that runs every day keeps one line up to date rather than adding another.
+        """
         body = checked(note, text.MAX_NOTE_CHARS, "note")
+        if note_key is not None and not NOTE_KEY.fullmatch(note_key):
+            raise WriteError("a note key is 1 to 64 letters, digits, '-', '_' or '.'")
         day = date or self.today()
         try:
             # Python 3.11 also reads "20261125" and "2026-W48-3"; a note file must be named YYYY-MM-DD.
@@ -142,13 +166,13 @@ class Memory:
                 raise WriteError("unknown caller")
 
             def to_caller(current: str | None) -> str | None:
-                return None if current is None else with_caller_note(current, day, body)
+                return None if current is None else with_caller_note(current, day, body, note_key)
 
             await self.writes.write(relpath, to_caller, f"note for {self.label(key)}", source)
-            return relpath
+            return self.writes.names.current(relpath)
         relpath = self.vault.note_path(day)
         await self.writes.write(
-            relpath, lambda current: with_daily_note(current, day, body), f"daily note for {day}", source
+            relpath, lambda current: with_daily_note(current, day, body, note_key), f"daily note for {day}", source
         )
         return relpath
 

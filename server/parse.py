@@ -16,6 +16,7 @@ from frontmatter.default_handlers import YAMLHandler
 from server.conflicts import first_marker
 from server.markdown import HEADING, LIST_ITEM, Kind, Unclosed, frontmatter_of, kind_of
 from server.phone import is_caller_key
+from server.private import public_text
 from server.records import Caller, CallLine, DailyNote, Scalar, Soul
 
 # A file bigger than this is refused rather than parsed: a caller file is a few kilobytes.
@@ -149,6 +150,8 @@ def parse_caller(text: str) -> Caller:
     _resolved(text)
     meta, body = split_frontmatter(text)
     key = _text(meta.get("phone_hash")).lower()
+    if not key and meta.get("phone") not in (None, ""):
+        raise VaultFileError("its phone: is not keyed yet (a usable number becomes its phone_hash when committed)")
     if not key:
         raise VaultFileError("the frontmatter has no phone_hash, so the file belongs to no caller")
     if not is_caller_key(key):
@@ -156,7 +159,7 @@ def parse_caller(text: str) -> Caller:
     aliases = meta.get("aliases")
     count = meta.get("call_count")
     extra = {k: v for k, v in ((k, _scalar(v)) for k, v in meta.items() if k not in _BUILTIN_KEYS)}
-    parts = sections(body)
+    parts = sections(public_text(body))
     notes = tuple(line.strip() for line in parts.get("notes", []) if line.strip())
     return Caller(
         phone_hash=key,
@@ -179,6 +182,7 @@ def parse_soul(text: str) -> Soul:
     """Parse `soul.md`: the body is the prompt; frontmatter holds greetings and variable defaults."""
     _resolved(text)
     meta, body = split_frontmatter(text)
+    body = public_text(body)
     variables = {}
     for key, value in meta.items():
         if key in {"first_message", "first_message_returning", "agent_ids"}:
@@ -204,7 +208,7 @@ def parse_note(date: str, text: str) -> DailyNote:
     """Parse a daily note; its title line (`# 2026-11-25`), if any, is not part of what callers hear."""
     _resolved(text)
     _, body = split_frontmatter(text)
-    lines = body.strip().splitlines()
+    lines = public_text(body).strip().splitlines()
     if lines and lines[0].lstrip("#").strip() == date and lines[0].startswith("#"):
         lines = lines[1:]
     return DailyNote(date=date, body="\n".join(lines).strip())

@@ -131,6 +131,8 @@ class CallRecorder:
             self.writes.holding([job.relpath for job in jobs], bounded=False),
             contextlib.AsyncExitStack() as locked,
         ):
+            # A file the write path renamed while these waited for it (SPEC §14): counted where it is now.
+            jobs = [msgspec.structs.replace(job, relpath=self.writes.names.current(job.relpath)) for job in jobs]
             try:
                 # The worker rewrites the files outside the edit lock: looked at again just before.
                 await self.writes.git.operations.wait_clear(None)

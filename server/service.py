@@ -11,7 +11,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from server import cache, filemodes, gitmerge, gitstate, keyfile, mergedriver
+from server import cache, filemodes, gitmerge, gitstate, importer, keyfile, mergedriver, obsidian
+from server.addbyphone import Keyed
 from server.backfill import BackfillSchedule
 from server.config import Settings
 from server.conversations import ConversationsApi
@@ -22,7 +23,7 @@ from server.gitwriter import GitWriter
 from server.identity import Identities
 from server.inbox import Inbox
 from server.index import Index
-from server.memory import Memory
+from server.memory import Memory, phone_keyer
 from server.postcalls import Postcalls
 from server.retainer import Retainer
 from server.sync import Sync, join_remote
@@ -164,6 +165,13 @@ def _register_merge_driver(git: GitWriter) -> tuple[str, ...]:
         return ()
 
 
+def _keyed(settings: Settings, vault: Vault, key: bytes, dirty: list[str]) -> list[str]:
+    """The files of `dirty` that may be committed, a person's caller `phone:` keyed first (SPEC §14)."""
+    keyer = phone_keyer(vault, Identities(settings, Index(), key), settings.store_phone_numbers)
+    done = keyer.key_files(dirty)
+    return [relpath for relpath in dirty if done[relpath] is not Keyed.REFUSED]
+
+
 def open_service(settings: Settings) -> Service:
     """Open (creating on first use) the vault of `settings` and index it. Does not start tasks."""
     started = time.monotonic()
@@ -192,8 +200,11 @@ def open_service(settings: Settings) -> Service:
             "PHONE_HASH_KEY is not set: using a key kept in the vault's .git folder (never committed). "
             "Set PHONE_HASH_KEY and keep a copy: without the key, callers cannot be recognised."
         )
+    if keyfile.check_and_record(vault.root, key) is keyfile.KeyCheck.DIFFERS:
+        log.error("%s", keyfile.mismatch_advice(vault.root))
     attributes = _register_merge_driver(git)
     if created_repo or not git.has_commit():
+        obsidian.add_missing(vault)  # Obsidian's daily-note settings and the callers view, in the first commit
         git.commit_sync(["."], ["create the vault"], "cli")  # and whatever the folder already held
         log.info("created a new vault at %s", vault.root)
     elif attributes and not server_running(vault.root):
@@ -206,7 +217,10 @@ def open_service(settings: Settings) -> Service:
     deferred = dirty if operation is not None else []  # ... nor anything during a person's merge or rebase
     if operation is not None:
         log.warning("a git %s is in progress in the vault: nothing is committed until it ends", operation.value)
-    elif dirty:
+    elif dirty and importer.interrupted(vault.root):
+        # Not a person's edits: `import-seed`, run again, commits them as the import's (Source: cli).
+        log.warning("an import-seed was interrupted: run it again to finish it; its files wait uncommitted")
+    elif dirty := _keyed(settings, vault, key, dirty):
         # Edits made while the service was not running (or a write interrupted before its commit).
         line = f"hand edits made while memory-bridge was stopped ({len(dirty)} file(s))"
         git.commit_sync(dirty, [line], "hand-edit")
@@ -227,6 +241,7 @@ def open_service(settings: Settings) -> Service:
         len(index.errors()),
     )
     sync = Sync(settings, git, memory.writes.gate)
+    sync.before_merge = memory.writes.key_dirty_callers
     eraser = Eraser(memory, sync)
     sync.follow, sync.after_forced_push = eraser.follow, eraser.pushed
     postcalls = Postcalls(memory, Inbox(vault.root))

@@ -139,6 +139,8 @@ class Sync:
         self.status = SyncStatus(without_credentials(self.remote_url or ""), self.branch)
         self._wake = asyncio.Event()
         self._fetch_now = False
+        # Runs before a merge commits people's uncommitted edits: keys a caller file's `phone:` (SPEC §14).
+        self.before_merge: Callable[[], Awaitable[None]] | None = None
         self._push_wanted = False
         self._task: asyncio.Task[None] | None = None
         self._conflicts_stamp: int | None = None
@@ -254,6 +256,8 @@ class Sync:
         if head is not None and await gitmerge.is_ancestor(runner, tip, head):
             self._merged_tip = tip
             return
+        if self.before_merge is not None:
+            await self.before_merge()
         async with self.gate.closed():
             if self.follow is not None and (tip := await self.follow(tip)) is None:
                 return

@@ -324,6 +324,27 @@ class Vault:
             raise self._failed(exc) from None
         return data
 
+    def move(self, relpath: str, target: str, sha: str) -> bool:
+        """Move a file to a path no file holds (compared as the disk does); False if `target` is taken.
+
+        `sha` is the digest of the bytes moved: the watcher knows the new file as this process's write.
+        """
+        source, destination = self.path(relpath), self.path(target)
+        self.own.wrote(target, sha)
+        try:
+            os.link(source, destination)  # never over another file, even one made a moment ago
+        except FileExistsError:
+            self.own.forget(target)
+            return False
+        except OSError:
+            if destination.exists():
+                self.own.forget(target)
+                return False
+            os.rename(source, destination)  # a disk without hard links
+            return True
+        os.unlink(source)
+        return True
+
     def new_caller_path(self, phone_hash: str) -> str:
         """Where a new caller's file goes: `callers/<first 12 hex digits>.md`."""
         return f"{CALLERS}/{short(phone_hash)}.md"

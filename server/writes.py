@@ -13,12 +13,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from server import conflicts, parse, text, vault
+import msgspec
+
+from server import conflicts, gitmerge, parse, text, vault
 from server.gitstage import Exact
 from server.gitwriter import GitWriter
+from server.handcommit import PersonsEdits
 from server.index import Index
 from server.markdown import Kind, kind_of
 from server.records import Caller
+from server.renames import Renamer
 from server.vault import MAX_WRITE_BYTES, Loaded, Vault
 
 log = logging.getLogger("memory_bridge.memory")
@@ -29,7 +33,7 @@ SLICE = 5
 # A change to one file: its current text (None if missing) to its new text (None: leave it).
 Change = Callable[[str | None], str | None]
 # Index entries of what was written, made once the commit is in: (relpath, what it holds, seq).
-Entries = Callable[[], Awaitable[list[tuple[str, Loaded, int]]]]
+Entries = Callable[[], Awaitable[list[tuple[str, Loaded | None, int]]]]
 
 
 class WriteError(Exception):
@@ -96,6 +100,10 @@ class WritePath:
         # Files held (written but not yet committed, or a person's edit being committed), with the
         # future their release resolves.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
+        # Gives a service-named caller file its caller's name (SPEC §14), and knows where files went.
+        self.names = Renamer(vault_, index)
+        # A person's files just before their commit: a `phone:` keyed, a name given (SPEC §14).
+        self.persons = PersonsEdits(vault_, index, git, self.names, self.gate.passing, self.editing)
 
     async def write(self, relpath: str, change: Change, line: str, source: str) -> bool:
         """Apply `change` to one file, commit it and update the index. Returns whether anything changed."""
@@ -109,29 +117,46 @@ class WritePath:
         lines: list[str],
         source: str,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        readable: bool = True,
     ) -> list[str]:
         """Apply changes to files, then commit them together and update the index.
 
         Each `change` gets a file's current text (None: it does not exist) and returns the new text,
         or None for "nothing to do". The current bytes are read under the edit lock, at write time,
-        so a person's edit is never overwritten. Returns the files that changed.
+        so a person's edit is never overwritten. Returns the files that changed. With `readable`, a
+        service-named caller file whose caller now has a name takes it, in the same commit.
         """
         async with self.holding([relpath for relpath, _ in changes]), contextlib.AsyncExitStack() as locked:
             written: list[tuple[str, str, str, int]] = []
+            gone: list[tuple[str, None, int]] = []
             exact: dict[str, Exact] = {}
             refused: list[WriteError | vault.DiskError] = []
             async with self.gate.passing(), self.editing():
                 await locked.enter_async_context(self.changing())
-                for n, (relpath, change) in enumerate(changes, 1):
+                for n, (asked, change) in enumerate(changes, 1):
+                    relpath = self.names.current(asked)  # renamed while this write waited for it
                     try:
                         # In a thread: reading, parsing and rewriting a file is a long slice of the loop.
                         bounded = within_limit(relpath, resolved(relpath, change))
+                        if readable:
+                            bounded = self.names.heading_follows(relpath, bounded)
                         result = await asyncio.to_thread(self.vault.update, relpath, bounded)
                     except (WriteError, vault.DiskError) as exc:
                         refused.append(exc)  # one refused file never holds back the rest of a batch
                         log.warning("%s: %s", relpath, exc)
                         continue
                     if result is not None:
+                        target = None
+                        if readable:
+                            target = await asyncio.to_thread(self.names.give_name, relpath, result.text, result.digest)
+                        if target is not None:
+                            # One commit: the old path removed, the new one added, which git shows as a rename.
+                            gone.append((relpath, None, self.vault.next_seq()))
+                            if result.base is not None:  # a file git may know: its removal is committed
+                                exact[relpath] = Exact(result.base, None)
+                            lines = [*lines, f"file named: {relpath} -> {target}"]
+                            relpath, result = target, msgspec.structs.replace(result, base=None)
                         written.append((relpath, result.text, result.digest, self.vault.next_seq()))
                         exact[relpath] = Exact(result.base, result.data)
                     if progress is not None:
@@ -139,13 +164,17 @@ class WritePath:
                     if len(changes) > 1:
                         await asyncio.sleep(0)  # a big batch must not hold up calls
 
-            async def entries() -> list[tuple[str, Loaded, int]]:
+            async def entries() -> list[tuple[str, Loaded | None, int]]:
                 return [
-                    (relpath, await asyncio.to_thread(self.vault.loaded, relpath, text, sha), seq)
-                    for relpath, text, sha, seq in written
+                    *gone,  # before the new paths: the caller's key then belongs to its new file
+                    *[
+                        (relpath, await asyncio.to_thread(self.vault.loaded, relpath, text, sha), seq)
+                        for relpath, text, sha, seq in written
+                    ],
                 ]
 
-            await self.commit_and_index([relpath for relpath, *_ in written], lines, source, entries, exact)
+            paths = [relpath for relpath, *_ in gone if relpath in exact] + [relpath for relpath, *_ in written]
+            await self.commit_and_index(paths, lines, source, entries, exact)
             if refused and len(changes) == 1:
                 raise refused[0]
             return [relpath for relpath, *_ in written]
@@ -153,6 +182,7 @@ class WritePath:
     async def delete(self, relpath: str, line: str, source: str, before: Callable[[], Awaitable[None]]) -> None:
         """Remove a file in a commit of its own; `before` runs under the edit lock, just before the removal."""
         async with self.holding([relpath]), contextlib.AsyncExitStack() as locked:
+            relpath = self.names.current(relpath)  # renamed while this removal waited for it
             async with self.gate.passing(), self.editing():
                 await locked.enter_async_context(self.changing())
                 await before()
@@ -175,10 +205,14 @@ class WritePath:
         without a bound: no client is waiting for it.
         """
         await self.git.operations.wait_clear(self.patience if bounded else None)
-        async with self._held(paths):
-            for n, relpath in enumerate(paths, 1):
+        async with self._held(paths), contextlib.AsyncExitStack() as also:
+            # A file renamed while this waited: its new path is held too, and written instead.
+            moved = [now for path in paths if (now := self.names.current(path)) != path]
+            if moved:
+                await also.enter_async_context(self._held(moved))
+            for n, relpath in enumerate([self.names.current(path) for path in paths], 1):
                 edited = relpath in self.git.hand_edits or self._edited_behind_our_back(relpath)
-                if edited and not self.vault.conflicted(relpath):
+                if edited and not self.vault.conflicted(relpath) and await self.persons.committable([relpath]):
                     # A person's edit goes into its own commit first, so it keeps `Source: hand-edit`.
                     await self.git.commit_hand_edits({relpath: "edited"})
                 if n % SLICE == 0:
@@ -188,7 +222,18 @@ class WritePath:
     async def commit_hand_edits(self, edits: dict[str, str]) -> None:
         """Commit people's changes to files (path -> "edited" or "removed"), as they are on disk, as theirs."""
         async with self._held(list(edits)):
-            await self.git.commit_hand_edits(edits)
+            kept = set(await self.persons.committable([path for path, what in edits.items() if what == "edited"]))
+            edits = {path: what for path, what in edits.items() if what != "edited" or path in kept}
+            edits = await self.persons.named(edits)
+            if edits:
+                await self.git.commit_hand_edits(edits)
+
+    async def key_dirty_callers(self) -> None:
+        """Key every uncommitted caller file's `phone:` now: before a merge commits people's edits as they are."""
+        dirty = [path for path in await gitmerge.dirty_paths(self.git.runner) if kind_of(path) is Kind.CALLER]
+        if dirty:
+            async with self._held(dirty):
+                await self.persons.committable(dirty)
 
     @contextlib.asynccontextmanager
     async def _held(self, paths: list[str]) -> AsyncIterator[None]:

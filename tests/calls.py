@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
-from tests.conftest import FIXTURES, MARIA, fixture_json
+from tests.conftest import FIXTURES, MARIA, LiveServer, fixture_json
 from tests.live_helpers import MARIA_KEY, key_for
 
 RAW = (FIXTURES / "post_call_transcription.json").read_bytes()
@@ -84,3 +85,8 @@ def payload(changes: dict[str, object] | None = None, event: dict | None = None)
 
 def encode(data: dict) -> bytes:
     return json.dumps(data).encode()
+
+
+def file_of(server: LiveServer, key: str) -> Path:
+    """A caller's file as the server knows it now: it takes the caller's name once known (SPEC §14)."""
+    return server.vault / server.admin("GET", f"/api/callers/{key}").json()["file"]

@@ -126,7 +126,7 @@ def untouched(api_server: LiveServer) -> Iterator[LiveServer]:
 def test_get_caller_answers_frontmatter_facts_calls_and_notes(untouched: LiveServer) -> None:
     expected = {
         "phone_hash": MARIA_KEY,
-        "file": MARIA_FILE,
+        "file": "callers/Maria.md",  # named once the call collected her name (SPEC §14)
         "frontmatter": {
             "phone_hash": MARIA_KEY,
             "name": "Maria",
@@ -491,7 +491,12 @@ def test_every_write_is_one_commit_with_its_source_and_no_raw_number_is_anywhere
 
     start = vault_head(server.vault)
     step(f"call from {m}\n\nSource: webhook", lambda: server.personalize(fixture_json("personalize_request.json")))
-    step(f"call summary for {m} ({CONV})\n\nSource: webhook", lambda: deliver_post_call(server))
+    # The call collected her name: her file takes it in the same commit (SPEC §14).
+    step(
+        f"2 changes\n\n- call summary for {m} ({CONV})\n- file named: callers/{m}.md -> callers/Maria.md"
+        "\n\nSource: webhook",
+        lambda: deliver_post_call(server),
+    )
     named = f"Maria ({m})"  # the post-call's data collection gave her name: subjects use it (SPEC §14)
     step(
         f"fact for {named} in {CONV}\n\nSource: tool",

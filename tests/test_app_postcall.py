@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.calls import CONV, RAW, SUMMARY, Call, encode, payload
+from tests.calls import CONV, RAW, SUMMARY, Call, encode, file_of, payload
 from tests.conftest import (
     AGENT_NUMBER,
     FIXTURES,
@@ -52,6 +52,15 @@ def deliver(server: LiveServer, body: bytes, signature: str | bytes | None = "si
     if signature is not None:
         headers.append((b"elevenlabs-signature", signature if isinstance(signature, bytes) else signature.encode()))
     return server.client.post("/webhook/post-call", content=body, headers=headers)
+
+
+def named_call_commit(messages: list[str], call: Call) -> bool:
+    """One commit: the call's summary, and the file taking the name the call collected (SPEC §14)."""
+    assert len(messages) == 1, messages
+    lines = messages[0].splitlines()
+    assert lines[:3] == ["2 changes", "", f"- call summary for {call.key[:12]} ({call.conv})"], lines
+    assert lines[3].startswith(f"- file named: callers/{call.key[:12]}.md -> callers/Maria"), lines
+    return lines[4:] == ["", "Source: webhook"]
 
 
 def wait_for_commits(server: LiveServer, since: str, count: int) -> list[str]:
@@ -90,7 +99,7 @@ def test_the_transcription_adds_one_call_line_fills_the_empty_name_and_a_retry_c
     first = server.personalize(call.personalize()).json()
     assert first["dynamic_variables"]["caller_known"] is False
     assert wait_for_commits(server, start, 1) == [f"call from {call.key[:12]}\n\nSource: webhook"]
-    path = server.vault / call.file
+    path = file_of(server, call.key)
     before = path.read_text()
     assert 'name: ""\naliases: []\n' in before
     assert "## Calls\n\n## Notes\n" in before
@@ -103,13 +112,19 @@ def test_the_transcription_adds_one_call_line_fills_the_empty_name_and_a_retry_c
     assert response.status_code == 200
     assert response.json() == {"status": "held", "caller": call.key[:12]}
     applied(server)
-    after = path.read_text()
+    # The name is known now: the file takes it (SPEC §14), and the generated heading follows.
+    assert not path.exists() and file_of(server, call.key) == server.vault / "callers/Maria.md"
+    after = (server.vault / "callers/Maria.md").read_text()
     expected = before.replace('name: ""\naliases: []\n', "name: Maria\naliases:\n  - Maria\n", 1)
     expected = expected.replace("## Calls\n", f"## Calls\n{call.line}\n", 1)
+    expected = expected.replace(f"# Caller {call.key[:12]}\n", "# Maria\n", 1)
     assert after == expected
     assert after.count(call.conv) == 1
     # Committed before it was acknowledged: one commit, for whom by short hash, with its source.
-    assert commits_since(server.vault, head) == [f"call summary for {call.key[:12]} ({call.conv})\n\nSource: webhook"]
+    assert commits_since(server.vault, head) == [
+        f"2 changes\n\n- call summary for {call.key[:12]} ({call.conv})\n"
+        f"- file named: callers/{call.key[:12]}.md -> callers/Maria.md\n\nSource: webhook"
+    ]
     assert call.number not in after and call.number[1:] not in after
 
     # A retried delivery, with the same header or a fresh one, changes nothing at all.
@@ -189,10 +204,10 @@ def test_the_caller_is_found_from_system_caller_id_when_phone_call_is_absent(ser
     assert response.status_code == 200
     assert response.json() == {"status": "held", "caller": call.key[:12]}
     applied(server)
-    text = (server.vault / call.file).read_text()
+    text = (file_of(server, call.key)).read_text()
     assert f"## Calls\n{call.line}\n" in text
     assert "name: Maria\n" in text
-    assert commits_since(server.vault, start) == [f"call summary for {call.key[:12]} ({call.conv})\n\nSource: webhook"]
+    assert named_call_commit(commits_since(server.vault, start), call)
 
 
 def test_an_outbound_call_without_phone_call_is_written_to_the_called_party(server: LiveServer, call: Call) -> None:
@@ -211,8 +226,9 @@ def test_an_outbound_call_without_phone_call_is_written_to_the_called_party(serv
     assert response.status_code == 200
     assert response.json() == {"status": "held", "caller": call.key[:12]}
     applied(server)
-    assert f"## Calls\n{call.line}\n" in (server.vault / call.file).read_text()
-    assert caller_files_but(server.vault, call.file) == others, "another caller's file was written"
+    assert f"## Calls\n{call.line}\n" in (file_of(server, call.key)).read_text()
+    written = file_of(server, call.key).relative_to(server.vault).as_posix()
+    assert caller_files_but(server.vault, written) == others, "another caller's file was written"
 
 
 def test_the_caller_is_found_from_the_call_sid_seen_at_personalize_time(server: LiveServer, call: Call) -> None:
@@ -234,8 +250,8 @@ def test_the_caller_is_found_from_the_call_sid_seen_at_personalize_time(server: 
     assert response.status_code == 200
     assert response.json() == {"status": "held", "caller": call.key[:12]}
     applied(server)
-    assert f"## Calls\n{call.line}\n" in (server.vault / call.file).read_text()
-    assert commits_since(server.vault, head) == [f"call summary for {call.key[:12]} ({call.conv})\n\nSource: webhook"]
+    assert f"## Calls\n{call.line}\n" in (file_of(server, call.key)).read_text()
+    assert named_call_commit(commits_since(server.vault, head), call)
 
     # A call SID the service never saw, with no number at all: nothing to write, nothing written.
     files, head = vault_snapshot(server.vault), vault_head(server.vault)

@@ -106,7 +106,8 @@ def test_a_huge_hostile_summary_is_trimmed_says_so_and_never_pushes_older_calls_
 
     assert response.status_code == 200 and response.json()["status"] == "held"
     applied(server)
-    text = (server.vault / MARIA_FILE).read_text(encoding="utf-8")
+    # Named from the first call's (cleaned) name: the file took it (SPEC §14).
+    text = (server.vault / "callers/Maria Lopez.md").read_text(encoding="utf-8")
     line = next(line for line in text.splitlines() if line.endswith(f"({CONV})"))
     assert line.startswith("- 2025-11-29 22:59 · Talked at length about everything. Talked at length")
     assert line.endswith(f"{TRIMMED} ({CONV})")
@@ -160,6 +161,7 @@ def test_a_write_that_would_make_a_file_bigger_than_the_loader_reads_is_refused_
 
 def test_the_cli_and_the_import_normalise_the_same_way(tmp_path: Path) -> None:
     vault = tmp_path / "vault"
+    assert run_cli(vault, "init").returncode == 0
     # Arguments cannot carry NUL, but they can carry every other control character and bytes that
     # are not UTF-8 (which reach Python as lone surrogates and cannot be encoded back).
     remembered = run_cli(vault, "remember", MARIA, "Likes\x1b[31m tea\u2028with\x85milk \udcff")
@@ -188,7 +190,7 @@ def test_the_cli_and_the_import_normalise_the_same_way(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     no_control_bytes(vault)
 
-    shown = run_cli(vault, "show", legacy)
+    shown = run_cli(vault, "show", "--json", legacy)
     assert shown.returncode == 0, shown.stderr
     caller = json.loads(shown.stdout)
     assert caller["frontmatter"]["name"] == "Joe Doe"
@@ -196,7 +198,7 @@ def test_the_cli_and_the_import_normalise_the_same_way(tmp_path: Path) -> None:
     assert caller["facts"][1] == "z" * (500 - len(TRIMMED)) + TRIMMED
     assert caller["notes"] == ["- 2025-11-24: Gate code changed"]
     assert "\n- Daily note here\n" in (vault / "notes/2025-11-24.md").read_text(encoding="utf-8")
-    shown = run_cli(vault, "show", MARIA)
+    shown = run_cli(vault, "show", "--json", MARIA)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["facts"] == ["Likes[31m tea with milk"]
     assert (vault / "notes/2026-11-25.md").read_text(encoding="utf-8") == "# 2026-11-25\n\n- Closed early\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.calls import CALL_LINE, CONV, MARIA_FILE, RAW, encode, payload
+from tests.calls import CALL_LINE, CONV, RAW, encode, file_of, payload
 from tests.conftest import MARIA, LiveServer, commits_since, git, vault_head, vault_snapshot
 from tests.live_helpers import MARIA_KEY, request
 from tests.test_app_postcall import applied, deliver, wait_for_commits
@@ -27,7 +27,7 @@ def test_a_conversation_id_in_a_fact_note_or_summary_never_blocks_the_real_call(
 
     assert response.status_code == 200 and response.json()["status"] == "held"
     applied(server)
-    lines = (server.vault / MARIA_FILE).read_text(encoding="utf-8").splitlines()
+    lines = file_of(server, MARIA_KEY).read_text(encoding="utf-8").splitlines()
     assert lines.count(CALL_LINE) == 1
     assert f"- 2025-11-28 22:59 · Asked about ({CONV}) (conv_earlier)" in lines
     # The exact id at the end of a call line is still a recorded call: a retry changes nothing.
@@ -70,6 +70,6 @@ def test_a_replayed_post_call_never_brings_a_forgotten_caller_back_even_after_a_
     response = deliver(server, encode(later))
     assert response.json() == {"status": "held", "caller": MARIA_KEY[:12]}
     applied(server)
-    text = (server.vault / MARIA_FILE).read_text(encoding="utf-8")
+    text = file_of(server, MARIA_KEY).read_text(encoding="utf-8")
     assert "(conv_after)" in text and CONV not in text
-    assert commits_since(server.vault, start)[-1].startswith(f"call summary for {MARIA_KEY[:12]} (conv_after)")
+    assert f"\n- call summary for {MARIA_KEY[:12]} (conv_after)\n" in commits_since(server.vault, start)[-1]

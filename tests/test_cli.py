@@ -34,6 +34,7 @@ from tests.live_helpers import MARIA_KEY, OTHER_KEY, key_for
 
 MARIA_FILE = f"callers/{MARIA_KEY[:12]}.md"
 COMMANDS = ["serve", "note", "remember", "show", "preview", "hash", "import-seed", "doctor"]
+COMMANDS += ["init", "upgrade-vault", "list", "search"]
 
 
 def today() -> str:
@@ -62,6 +63,7 @@ def section(text: str, name: str) -> list[str]:
 def vault(tmp_path: Path) -> Path:
     """A vault made by the CLI itself, with its first commit."""
     path = tmp_path / "vault"
+    assert ok(run_cli(path, "init")) == f"created a vault at {path}\n"
     ok(run_cli(path, "note", "Vault created", "--date", "2000-01-01"))
     return path
 
@@ -159,9 +161,9 @@ def test_remember_adds_a_fact_and_show_prints_the_callers_memory(vault: Path) ->
         "notes": [],
     }
     for caller in (MARIA, MARIA_KEY, "+1 415 555 0123"):
-        assert json.loads(ok(run_cli(vault, "show", caller))) == expected
-    refused(run_cli(vault, "show", OTHER), "unknown caller")
-    refused(run_cli(vault, "preview", OTHER), "unknown caller")
+        assert json.loads(ok(run_cli(vault, "show", "--json", caller))) == expected
+    refused(run_cli(vault, "show", "--json", OTHER), "unknown caller")
+    refused(run_cli(vault, "preview", "--json", OTHER), "unknown caller")
     assert vault_snapshot(vault) == files
     assert vault_head(vault) == head
 
@@ -182,7 +184,7 @@ def test_preview_and_show_equal_the_http_answers_for_the_same_vault(server: Live
     head = vault_head(server.vault)
 
     http_preview = server.admin("GET", f"/api/callers/{MARIA_KEY}/preview")
-    cli_preview = ok(run_cli(server.vault, "preview", MARIA))
+    cli_preview = ok(run_cli(server.vault, "preview", "--json", MARIA))
     webhook = server.personalize(fixture_json("personalize_request.json"))
 
     assert http_preview.status_code == 200
@@ -193,13 +195,12 @@ def test_preview_and_show_equal_the_http_answers_for_the_same_vault(server: Live
     )
     assert server.wait_for(lambda: len(commits_since(server.vault, head)) == 1)  # the call, counted
     assert server.wait_for(lambda: caught_up(server))  # and in the index, which the API reads
-    assert (
-        json.loads(ok(run_cli(server.vault, "show", MARIA))) == server.admin("GET", f"/api/callers/{MARIA_KEY}").json()
-    )
+    shown = json.loads(ok(run_cli(server.vault, "show", "--json", MARIA)))
+    assert shown == server.admin("GET", f"/api/callers/{MARIA_KEY}").json()
 
     # An unknown caller: `--new` shows the new-caller answer, with the caller's key as user_id; a
     # withheld caller's differs only in having none.
-    new = ok(run_cli(server.vault, "preview", "--new", OTHER))
+    new = ok(run_cli(server.vault, "preview", "--json", "--new", OTHER))
     assert new == server.personalize({"caller_id": OTHER, "called_number": AGENT_NUMBER}).text + "\n"
     assert json.loads(new)["dynamic_variables"]["caller_known"] is False
     assert json.loads(new)["user_id"] == OTHER_KEY
@@ -244,6 +245,7 @@ def test_doctor_passes_a_healthy_vault_and_says_what_to_fix_in_a_broken_one(tmp_
     assert "does not exist yet" in out and out.endswith("all good\n")
     assert not vault.exists()
 
+    ok(run_cli(vault, "init"))
     ok(run_cli(vault, "remember", MARIA, "Has a dog named Rex"))
     out = ok(run_cli(vault, "doctor"))
     lines = out.splitlines()
@@ -271,20 +273,21 @@ def test_read_only_commands_create_and_commit_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     # `hash` needs only the key; without a vault the others say where to look, and create nothing.
     assert ok(run_cli(missing, "hash", MARIA)) == MARIA_KEY + "\n"
-    refused(run_cli(missing, "show", MARIA), f"no vault at {missing}")
-    refused(run_cli(missing, "preview", "--new", MARIA), f"no vault at {missing}")
+    refused(run_cli(missing, "show", "--json", MARIA), f"no vault at {missing}")
+    refused(run_cli(missing, "preview", "--json", "--new", MARIA), f"no vault at {missing}")
     refused(run_cli(missing, "hash", MARIA, PHONE_HASH_KEY=""), "no PHONE_HASH_KEY is set")
     assert not missing.exists()
 
     vault = tmp_path / "vault"
+    ok(run_cli(vault, "init"))
     ok(run_cli(vault, "remember", MARIA, "Has a dog named Rex"))
     (vault / "callers" / "by-hand.md").write_text("---\nphone_hash: " + "c" * 64 + "\n---\n# By hand\n")
     files, head = vault_snapshot(vault), vault_head(vault)
     status = git(vault, "status", "--porcelain")
     assert status == "?? callers/by-hand.md\n"
-    assert json.loads(ok(run_cli(vault, "show", MARIA)))["facts"] == ["Has a dog named Rex"]
-    assert json.loads(ok(run_cli(vault, "show", "c" * 64)))["file"] == "callers/by-hand.md"
-    assert json.loads(ok(run_cli(vault, "preview", MARIA)))["dynamic_variables"]["caller_known"] is True
+    assert json.loads(ok(run_cli(vault, "show", "--json", MARIA)))["facts"] == ["Has a dog named Rex"]
+    assert json.loads(ok(run_cli(vault, "show", "--json", "c" * 64)))["file"] == "callers/by-hand.md"
+    assert json.loads(ok(run_cli(vault, "preview", "--json", MARIA)))["dynamic_variables"]["caller_known"] is True
     refused(run_cli(vault, "hash", MARIA, PHONE_HASH_KEY=""), "holds no key of its own")  # and makes none
     assert (vault_snapshot(vault), vault_head(vault), git(vault, "status", "--porcelain")) == (files, head, status)
 

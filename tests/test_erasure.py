@@ -225,6 +225,7 @@ def test_the_command_line_purges_and_pushes_the_rewrite_with_a_lease(tmp_path: P
     vault = tmp_path / "vault"
     remote = tmp_path / "remote.git"
     run_git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    assert run_cli(vault, "init").returncode == 0
     for fact in FACTS:
         assert run_cli(vault, "remember", MARIA, fact).returncode == 0
     assert run_cli(vault, "remember", OTHER, OTHER_FACT).returncode == 0

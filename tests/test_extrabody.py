@@ -76,7 +76,7 @@ def test_previews_show_exactly_what_the_webhook_answers(server: LiveServer, fres
     number = fresh_number()
     remember(server, number)
     api = server.admin("GET", f"/api/callers/{number}/preview")
-    cli = run_cli(server.vault, "preview", number, CUSTOM_LLM_EXTRA_BODY="true")
+    cli = run_cli(server.vault, "preview", "--json", number, CUSTOM_LLM_EXTRA_BODY="true")
     # Before the call: the call's recording (after the answer) changes the next answer.
     webhook = server.personalize(request(number))
     assert api.status_code == 200 and cli.returncode == 0, cli.stderr

@@ -180,7 +180,8 @@ def test_hand_deletions_during_a_write_storm_lose_no_acknowledged_fact(server: L
                 pass
             time.sleep(rng.uniform(0.0, 0.03))
             if rng.random() < 0.3:
-                path.write_text(caller_md(MARIA, facts=("Written by hand",), calls=()), encoding="utf-8")
+                # Nameless, as the service's file is: a name would give the file a new one (SPEC §14).
+                path.write_text(caller_md(MARIA, name="", facts=("Written by hand",), calls=()), encoding="utf-8")
             time.sleep(rng.uniform(0.0, 0.03))
 
     acknowledged: list[str] = []

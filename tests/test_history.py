@@ -28,6 +28,7 @@ def ok(result) -> str:  # type: ignore[no-untyped-def]
 @pytest.mark.slow(seconds=6)
 def test_history_follows_a_caller_across_a_rename_and_undo_reverts_one_change(tmp_path: Path) -> None:
     vault = tmp_path / "vault"
+    ok(run_cli(vault, "init"))  # no command but init and serve makes a vault (SPEC §14)
     ok(run_cli(vault, "remember", MARIA, "Prefers mornings"))
     # A person renames the file and commits it with their own git.
     (vault / "callers" / f"{MARIA_KEY[:12]}.md").rename(vault / "callers" / "Maria Lopez.md")

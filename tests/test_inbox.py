@@ -31,6 +31,8 @@ def event(call: Call, n: int, tag: str = "inbox") -> bytes:
                 "data.conversation_id": f"conv_{tag}_{n:05d}",
                 "data.analysis.transcript_summary": f"Inbox call {n}.",
                 "data.metadata.start_time_unix_secs": BASE_TIME + n * 60,
+                # No name collected: the file keeps the name the service gave it (SPEC §14 renames named callers).
+                "data.analysis.data_collection_results.caller_name": None,
             }
         )
     )

@@ -55,7 +55,7 @@ def added_and_removed(root: Path, relpath: str) -> list[tuple[str, list[str], li
 async def test_a_persons_edit_is_committed_without_our_uncommitted_write(tmp_path: Path, committer: str) -> None:
     root = tmp_path / "vault"
     open_service(make_settings(root))
-    relpath = f"callers/{MARIA_KEY[:12]}.md"
+    relpath = "callers/Maria Lopez.md"  # a person's name for the file: it stays where it is
     (root / relpath).write_text(caller_md(MARIA, facts=("Seed",)), encoding="utf-8")
     service = open_service(make_settings(root))
     await service.start(watch=False)  # the test says when a hand edit is committed, and by whom
