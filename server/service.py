@@ -5,6 +5,8 @@ The server and the CLI open the vault the same way, so a CLI write takes exactly
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import logging
 import sys
@@ -148,10 +150,21 @@ def open_view(settings: Settings) -> VaultView:
     cached = cache.load(vault.root) or {}
     for relpath, stat in vault.scan().items():
         hit = cached.get(relpath)
-        loaded = hit if hit is not None and hit.stat == stat else vault.load(relpath)
+        loaded = hit.loaded() if hit is not None and hit.stat == stat else vault.load(relpath)
         if loaded is not None:
             index.apply(relpath, loaded, vault.next_seq())
     return VaultView(settings, index, Identities(settings, index, read_key(settings)))
+
+
+def _return_freed_memory() -> None:
+    """Hand the memory that indexing used and freed (parsing, the cache's bytes) back to the system.
+
+    glibc keeps freed memory for the process's next allocations; after indexing 100,000 callers that
+    is about a third of the resident memory, and a running server never needs it again. Elsewhere
+    (musl, macOS) there is no `malloc_trim`, and nothing to do.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _register_merge_driver(git: GitWriter) -> tuple[str, ...]:
@@ -233,6 +246,7 @@ def open_service(settings: Settings) -> Service:
     gc.freeze()
     if parsed:
         cache.save(vault.root, watcher.snapshot())
+    _return_freed_memory()
     log.info(
         "indexed %d file(s) (%d parsed, the rest from the cache): %d caller(s), %d with errors",
         len(index.files),

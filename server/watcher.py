@@ -21,6 +21,7 @@ from typing import Any
 
 import watchfiles
 
+from server.cache import Cached
 from server.gitrun import GitError
 from server.index import Index
 from server.markdown import CALLERS, NOTES, SOULS, Kind, kind_of
@@ -113,7 +114,7 @@ class Watcher:
             log.warning("%s %s; the last good version stays in service", relpath, loaded.error)
         return Seen.CHANGED
 
-    def load_all(self, cached: dict[str, Loaded] | None = None) -> int:
+    def load_all(self, cached: dict[str, Cached] | None = None) -> int:
         """Parse the whole vault into the index (start-up); returns how many files had to be read.
 
         A cached parse result is used only when the file's stat signature is unchanged.
@@ -123,7 +124,7 @@ class Watcher:
         for relpath, stat in self.vault.scan().items():
             hit = cached.get(relpath)
             if hit is not None and hit.stat == stat:
-                self.index.apply(relpath, hit, self.vault.next_seq())
+                self.index.apply(relpath, hit.loaded(), self.vault.next_seq())
             else:
                 self.refresh(relpath, own_pending=False)
                 parsed += 1
