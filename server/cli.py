@@ -174,11 +174,12 @@ def cmd_import_seed(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     """Check configuration, vault, git and secrets, and say what to fix."""
     from server.doctor import diagnose
+    from server.findings import Level
 
     problems = 0
-    for level, message in diagnose(settings):
-        print(f"{level:>4}  {message}")
-        problems += level == "fix"
+    for finding in diagnose(settings):
+        print(f"{finding.level.value:>4}  {finding.message}")
+        problems += finding.level is Level.FIX
     print("all good" if not problems else f"{problems} thing(s) to fix")
     return 1 if problems else 0
 

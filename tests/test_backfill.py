@@ -54,6 +54,11 @@ def calls_in(vault: Path) -> list[str]:
     ]
 
 
+def file_with(vault: Path, key: str) -> Path:
+    """The caller file that holds `key`, whatever its name."""
+    return next(p for p in (vault / "callers").glob("*.md") if key in p.read_text().split("\n---", 1)[0])
+
+
 @pytest.mark.slow(seconds=8)
 def test_a_thousand_conversations_backfilled_twice_are_each_written_once(tmp_path: Path) -> None:
     vault = tmp_path / "vault"
@@ -63,7 +68,7 @@ def test_a_thousand_conversations_backfilled_twice_are_each_written_once(tmp_pat
             standin.add(conversation(n, callers[n % len(callers)]))
         standin.add(conversation(1000, None))  # a web conversation
         standin.add(conversation(1001, callers[0], status="in-progress"))  # no summary yet
-        assert run_cli(vault, "inbox", "--apply").returncode == 0  # creates the vault
+        assert run_cli(vault, "init").returncode == 0
         start = vault_head(vault)
 
         first = backfill(vault, standin)
@@ -81,7 +86,7 @@ def test_a_thousand_conversations_backfilled_twice_are_each_written_once(tmp_pat
             assert f"Backfilled call number {n}. (conv_backfill_{n:05d})" in "\n".join(lines)
         # Each caller's calls in the order they happened, in the caller's own file.
         for i, number in enumerate(callers):
-            path = vault / "callers" / f"{key_for(number)[:12]}.md"
+            path = file_with(vault, key_for(number))  # named after the caller once known (SPEC §14)
             own = [line for line in path.read_text().splitlines() if "(conv_backfill_" in line]
             assert own == [f"- {line}" for line in _expected_lines(range(i, 1000, len(callers)))]
         history = git(vault, "log", "--format=%B", f"{start}..HEAD")
@@ -119,7 +124,7 @@ def test_since_and_agent_narrow_the_run_and_a_wrong_key_changes_nothing(tmp_path
         other = conversation(5, "+12125557999")
         other["agent_id"] = "agent_other"
         standin.add(other)
-        assert run_cli(vault, "inbox", "--apply").returncode == 0
+        assert run_cli(vault, "init").returncode == 0
         head = vault_head(vault)
 
         refused = run_cli(vault, "backfill", ELEVENLABS_API_KEY="xi-wrong-key-000", ELEVENLABS_API_URL=standin.url)

@@ -87,15 +87,21 @@ def test_the_server_backfills_the_last_day_on_its_schedule(server_factory) -> No
         server: LiveServer = server_factory(
             ELEVENLABS_API_KEY=API_KEY, ELEVENLABS_API_URL=standin.url, BACKFILL_MINUTES="0.01"
         )
-        path = server.vault / "callers" / f"{key_for(number)[:12]}.md"
-        wait_until(lambda: path.exists() and "(conv_backfill_00002)" in path.read_text(), timeout=10)
+        key = key_for(number)
+
+        def text_of() -> str:
+            # Found through the API: once the caller's name is known, the file takes it (SPEC §14).
+            found = server.admin("GET", f"/api/callers/{key}")
+            return (server.vault / found.json()["file"]).read_text() if found.status_code == 200 else ""
+
+        wait_until(lambda: "(conv_backfill_00002)" in text_of(), timeout=10)
         later = conversation(3, number)
         later["metadata"]["start_time_unix_secs"] = now - 60
         standin.add(later)
-        wait_until(lambda: "(conv_backfill_00003)" in path.read_text(), timeout=10)
+        wait_until(lambda: "(conv_backfill_00003)" in text_of(), timeout=10)
         lists = standin.list_requests
         wait_until(lambda: standin.list_requests >= lists + 2, timeout=10)  # two more rounds
-        text = path.read_text()
+        text = text_of()
         assert text.count("(conv_backfill_00002)") == 1 and text.count("(conv_backfill_00003)") == 1
         assert "(conv_backfill_00001)" not in text
         assert re.search(r"backfill: \d+ conversation\(s\) listed", server.logs())

@@ -77,9 +77,11 @@ def test_an_import_killed_part_way_is_finished_by_a_rerun_and_recorded_as_the_im
     assert resumed.count("Source: cli") == 1
 
 
-@pytest.mark.slow(seconds=240)
-def test_an_import_of_100000_callers_commits_in_chunks_with_progress(tmp_path: Path) -> None:
-    callers = 100_000
+@pytest.mark.slow(seconds=90)
+def test_an_import_of_10000_callers_commits_in_chunks_with_progress(tmp_path: Path) -> None:
+    # Past the ~4,600 callers at which one `git add` of them all once failed (argument list too long);
+    # 100,000 take about three minutes on a 2-core machine (measured, not repeated on every test run).
+    callers = 10_000
     vault = tmp_path / "vault"
     assert run_cli(vault, "init").returncode == 0
     hashes = write_seed(tmp_path / "data", callers)
@@ -95,9 +97,9 @@ def test_an_import_of_100000_callers_commits_in_chunks_with_progress(tmp_path: P
         if line.startswith("\rimporting [") or line.startswith("importing [")
     ]
     assert bars[-1].strip("\r") == f"importing [{'#' * 30}] {callers}/{callers}"
-    assert len(bars) >= 10
+    assert len(bars) >= 5
     assert sources(vault) == ["cli"] * (callers // CHUNK)
     assert git(vault, "status", "--porcelain", "--untracked-files=all") == ""
     assert int(git(vault, "ls-files", "callers").count("\n")) == callers + 1  # and .gitkeep
-    sample = (vault / f"callers/{hashes[54_321][:12]}.md").read_text()
-    assert "name: Caller 54321\n" in sample and "- Likes tea\n" in sample
+    sample = (vault / f"callers/{hashes[5_432][:12]}.md").read_text()
+    assert "name: Caller 5432\n" in sample and "- Likes tea\n" in sample

@@ -156,11 +156,12 @@ def test_write_storm_with_hand_edits_loses_nothing(server_factory, vault_dir: Pa
     assert len(acknowledged) == WRITES, "every write was acknowledged"
     assert personalize_codes and set(personalize_codes) == {200}  # calls answered all through the storm
 
-    # Wait for the hand edits' quiet period to pass and their commit to land.
+    # Wait for the hand edits' quiet period to pass and their commit to land, and for every held
+    # post-call event to be written back (acknowledged once held, SPEC §13).
     def settled() -> bool:
-        return (
-            git(vault_dir, "status", "--porcelain") == "" and server.client.get("/health").json()["pending_writes"] == 0
-        )
+        status = server.client.get("/health").json()
+        idle = status["pending_writes"] == 0 and status["inbox_held"] == 0
+        return idle and git(vault_dir, "status", "--porcelain") == ""
 
     assert server.wait_for(settled, timeout=15)
 

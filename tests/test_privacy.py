@@ -54,7 +54,8 @@ def count(server: LiveServer) -> int:
 
 
 def settled(server: LiveServer) -> bool:
-    return server.client.get("/health").json()["pending_writes"] == 0
+    status = server.client.get("/health").json()
+    return status["pending_writes"] == 0 and status["inbox_held"] == 0
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
