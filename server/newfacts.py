@@ -2,8 +2,9 @@
 
 ElevenLabs' analysis model answers the `new_facts` item as a string: usually one fact per line,
 sometimes as bullets or numbered, sometimes as a JSON-encoded list, sometimes "None". Whatever
-arrives, at most `MAX_NEW_FACTS` facts come out, each one line of at most `MAX_NEW_FACT_CHARS`;
-a fact already known (the same text after normalising case, spaces and punctuation) is left out.
+arrives, at most `MAX_NEW_FACTS` facts come out, each one line of at most `MAX_NEW_FACT_CHARS`, with
+any phone number in it replaced by `[phone]`; a fact already known (the same text after normalising
+case, spaces and punctuation) is left out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from server import text
+from server.logs import redact
 
 DATA_COLLECTION_ID = "new_facts"
 MAX_NEW_FACTS = 5  # per call: a summary of the call is already recorded; facts are what lasts
@@ -70,6 +72,9 @@ def _clean(piece: object) -> str:
     line = text.one_line(str(piece)[: MAX_NEW_FACT_CHARS * 8])
     line = _MARKER.sub("", line).strip().strip("\"'`").strip()
     line = TRAILING_CONVERSATION.sub("", line)  # a fact names no conversation but its own
+    # Nobody chose to write these facts down: a number the caller said (theirs, most likely) must not
+    # reach the file and its history (SPEC §7), as the same rule keeps it out of the log.
+    line = redact(line)
     if line.casefold().rstrip(".") in _NOTHING:
         return ""
     return text.trim(line, MAX_NEW_FACT_CHARS)

@@ -74,6 +74,11 @@ def test_a_fact_cannot_carry_a_conversation_id_of_its_own_or_quotes() -> None:
     assert new_facts('"Owns a boat (conv_other)"\n`Allergic to nuts`') == ["Owns a boat", "Allergic to nuts"]
 
 
+def test_a_phone_number_in_a_fact_never_reaches_the_file_but_dates_do() -> None:
+    value = "Call back on +1 (415) 555-0177 after six\nSecond line 020 7946 0958\nBirthday on 1990-03-12"
+    assert new_facts(value) == ["Call back on [phone] after six", "Second line [phone]", "Birthday on 1990-03-12"]
+
+
 def test_a_number_or_dash_that_is_part_of_the_fact_stays() -> None:
     assert new_facts("3.5 hours drive from the office\n-5 degrees is too cold for her") == [
         "3.5 hours drive from the office",
