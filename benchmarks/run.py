@@ -22,6 +22,8 @@ Scenarios (`--only NAME`, repeatable):
 - `sync-visibility`, `sync-busy`: two replicas syncing through a git remote (`benchmarks/sync.py`).
 - `tenants`: 100 tenants of 1,000 callers in one process: ready time and RSS from the derived
   caches, personalize latency at 500 req/s spread over the tenants (`benchmarks/tenants.py`).
+- `recall`: one `recall` tool call's server work (index lookup, ranking) over 10,000 callers with 200
+  calls each, in a fresh interpreter (`benchmarks/recall.py`).
 - `probes`: in-process costs and the event-loop cost of starting git (diagnostics for the notes).
 
 `--quick` shrinks sizes and durations for a smoke run; it and `--only` write the report to
@@ -51,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fixedrate, generate, inbox, loadgen, machine, probes, report, servers, sync, tenants
+from benchmarks import fixedrate, generate, inbox, loadgen, machine, probes, recall, report, servers, sync, tenants
 from benchmarks.httpclient import Connection, HttpError
 from server import edits
 
@@ -59,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
 SCENARIOS: tuple[str, ...] = ("startup", "throughput", "latency", "latency-busy", "hand-edit", "writes", "post-call")
 SCENARIOS += ("post-call-inbox",)
-SCENARIOS += ("sync-visibility", "sync-busy", "tenants", "probes")
+SCENARIOS += ("sync-visibility", "sync-busy", "tenants", "recall", "probes")
 FIXTURE = ROOT / "tests" / "fixtures" / "elevenlabs" / "post_call_transcription.json"
 
 
@@ -86,6 +88,9 @@ class Config:
     post_calls: int = 40
     sync_writes: int = 40  # per mode of sync-visibility
     sync_writes_per_s: float = 10  # on replica B during sync-busy
+    recall_callers: int = 10_000
+    recall_calls: int = 200  # per caller
+    recall_queries: int = 5_000
     seed: int = 1
 
 
@@ -103,6 +108,8 @@ QUICK = Config(
     write_seconds=3,
     post_calls=10,
     sync_writes=10,
+    recall_callers=1_000,
+    recall_queries=1_000,
 )
 
 
@@ -847,6 +854,15 @@ def scenario_probes(bench: Bench) -> None:
     bench.results["probes"] = {"costs": costs, "spawn": spawn}
 
 
+def scenario_recall(bench: Bench) -> None:
+    """The recall tool's cost per query, over a big index built in a fresh interpreter."""
+    cfg = bench.config
+    log(f"recall: {cfg.recall_callers} callers x {cfg.recall_calls} calls, {cfg.recall_queries} queries")
+    result = recall.run(cfg.recall_callers, cfg.recall_calls, cfg.recall_queries, ROOT)
+    log(f"  {result}")
+    bench.results["recall"] = result
+
+
 RUNNERS: dict[str, Callable[[Bench], None]] = {
     # The load runs first, on a quiet machine: start-up reads the 100,000-caller vault and writes its
     # derived cache, and the kernel's writeback and page-cache work after it would share the CPUs.
@@ -861,6 +877,7 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "sync-visibility": sync.scenario_visibility,
     "sync-busy": sync.scenario_busy,
     "tenants": tenants.scenario_tenants,
+    "recall": scenario_recall,
     "probes": scenario_probes,
 }
 

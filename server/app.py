@@ -24,7 +24,7 @@ from server.routes.health import health
 from server.routes.personalize import personalize
 from server.routes.postcall import post_call
 from server.routes.replies import API_BODY_LIMIT, error_response
-from server.routes.tools import tool_remember
+from server.routes.tools import tool_recall, tool_remember
 from server.service import open_service
 from server.sync import SyncError
 from server.tenantwatch import serve_tenants
@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> Litestar:
             await service.stop()
 
     return Litestar(
-        route_handlers=[personalize, post_call, tool_remember, git_event, health, api, tenant_api],
+        route_handlers=[personalize, post_call, tool_remember, tool_recall, git_event, health, api, tenant_api],
         lifespan=[lifespan],
         exception_handlers={500: _internal_error, HTTPException: _refused, RecursionError: _too_deep},
         openapi_config=OpenAPIConfig(title="memory-bridge", version="0.1.0"),

@@ -12,6 +12,7 @@ import re
 
 from server import edits, parse
 from server.markdown import frontmatter_of
+from server.newfacts import conversation_of
 from server.records import Caller
 
 # Frontmatter keys a call's data-collection results may never fill: identity, counters, call set-up.
@@ -30,6 +31,21 @@ def with_key(text: str, key: str, key_in_file: str) -> str:
 def with_fact(text: str, fact: str) -> str:
     """The caller's file with `fact` appended to `## Facts`."""
     return edits.append_to_section(text, "Facts", f"- {fact}")
+
+
+def with_new_facts(text: str, facts: list[str], conversation_id: str) -> str:
+    """The caller's file with facts from a call appended to `## Facts`, each ending with its conversation id.
+
+    `facts` are clean and already checked against the file's (`server.newfacts`).
+    """
+    for fact in facts:
+        text = edits.append_to_section(text, "Facts", f"- {fact} ({conversation_id})")
+    return text
+
+
+def fact_conversations(caller: Caller) -> set[str]:
+    """The conversation ids that facts of the caller's `## Facts` end with: calls whose facts were written."""
+    return {conv for fact in caller.facts if (conv := conversation_of(fact)) is not None}
 
 
 def keyed(line: str, key: str | None) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from server.config import Settings
 from server.elevenlabs import AgentOverride, ConfigOverride, Personalization, PromptOverride, TtsOverride
+from server.newfacts import without_conversation
 from server.placeholders import defuse
 from server.records import Caller, CallLine, DailyNote, Scalar, Soul
 
@@ -111,10 +112,30 @@ def memory_lines(caller: Caller | None, budget: int) -> tuple[list[str], int]:
     while head and sum(len(line) + 1 for line in head) > budget:  # the name line is the last to go
         head.pop()
     budget -= sum(len(line) + 1 for line in head)
-    facts, budget = _fit([f"- Fact: {_item(f)}" for f in caller.facts], budget)
-    calls, budget = _fit([_call_line(c) for c in caller.calls], budget)
+    facts, budget = _fit([f"- Fact: {_item(without_conversation(f))}" for f in caller.facts], budget)
+    calls, budget = _latest_calls(caller.calls, budget)
     notes, budget = _fit([f"- Note: {_item(n.lstrip('-*+ '))}" for n in caller.notes], budget)
     return head + facts + calls + notes, budget
+
+
+def older_calls_line(count: int) -> str:
+    """What the prompt says of the calls it leaves out: how many, and that the `recall` tool finds them."""
+    return f"- Older calls: {count} more not shown here; the recall tool can look them up."
+
+
+def _latest_calls(calls: tuple[CallLine, ...], budget: int) -> tuple[list[str], int]:
+    """The newest calls that fit, and, when some do not, a line saying how many older ones there are."""
+    lines = [_call_line(c) for c in calls]
+    kept, left = _fit(lines, budget)
+    if len(kept) == len(lines):
+        return kept, left
+    # Room for the line is set aside first (its count can only shrink as fewer calls are left out).
+    reserve = len(older_calls_line(len(lines))) + 1
+    if reserve > budget:
+        return kept, left
+    kept, left = _fit(lines, budget - reserve)
+    older = older_calls_line(len(lines) - len(kept))
+    return [*kept, older], left + reserve - len(older) - 1
 
 
 def _call_line(call: CallLine) -> str:

@@ -97,8 +97,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     prompt_max_chars: Annotated[
         int,
         _doc(
-            "Upper bound of the composed system prompt, in characters. The soul is always kept whole; caller "
-            "memory and today's notes are trimmed, oldest first.",
+            "Upper bound of the composed system prompt, in characters. The soul is always kept whole; then the "
+            "caller's name and facts, the latest calls (saying how many older ones the recall tool can find), "
+            "notes; what does not fit is dropped oldest first.",
             ge=500,
             le=1_000_000,
         ),

@@ -7,6 +7,7 @@ where ElevenLabs is known to vary) because a call must never fail on a payload d
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import hmac
 import re
@@ -15,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from server.newfacts import DATA_COLLECTION_ID, MAX_HELD_FACTS, new_facts
 from server.records import Scalar
 
 
@@ -76,6 +78,31 @@ class ToolRemember(msgspec.Struct, kw_only=True):
     conversation_id: str | None = None
     call_sid: str | None = None
     category: str | None = None
+
+
+class ToolRecall(msgspec.Struct, kw_only=True):
+    """The `recall` tool body (SPEC §16): a short query; identity fields bound to system variables."""
+
+    query: str | None = None
+    caller_id: str | None = None
+    called_number: str | None = None
+    agent_id: str | None = None
+    conversation_id: str | None = None
+    call_sid: str | None = None
+
+
+class RecallStatus(enum.Enum):
+    """Whether `recall` found any of the caller's lines."""
+
+    FOUND = "found"
+    NOTHING = "nothing"
+
+
+class RecallAnswer(msgspec.Struct):
+    """What the agent hears back from `recall`: the matching lines, one per line (empty when nothing matched)."""
+
+    status: RecallStatus
+    answer: str
 
 
 class ToolAnswer(msgspec.Struct):
@@ -146,6 +173,7 @@ class FinishedCall(msgspec.Struct, frozen=True, kw_only=True):
     started: dt.datetime | None  # None: not given, or no calendar holds it
     summary: str
     fills: dict[str, str]  # data-collection results that may fill frontmatter keys
+    new_facts: tuple[str, ...] = ()  # the `new_facts` data collection, clean; not yet checked against the file
     agent_id: str | None = None  # which agent took the call: it picks the tenant (SPEC §12)
     agent_number: str | None = None  # our own number on the call, whichever way it went
     outbound: bool = False  # Twilio's data says we placed the call
@@ -167,7 +195,8 @@ def finished_call(data: PostCallData) -> FinishedCall:
     except (ValueError, OverflowError, OSError):  # a start time no calendar holds (or NaN)
         started = None
     analysis = data.analysis
-    collected = (analysis.data_collection_results if analysis else None) or {}
+    collected = dict((analysis.data_collection_results if analysis else None) or {})
+    facts = collected.pop(DATA_COLLECTION_ID, None)
     return FinishedCall(
         conversation_id=data.conversation_id,
         external_number=call.external_number if call else None,
@@ -181,6 +210,7 @@ def finished_call(data: PostCallData) -> FinishedCall:
             for name, result in collected.items()
             if result is not None and isinstance(result.value, str | int | float) and not isinstance(result.value, bool)
         },
+        new_facts=tuple(new_facts(facts.value, limit=MAX_HELD_FACTS)) if facts is not None else (),
         agent_id=data.agent_id,
         agent_number=call.agent_number if call else None,
         outbound=bool(call and isinstance(call.direction, str) and call.direction.lower().startswith("outbound")),

@@ -49,6 +49,7 @@ class HeldCall(msgspec.Struct, frozen=True, kw_only=True):
     summary: str
     started: float | None = None  # when the call began, Unix seconds; None: not given
     fills: dict[str, str] = {}
+    facts: tuple[str, ...] = ()  # from the `new_facts` data collection, clean and bounded (SPEC §16)
     received: float = 0.0  # when it was held, Unix seconds
 
 

@@ -17,16 +17,18 @@ import re
 
 import msgspec
 
-from server import edits, phone, text
+from server import edits, newfacts, phone, text
 from server.addbyphone import PhoneKeyer
 from server.changes import (
     call_line,
+    fact_conversations,
     recorded_conversations,
     with_call,
     with_caller_note,
     with_daily_note,
     with_fact,
     with_key,
+    with_new_facts,
 )
 from server.config import Settings
 from server.erasures import Erasures
@@ -55,12 +57,13 @@ class CallWritten(enum.Enum):
 
 
 class FinishedCallRecord(msgspec.Struct, frozen=True):
-    """A finished call as memory writes it back: its conversation, summary, start and data-collection fills."""
+    """A finished call as memory writes it back: its conversation, summary, start, data-collection fills and facts."""
 
     conversation_id: str
     summary: str
     started: dt.datetime | None
     fills: dict[str, str]
+    facts: tuple[str, ...] = ()  # the `new_facts` data collection, clean, not yet checked against the file
 
 
 def checked(value: str, limit: int, what: str) -> str:
@@ -186,13 +189,14 @@ class Memory:
         *,
         e164: str | None = None,
         legacy: str | None = None,
+        facts: tuple[str, ...] = (),
     ) -> CallWritten:
         """Record a finished call: a `## Calls` line and empty keys filled. Idempotent per conversation.
 
         `started` is when the call began (None: not known). A summary too long for the vault is
         trimmed and says so, never refused. A call of a caller forgotten after it began writes nothing.
         """
-        call = FinishedCallRecord(conversation_id, summary, started, fills)
+        call = FinishedCallRecord(conversation_id, summary, started, fills, facts)
         return (await self.write_back_calls(key, [call], e164=e164, legacy=legacy))[0]
 
     async def write_back_calls(
@@ -211,7 +215,12 @@ class Memory:
 
         def change(current: str | None) -> str | None:
             lines.clear()
-            recorded = recorded_conversations(parse_or_refuse(current)) if current is not None else set()
+            record = parse_or_refuse(current) if current is not None else None
+            recorded = recorded_conversations(record) if record is not None else set()
+            # A call whose facts were written once (its id ends a fact line) adds none again, even
+            # if a person since deleted some of them, or its call line.
+            facts_of = fact_conversations(record) if record is not None else set()
+            known = list(record.facts) if record is not None else []
             base, changed = current, False
             for n, call in enumerate(calls):
                 began = call.started.timestamp() if call.started is not None else None
@@ -232,8 +241,13 @@ class Memory:
                 summary = text.trim(call.summary, text.MAX_SUMMARY_CHARS) or "Call without a summary."
                 bounded = {name: text.clip(value, text.MAX_NAME_CHARS) for name, value in call.fills.items()}
                 base = with_call(base, call_line(local, summary, call.conversation_id), bounded, declared)
+                facts = newfacts.new_facts(call.facts, known) if call.conversation_id not in facts_of else []
+                base = with_new_facts(base, facts, call.conversation_id)
+                known += facts
+                facts_of.add(call.conversation_id)
                 recorded.add(call.conversation_id)
-                lines.append(f"call summary for {label} ({call.conversation_id})")
+                learned = f", {len(facts)} new fact{'s' if len(facts) != 1 else ''}" if facts else ""
+                lines.append(f"call summary for {label} ({call.conversation_id}){learned}")
                 outcomes[n] = CallWritten.SAVED
                 changed = True
             return base if changed else None

@@ -76,6 +76,7 @@ async def apply_calls(memory: Memory, calls: list[HeldCall]) -> list[tuple[Appli
             call.summary,
             dt.datetime.fromtimestamp(call.started, dt.UTC) if call.started is not None else None,
             call.fills,
+            call.facts,
         )
         for call in calls
     ]
@@ -304,5 +305,6 @@ def held_call(memory: Memory, call: FinishedCall, now: float) -> HeldCall | None
         summary=call.summary,
         started=call.started.timestamp() if call.started is not None else None,
         fills=call.fills,
+        facts=call.new_facts,
         received=now,
     )

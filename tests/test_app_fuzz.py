@@ -62,7 +62,10 @@ def test_personalize_always_answers_200_with_a_valid_body(fuzz_server: LiveServe
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    path=st.sampled_from(["/tools/remember", "/webhook/post-call", "/api/notes", f"/api/memory/{MARIA}"]), body=BODIES
+    path=st.sampled_from(
+        ["/tools/remember", "/tools/recall", "/webhook/post-call", "/api/notes", f"/api/memory/{MARIA}"]
+    ),
+    body=BODIES,
 )
 def test_other_routes_never_answer_5xx(fuzz_server: LiveServer, path: str, body: bytes) -> None:
     for headers in ({}, {"Authorization": "Bearer test-admin-key"}, {"Authorization": "Bearer test-webhook-secret"}):

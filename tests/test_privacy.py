@@ -82,6 +82,12 @@ def test_phone_numbers_never_leave_the_request(server_factory, log_format: str) 
     )
     assert tool.status_code == 200
     assert tool.json()["status"] == "saved"
+    recalled = server.client.post(
+        "/tools/recall",
+        json={"query": "does she like tea", "caller_id": MARIA, "conversation_id": "conv_2"},
+        headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"},
+    )
+    assert recalled.json() == {"status": "found", "answer": "Fact: Prefers tea"}
     assert server.admin("POST", f"/api/memory/{API_NUMBER}", json={"fact": "Owns a bakery"}).status_code == 200
     assert server.admin("GET", f"/api/callers/{UNKNOWN_ON_API}").status_code == 404
     assert server.admin("GET", f"/api/callers/{MARIA}").status_code == 200

@@ -202,6 +202,30 @@ def test_one_number_has_unrelated_keys_and_memories_in_two_tenants(hub: LiveServ
     assert caller not in tenant_texts(hub.vault, "t1") + tenant_texts(hub.vault, "t2") + hub.logs()
 
 
+def recall_of(server: LiveServer, agent: str, caller: str, query: str, called: str | None = None) -> dict[str, Any]:
+    body = {"query": query, "caller_id": caller, "agent_id": agent, "called_number": called or "+14155550999"}
+    response = server.client.post("/tools/recall", json=body, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_recall_answers_from_the_tenant_the_agent_belongs_to_only(hub: LiveServer) -> None:
+    caller = "+447700900397"
+    assert tool(hub, "agent_t1_1", caller, "Parks mkt1q the green van")["status"] == "saved"
+    assert tool(hub, "agent_t4_0", caller, "Parks mkt4q the white van")["status"] == "saved"
+    assert recall_of(hub, "agent_t1_3", caller, "van") == {
+        "status": "found",
+        "answer": "Fact: Parks mkt1q the green van",
+    }
+    assert recall_of(hub, "agent_t4_2", caller, "van") == {
+        "status": "found",
+        "answer": "Fact: Parks mkt4q the white van",
+    }
+    # Routed by the called number when the agent id is nobody's; nobody's memory when nothing claims it.
+    assert "mkt4q" in recall_of(hub, "agent_unknown", caller, "van", NUMBERS["t4"])["answer"]
+    assert recall_of(hub, "agent_nobody", caller, "van") == {"status": "nothing", "answer": ""}
+
+
 def test_an_agent_with_a_soul_of_its_own_gets_it(hub: LiveServer) -> None:
     assert "t0's support desk" in prompt_of(call(hub, "agent_t0_1", CALLERS[0]))
     assert "t0's support desk" not in prompt_of(call(hub, "agent_t0_0", CALLERS[0]))

@@ -1,40 +1,75 @@
-"""`POST /tools/remember`: the agent saves a fact about the caller mid-call; always 200, in words it can say."""
+"""The agent's webhook tools (SPEC §6, §16): `POST /tools/remember` saves a fact mid-call, `POST /tools/recall`
+looks back through the caller's own memory; always 200, in words the agent can say."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from litestar import Request, post
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException
 
-from server import text
+from server import phone, text
 from server.auth import has_webhook_secret, webhook_guard
-from server.elevenlabs import ToolAnswer, ToolRemember
+from server.elevenlabs import RecallAnswer, RecallStatus, ToolAnswer, ToolRecall, ToolRemember
 from server.gitrun import GitError
 from server.gitstate import OperationInProgress
 from server.hub import Hub
+from server.recall import recall
 from server.routes.replies import WEBHOOK_BODY_LIMIT, service_of
+from server.service import Service
 from server.vault import DiskError
 from server.writes import FileFull, WriteError
+
+log = logging.getLogger("memory_bridge.tools")
+
+
+def _tool_service(
+    state: State, request: Request[Any, Any, Any], agent_id: str | None, called_number: str | None, tool: str
+) -> Service | None:
+    """The service a tool call is for (by agent id, else called number, with tenants); None: no tenant claims it.
+
+    With tenants the webhook secret is checked against the claiming tenant's own as well.
+    """
+    hub: Hub = state.hub
+    if not hub.multi:
+        return service_of(state)
+    found = hub.route(agent_id, called_number)
+    if found is None:
+        hub.unclaimed.note(tool, agent_id)
+        return None
+    allowed = hub.webhook_secrets(found.name)
+    authorization, x_secret = request.headers.get("authorization"), request.headers.get("x-webhook-secret")
+    if not any(has_webhook_secret(authorization, x_secret, secret) for secret in allowed):
+        raise NotAuthorizedException("missing or wrong webhook secret")
+    return found.service
+
+
+@post("/tools/recall", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
+async def tool_recall(data: ToolRecall, state: State, request: Request[Any, Any, Any]) -> RecallAnswer:
+    """The agent's `recall` tool: the caller's own memory lines that best match a short query, from the index."""
+    started = time.perf_counter()
+    service = _tool_service(state, request, data.agent_id, data.called_number, "recall tool")
+    if service is None:
+        return RecallAnswer(RecallStatus.NOTHING, "")
+    who = service.memory.identities.identify(data.caller_id, data.called_number)
+    if who.key is None:  # withheld, not a phone, or blocked: nobody's memory
+        return RecallAnswer(RecallStatus.NOTHING, "")
+    found = recall(service.memory.identities.lookup(who), text.one_line(data.query or ""))
+    log.debug(
+        "recall for %s: %d lines in %.2f ms", phone.short(who.key), len(found), (time.perf_counter() - started) * 1e3
+    )
+    return RecallAnswer(RecallStatus.FOUND if found else RecallStatus.NOTHING, "\n".join(found))
 
 
 @post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
 async def tool_remember(data: ToolRemember, state: State, request: Request[Any, Any, Any]) -> ToolAnswer:
     """The agent's `remember` tool: save one fact about the caller, mid-call."""
-    hub: Hub = state.hub
-    if hub.multi:
-        found = hub.route(data.agent_id, data.called_number)
-        if found is None:
-            hub.unclaimed.note("remember tool", data.agent_id)
-            return ToolAnswer("not_saved", "I can't save that on this call: this agent is not set up to remember.")
-        service = found.service
-        allowed = hub.webhook_secrets(found.name)
-        authorization, x_secret = request.headers.get("authorization"), request.headers.get("x-webhook-secret")
-        if not any(has_webhook_secret(authorization, x_secret, secret) for secret in allowed):
-            raise NotAuthorizedException("missing or wrong webhook secret")
-    else:
-        service = service_of(state)
+    service = _tool_service(state, request, data.agent_id, data.called_number, "remember tool")
+    if service is None:
+        return ToolAnswer("not_saved", "I can't save that on this call: this agent is not set up to remember.")
     who = service.memory.identities.identify(data.caller_id, data.called_number)
     if who.key is None:
         return ToolAnswer("not_saved", "I can't save that on this call, because your number is withheld.")
