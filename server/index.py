@@ -37,6 +37,9 @@ class Index:
 
     def __init__(self) -> None:
         self.files: dict[str, FileState] = {}
+        # How many indexed paths fold (ignoring case) to each folded path: a new file's name must not
+        # differ from another's by case alone, which a person's Mac or Windows clone could not hold.
+        self._folded: dict[str, int] = {}
         self._owner: dict[str, str] = {}  # phone_hash -> relpath of the file that holds it
         self._gone: dict[str, int] = {}  # relpath -> seq of its deletion, so an older read cannot resurrect it
         self.notes: dict[str, DailyNote] = {}
@@ -85,6 +88,18 @@ class Index:
         """How many callers are in service."""
         return len(self._owner)
 
+    def path_taken(self, relpath: str) -> bool:
+        """Whether an indexed file has this path, compared without case."""
+        return relpath.casefold() in self._folded
+
+    def _unfold(self, relpath: str) -> None:
+        folded = relpath.casefold()
+        left = self._folded.get(folded, 0) - 1
+        if left > 0:
+            self._folded[folded] = left
+        else:
+            self._folded.pop(folded, None)
+
     def errors(self) -> dict[str, str]:
         """Files that cannot be used as they are, with the reason, by vault-relative path."""
         return {path: state.error for path, state in sorted(self.files.items()) if state.error}
@@ -105,6 +120,7 @@ class Index:
             if previous is not None:
                 self._drop(previous)
                 del self.files[relpath]
+                self._unfold(relpath)
             self._gone[relpath] = max(seq, self._gone.get(relpath, seq))
             return True
         self._gone.pop(relpath, None)
@@ -114,6 +130,8 @@ class Index:
         state = FileState(relpath, loaded.kind, loaded.digest, loaded.stat, seq, record, loaded.error)
         if previous is not None and previous.record is not record and not _same_caller(previous.record, record):
             self._drop(previous)
+        if previous is None:
+            self._folded[relpath.casefold()] = self._folded.get(relpath.casefold(), 0) + 1
         self.files[relpath] = state
         self._claim(state)
         return True

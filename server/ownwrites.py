@@ -23,6 +23,9 @@ class OwnWrites:
         self._claimed: set[str] = set()
         # Waiting for the next release (see `released`).
         self._waiters: list[asyncio.Future[None]] = []
+        # Files this process moved to another path (a caller file taking its caller's name): gone
+        # from the disk before the write path, once committed, takes them out of the index.
+        self._moved_away: set[str] = set()
 
     def wrote(self, relpath: str, sha: str) -> None:
         """This process is putting these bytes at `relpath` itself (recorded before the rename)."""
@@ -42,6 +45,15 @@ class OwnWrites:
         """Stop recognising the bytes this process last wrote to `relpath` as its own."""
         self._written.pop(relpath, None)
         self._written_stat.pop(relpath, None)
+        self._moved_away.discard(relpath)
+
+    def moved_away(self, relpath: str) -> None:
+        """This process moved the file at `relpath` elsewhere: its absence is this process's own doing."""
+        self._moved_away.add(relpath)
+
+    def is_moved_away(self, relpath: str) -> bool:
+        """Whether `relpath` is missing because this process moved its file (see `moved_away`)."""
+        return relpath in self._moved_away
 
     def is_own_write(self, relpath: str, sha: str) -> bool:
         """Whether these bytes are exactly what this process last wrote to `relpath`."""

@@ -8,12 +8,11 @@ Writes that were on their way to the old path are sent to the new one (`current`
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 
 from server import changes, filenames
 from server.index import Index
-from server.markdown import CALLERS, Kind, kind_of
+from server.markdown import Kind, kind_of
 from server.parse import VaultFileError, split_frontmatter
 from server.vault import Vault, digest
 
@@ -107,13 +106,15 @@ class Renamer:
         the moved file as this process's own write.
         """
         if not filenames.service_named(relpath) or not filenames.safe_name(name := name_in(text)):
-            return None  # before listing the folder, which holds every caller
-        key = key_in(text)
-        try:
-            taken = {entry.casefold() for entry in os.listdir(self.vault.root / CALLERS)}
-        except OSError:
             return None
-        target = filenames.readable_path(relpath, name, lambda path: path.rsplit("/", 1)[-1].casefold() in taken)
+        key = key_in(text)
+
+        def taken(path: str) -> bool:
+            # The index knows every file, without listing a folder of thousands on each rename; a
+            # file made a moment ago and not indexed yet is seen on disk (`move` never overwrites).
+            return self.index.path_taken(path) or self.vault.path(path).exists()
+
+        target = filenames.readable_path(relpath, name, taken)
         if target is None:
             return None
         try:

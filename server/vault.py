@@ -341,8 +341,10 @@ class Vault:
                 self.own.forget(target)
                 return False
             os.rename(source, destination)  # a disk without hard links
+            self.own.moved_away(relpath)
             return True
         os.unlink(source)
+        self.own.moved_away(relpath)
         return True
 
     def new_caller_path(self, phone_hash: str) -> str:

@@ -99,6 +99,10 @@ class Watcher:
         if loaded is None:
             if state is None:
                 return Seen.SAME
+            if own_pending and self.vault.own.is_moved_away(relpath):
+                # Renamed by this process's write path, which takes it out of the index when its new
+                # path goes in: until then the caller stays known, and no call takes them for new.
+                return Seen.OWN
             self.index.apply(relpath, None, seq)
             return Seen.CHANGED
         if not loaded.parsed:

@@ -130,6 +130,7 @@ class WritePath:
         async with self.holding([relpath for relpath, _ in changes]), contextlib.AsyncExitStack() as locked:
             written: list[tuple[str, str, str, int]] = []
             gone: list[tuple[str, None, int]] = []
+            targets: list[str] = []  # the new path of each file in `gone`
             exact: dict[str, Exact] = {}
             refused: list[WriteError | vault.DiskError] = []
             async with self.gate.passing(), self.editing():
@@ -153,6 +154,7 @@ class WritePath:
                         if target is not None:
                             # One commit: the old path removed, the new one added, which git shows as a rename.
                             gone.append((relpath, None, self.vault.next_seq()))
+                            targets.append(target)
                             if result.base is not None:  # a file git may know: its removal is committed
                                 exact[relpath] = Exact(result.base, None)
                             lines = [*lines, f"file named: {relpath} -> {target}"]
@@ -165,13 +167,15 @@ class WritePath:
                         await asyncio.sleep(0)  # a big batch must not hold up calls
 
             async def entries() -> list[tuple[str, Loaded | None, int]]:
-                return [
-                    *gone,  # before the new paths: the caller's key then belongs to its new file
-                    *[
-                        (relpath, await asyncio.to_thread(self.vault.loaded, relpath, text, sha), seq)
-                        for relpath, text, sha, seq in written
-                    ],
-                ]
+                # Each renamed file's old path just before its new one (the caller's key then belongs
+                # to the new file), and never a turn of the loop between the two: see commit_and_index.
+                renamed_to = dict(zip(targets, gone, strict=True))
+                found: list[tuple[str, Loaded | None, int]] = []
+                for relpath, text, sha, seq in written:
+                    if relpath in renamed_to:
+                        found.append(renamed_to[relpath])
+                    found.append((relpath, await asyncio.to_thread(self.vault.loaded, relpath, text, sha), seq))
+                return found
 
             paths = [relpath for relpath, *_ in gone if relpath in exact] + [relpath for relpath, *_ in written]
             await self.commit_and_index(paths, lines, source, entries, exact)
@@ -298,7 +302,9 @@ class WritePath:
         finally:
             for n, (relpath, loaded, seq) in enumerate(await entries(), 1):
                 self.index.apply(relpath, loaded, seq)
-                if n % SLICE == 0:
+                # Never right after a removal: a renamed file's new path comes next, and until it is in,
+                # its caller would be unknown to a call.
+                if n % SLICE == 0 and loaded is not None:
                     await asyncio.sleep(0)
 
     def _edited_behind_our_back(self, relpath: str) -> bool:

@@ -86,6 +86,16 @@ def test_remove(disk: Disk, index: Index) -> None:
     assert index.apply("callers/never.md", None, disk.seq())  # removing what was never there is fine
 
 
+def test_a_path_is_taken_whatever_its_case_while_a_file_holds_it(disk: Disk, index: Index) -> None:
+    assert not index.path_taken("callers/Maria Lopez.md")
+    index.apply("callers/Maria Lopez.md", disk.put("callers/Maria Lopez.md", caller_text(X)), disk.seq())
+    assert index.path_taken("callers/maria lopez.md") and index.path_taken("callers/MARIA LOPEZ.md")
+    index.apply("callers/Maria Lopez.md", disk.put("callers/Maria Lopez.md", caller_text(X, facts=("a",))), disk.seq())
+    disk.remove("callers/Maria Lopez.md")
+    index.apply("callers/Maria Lopez.md", None, disk.seq())
+    assert not index.path_taken("callers/maria lopez.md")  # one removal frees it, however often it was updated
+
+
 def test_rename_new_path_seen_first(disk: Disk, index: Index) -> None:
     index.apply("callers/abababababab.md", disk.put("callers/abababababab.md", caller_text(X)), disk.seq())
     # An editor's rename: the new name appears, then the old one goes.

@@ -8,8 +8,10 @@ person named is never renamed. A real server, real vault, real git.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from server import filenames
 from server.changes import with_named_heading
 from tests.calls import Call, encode
-from tests.conftest import LiveServer, caught_up, elevenlabs_signature, git, running_server, settled
+from tests.conftest import WEBHOOK_SECRET, LiveServer, caught_up, elevenlabs_signature, git, running_server, settled
 from tests.live_helpers import frontmatter, key_for, request, wait_until
 from tests.remotes import GitDaemon, Laptop, run_git
 
@@ -80,6 +82,43 @@ def test_a_name_from_the_call_renames_the_file_in_the_same_commit_and_the_headin
     assert shared.admin("POST", f"/api/memory/{number}", json={"fact": "Likes tea"}).status_code == 200
     wait_until(lambda: settled(shared))
     assert "- Likes tea\n" in (shared.vault / new).read_text() and not (shared.vault / old).exists()
+
+
+def test_a_caller_stays_known_to_every_call_while_their_file_takes_their_name(shared: LiveServer, fresh_number) -> None:  # type: ignore[no-untyped-def]
+    # Between the file's move on disk and the rename's commit, the watcher sees the old path gone:
+    # a call in that moment must still find the caller (not be told it is a new caller).
+    numbers = [fresh_number() for _ in range(6)]
+    for number in numbers:
+        assert shared.admin("POST", f"/api/memory/{number}", json={"fact": "Has a cat"}).status_code == 200
+    wait_until(lambda: caught_up(shared))
+    answers: list[bool] = []
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        with httpx.Client(base_url=shared.url, timeout=10) as client:
+            while not stop.is_set():
+                for number in numbers:
+                    headers = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
+                    answer = client.post("/webhook/personalize", json=request(number), headers=headers)
+                    answers.append(answer.json()["dynamic_variables"]["caller_known"])
+
+    caller = threading.Thread(target=keep_calling)
+    caller.start()
+    try:
+        for n, number in enumerate(numbers):
+            body = call_with_name(number, "conv_" + number[1:].rjust(28, "0"), f"Nia Osei{'x' * n}")
+            headers = {"content-type": "application/json", "elevenlabs-signature": elevenlabs_signature(body)}
+            assert shared.client.post("/webhook/post-call", content=body, headers=headers).json()["status"] == "held"
+
+        def named() -> bool:
+            files = [shared.admin("GET", f"/api/callers/{number}").json()["file"] for number in numbers]
+            return all(file.startswith("callers/Nia Osei") for file in files)
+
+        wait_until(named, timeout=15)
+    finally:
+        stop.set()
+        caller.join()
+    assert answers and all(answers), f"{answers.count(False)} of {len(answers)} calls took a known caller for new"
 
 
 def test_a_second_caller_of_the_same_name_gets_the_next_free_name_any_case(shared: LiveServer, fresh_number) -> None:  # type: ignore[no-untyped-def]
