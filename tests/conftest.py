@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -144,7 +145,9 @@ class LiveServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"server did not become ready:\n{self.logs()}")
+        logs = self.logs()
+        self.stop(signal.SIGKILL)  # never left running behind a failed test
+        raise RuntimeError(f"server did not become ready:\n{logs}")
 
     def stop(self, sig: int | None = None) -> None:
         if self.proc is None:
