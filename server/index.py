@@ -41,6 +41,9 @@ class Index:
         # differ from another's by case alone, which a person's Mac or Windows clone could not hold.
         self._folded: dict[str, int] = {}
         self._owner: dict[str, str] = {}  # phone_hash -> relpath of the file that holds it
+        # phone_hash -> every file whose record is that caller, in the order they came (the owner and
+        # its duplicates): when the owner goes, one of these takes over, without a look at every file.
+        self._claimants: dict[str, dict[str, None]] = {}
         self._gone: dict[str, int] = {}  # relpath -> seq of its deletion, so an older read cannot resurrect it
         self.notes: dict[str, DailyNote] = {}
         # Per-agent souls (`souls/<name>.md`, SPEC §12) and which agent each speaks for.
@@ -144,6 +147,7 @@ class Index:
             self.souls[state.relpath] = record
             self._agents_changed()
         elif isinstance(record, Caller):
+            self._claimants.setdefault(record.phone_hash, {})[state.relpath] = None
             owner = self._owner.get(record.phone_hash)
             if owner is None or owner == state.relpath or owner not in self.files:
                 self._owner[record.phone_hash] = state.relpath
@@ -157,15 +161,23 @@ class Index:
         elif isinstance(record, Soul) and self.souls.get(state.relpath) is record:
             del self.souls[state.relpath]
             self._agents_changed()
-        elif isinstance(record, Caller) and self._owner.get(record.phone_hash) == state.relpath:
+        elif isinstance(record, Caller):
+            claimants = self._claimants.get(record.phone_hash, {})
+            claimants.pop(state.relpath, None)
+            if not claimants:
+                self._claimants.pop(record.phone_hash, None)
+            if self._owner.get(record.phone_hash) != state.relpath:
+                return
             del self._owner[record.phone_hash]
             # Another file claiming the same caller takes over (it was reported as a duplicate);
             # any further duplicates are now reported against the new owner.
-            for other in self.files.values():
-                if other is not state and _same_caller(other.record, record):
-                    owner = self._owner.setdefault(record.phone_hash, other.relpath)
-                    if other.error and other.error.startswith("has the same phone_hash"):
-                        other.error = None if owner == other.relpath else _duplicate(owner)
+            for relpath in list(claimants):
+                other = self.files.get(relpath)
+                if other is None or other is state or not _same_caller(other.record, record):
+                    continue
+                owner = self._owner.setdefault(record.phone_hash, other.relpath)
+                if other.error and other.error.startswith("has the same phone_hash"):
+                    other.error = None if owner == other.relpath else _duplicate(owner)
 
     def _agents_changed(self) -> None:
         agents = {relpath: soul.agent_ids for relpath, soul in self.souls.items()}
