@@ -17,17 +17,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import watchfiles
 from litestar import Litestar
 
 from server.config import Settings
 from server.hub import Hub
 from server.routing import TENANT_FILE
 from server.tenants import Tenants
+from server.watcher import watch_changes
 
 log = logging.getLogger("memory_bridge.watcher")
-
-_FILTER = watchfiles.DefaultFilter(ignore_entity_patterns=(r"\.tmp$", r"^\.", r"~$", r"\.sw.$"))
 
 
 class TenantsWatcher:
@@ -89,16 +87,7 @@ class TenantsWatcher:
                 await asyncio.sleep(0.5)
 
     async def _watch(self, paths: list[Path], recursive: bool) -> None:
-        async for changes in watchfiles.awatch(
-            *paths,
-            watch_filter=_FILTER,
-            recursive=recursive,
-            step=5,
-            debounce=400,
-            stop_event=self._restart,
-            rust_timeout=1000,
-            yield_on_timeout=True,
-        ):
+        async for changes in watch_changes(paths, recursive, self._restart):
             self.heartbeat = time.time()
             await self.dispatch({path for _, path in changes})
 

@@ -15,7 +15,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,30 @@ class Seen(enum.Enum):
     CHANGED = "changed"  # a person's change (or removal), now in the index
     BUSY = "busy"  # the worker process is rewriting the file for the write path: look again later
     IGNORED = "ignored"  # not a vault file the index keeps
+
+
+# Editors' temporary and swap files, and dot files, are never vault files.
+_NOT_VAULT_FILES = watchfiles.DefaultFilter(ignore_entity_patterns=(r"\.tmp$", r"^\.", r"~$", r"\.sw.$"))
+
+
+def watch_changes(
+    paths: list[Path], recursive: bool, stop: asyncio.Event
+) -> AsyncIterator[set[tuple[watchfiles.Change, str]]]:
+    """Batches of file changes under `paths` until `stop` (the vault's watcher and the tenants' share it).
+
+    Events are gathered for 400 ms (an editor's save is several), and an empty batch comes every
+    second, so a watcher whose loop is stuck shows in its heartbeat.
+    """
+    return watchfiles.awatch(
+        *paths,
+        watch_filter=_NOT_VAULT_FILES,
+        recursive=recursive,
+        step=5,
+        debounce=400,
+        stop_event=stop,
+        rust_timeout=1000,
+        yield_on_timeout=True,
+    )
 
 
 class Watcher:
@@ -191,23 +215,13 @@ class Watcher:
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def _watch(self, paths: list[Path], recursive: bool) -> None:
-        watch_filter = watchfiles.DefaultFilter(ignore_entity_patterns=(r"\.tmp$", r"^\.", r"~$", r"\.sw.$"))
         while not self._stop.is_set():
             try:
                 for path in paths:
                     path.mkdir(parents=True, exist_ok=True)
                 self._ready.set()
                 self.heartbeat = time.time()
-                async for changes in watchfiles.awatch(
-                    *paths,
-                    watch_filter=watch_filter,
-                    recursive=recursive,
-                    step=5,
-                    debounce=400,
-                    stop_event=self._stop,
-                    rust_timeout=1000,
-                    yield_on_timeout=True,
-                ):
+                async for changes in watch_changes(paths, recursive, self._stop):
                     self.heartbeat = time.time()
                     await self.handle({path for _, path in changes})
             except asyncio.CancelledError:
