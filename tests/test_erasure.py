@@ -90,6 +90,13 @@ def seed_maria(server: LiveServer) -> None:
     wait_until(lambda: git(server.vault, "status", "--porcelain") == "", timeout=10, what="the hand edit committed")
 
 
+def wait_until_pushed(server: LiveServer, daemon: GitDaemon) -> None:
+    """Wait until the server's branch is on the remote (its branch may not exist there yet)."""
+    head = git(server.vault, "rev-parse", "HEAD").strip()
+    remote = daemon.base / "vault.git"
+    wait_until(lambda: head in run_git(remote, "log", "--format=%H", "main", check=False).stdout, timeout=15)
+
+
 def audit_commits(repo: Path) -> list[str]:
     return [sha for sha in run_git(repo, "log", "--format=%H", "--grep=^Erased: ", "main").stdout.split() if sha]
 
@@ -102,11 +109,7 @@ def test_purge_leaves_nothing_of_the_caller_in_objects_git_files_cache_or_the_re
     server = start(tmp_path, "a", url)
     try:
         seed_maria(server)
-        head = git(server.vault, "rev-parse", "HEAD").strip()
-        wait_until(
-            lambda: head in run_git(daemon.base / "vault.git", "log", "--format=%H", "main", check=False).stdout,
-            timeout=15,
-        )
+        wait_until_pushed(server, daemon)
         assert found_in(server.vault), "the test's needles were never there"
 
         response = server.admin("DELETE", f"/api/callers/{quote(MARIA)}", params={"purge": "true"})
@@ -252,9 +255,8 @@ def test_a_laptop_that_pulls_the_rewrite_into_its_old_clone_does_not_bring_the_c
     server = start(tmp_path, "a", url)
     try:
         seed_maria(server)
-        head = git(server.vault, "rev-parse", "HEAD").strip()
+        wait_until_pushed(server, daemon)
         remote = daemon.base / "vault.git"
-        wait_until(lambda: head in run_git(remote, "log", "--format=%H", "main", check=False).stdout, timeout=15)
         laptop = Laptop.clone(url, tmp_path / "laptop")
         assert server.admin("DELETE", f"/api/callers/{MARIA_KEY}", params={"purge": "true"}).status_code == 200
         audit = git(server.vault, "rev-parse", "HEAD").strip()
