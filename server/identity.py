@@ -78,6 +78,8 @@ class Identities:
         self._recent_calls = _RECENT_CALLS
         # Our numbers are few: the called numbers seen after each answer are normalised once.
         self._e164_of = functools.lru_cache(maxsize=256)(self._e164)
+        # Every answered call re-learns its called number (one of a handful): one HMAC per number, not per call.
+        self._own_key_of = functools.lru_cache(maxsize=256)(self._own_key)
 
     def identify(self, caller_id: object, called_number: object = None) -> Identity:
         """Resolve the other party of a call; outbound calls (our own number as caller) use `called_number`."""
@@ -148,8 +150,11 @@ class Identities:
         e164 = self._e164_of(number)
         if e164 is None or e164 in self.own.configured:
             return
-        if self.own.learn(phone.caller_key(e164, self._key)):
+        if self.own.learn(self._own_key_of(e164)):
             self._cached.cache_clear()  # identities resolved before may have used it as a caller
+
+    def _own_key(self, e164: str) -> str:
+        return phone.caller_key(e164, self._key)
 
     def unlearn_own(self, number: object) -> None:
         """Forget `number` as ours: a finished call named it as the other party."""

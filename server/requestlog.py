@@ -32,6 +32,8 @@ def call_answered(
     agent_id: object, key: str | None, known: bool, elapsed_ms: float, tenant: str = DEFAULT_TENANT
 ) -> None:
     """The line for one answered call."""
+    if not log.isEnabledFor(logging.INFO):
+        return  # on every call: nothing is built for a line that is not written
     caller = phone.short(key) if key else "withheld"
     log.info(
         "call answered: tenant=%s agent=%s caller=%s %s in %.2f ms",
