@@ -5,7 +5,7 @@ from the service) with no auth, no parsing, no lookup and no write-back: the cei
 plus uvicorn on this machine. `GET /health` answers `{"status":"ok"}` for the readiness probe.
 
 To be sure it runs under *the same server flags* as the service, it is started through the
-service's own `serve` command with `server.app.create_app` swapped for this app, so whatever
+service's own `serve` command with `server.app.create_asgi` swapped for this app, so whatever
 uvicorn options `server/cli.py` passes (one worker, no access log, asyncio's loop, httptools,
 ...) the baseline gets too.
 
@@ -46,7 +46,7 @@ def main() -> int:
 
     body = Path(os.environ[BODY_ENV]).read_bytes()
     app = create_baseline_app(body)
-    server.app.create_app = lambda settings: app  # type: ignore[assignment]
+    server.app.create_asgi = lambda settings: app  # type: ignore[assignment]
     return cli.main(["--env-file", os.devnull, "serve"])
 
 

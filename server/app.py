@@ -6,14 +6,17 @@ Every error is JSON in one shape (`{"status_code": ..., "detail": ...}`); bad in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from server.config import Settings
 from server.hub import Hub
@@ -21,9 +24,9 @@ from server.requestlog import Refusals
 from server.routes.api import api, tenant_api
 from server.routes.gitpush import git_event
 from server.routes.health import health
-from server.routes.personalize import personalize
+from server.routes.personalize import PATH, personalize, serve_personalize
 from server.routes.postcall import post_call
-from server.routes.replies import API_BODY_LIMIT, error_response
+from server.routes.replies import API_BODY_LIMIT, error_body, error_response
 from server.routes.tools import tool_recall, tool_remember
 from server.service import open_service
 from server.sync import SyncError
@@ -91,3 +94,36 @@ def create_app(settings: Settings) -> Litestar:
         request_max_body_size=API_BODY_LIMIT,
         logging_config=None,
     )
+
+
+def create_asgi(settings: Settings) -> ASGIApp:
+    """What uvicorn serves: `create_app`'s app, with each call to personalize taken before Litestar's router.
+
+    Personalize is the hot path and already a bare ASGI route that never raises and answers every
+    call itself; taking it here spares each call Litestar's router and exception middleware, about
+    a tenth of its cost (BENCHMARKS.md). Every other request, and personalize with another method or
+    over a websocket, goes through Litestar as before.
+    """
+    app = create_app(settings)
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["path"] == PATH and scope["method"] == "POST":
+            scope["app"] = app
+            try:
+                await serve_personalize(scope, receive, send)
+            except Exception:
+                # Unreachable by design; kept so an error is still the one JSON shape, not uvicorn's text.
+                log.exception("personalize failed outside its answer")
+                with contextlib.suppress(Exception):  # the answer may have started already
+                    await _send_500(send)
+            return
+        await app(scope, receive, send)
+
+    return serve
+
+
+async def _send_500(send: Send) -> None:
+    body = error_body(500, "internal error; see the server log")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

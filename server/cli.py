@@ -68,10 +68,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the service under uvicorn, one worker, with the connection limits of `server.serving`."""
     import uvicorn
 
-    from server.app import create_app
+    from server.app import create_asgi
     from server.serving import uvicorn_options
 
-    uvicorn.run(create_app(settings), **uvicorn_options(settings))
+    uvicorn.run(create_asgi(settings), **uvicorn_options(settings))
     return 0
 
 

@@ -7,6 +7,7 @@ settings or stop the server start their own.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
 from server.answers import AnswerCache, caller_json
-from server.app import create_app
+from server.app import create_app, create_asgi
 from server.parse import parse_caller
 from server.service import open_service
 from tests.conftest import (
@@ -356,6 +357,24 @@ def test_the_bare_route_speaks_http_like_the_others(server: LiveServer) -> None:
     assert chunked.status_code == 200 and chunked.json()["dynamic_variables"]["caller_known"] is False
     too_big = server.client.post("/webhook/personalize", content=chunks(70_000), headers=headers)
     assert too_big.status_code == 413 and too_big.json()["detail"]
+
+
+def test_a_personalize_call_that_fails_outside_its_answer_is_still_json(tmp_path: Path) -> None:
+    # `create_asgi` takes personalize ahead of Litestar, so Litestar's error handler is not there to
+    # catch; its own guard must be. Without the lifespan the app holds no service: the route fails.
+    asgi_app = create_asgi(make_settings(tmp_path / "vault"))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/webhook/personalize", "headers": [], "state": {}}
+    asyncio.run(asgi_app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 500
+    assert msgspec.json.decode(sent[1]["body"]) == {"status_code": 500, "detail": "internal error; see the server log"}
 
 
 def test_a_websocket_to_the_route_is_refused_cleanly(tmp_path: Path) -> None:

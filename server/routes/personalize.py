@@ -76,9 +76,15 @@ def answer_call(
         return Answered(with_extra_body(content, UNKNOWN) if service.settings.custom_llm_extra_body else content)
 
 
-@asgi("/webhook/personalize", copy_scope=False)
-async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
-    """ElevenLabs' conversation-initiation webhook: who is calling and what the agent should know."""
+PATH = "/webhook/personalize"
+
+
+async def serve_personalize(scope: Scope, receive: Receive, send: Send) -> None:
+    """ElevenLabs' conversation-initiation webhook: who is calling and what the agent should know.
+
+    Needs `scope["app"]`, the Litestar app whose state holds the service; `server.app.create_asgi`
+    calls it straight for a POST, ahead of Litestar's router, and Litestar routes everything else here.
+    """
     if scope["type"] != ScopeType.HTTP:
         # A websocket to this path: refused before it is accepted, as ASGI has it.
         await send({"type": "websocket.close", "code": 1003, "reason": "personalize is an HTTP webhook"})
@@ -106,6 +112,9 @@ async def personalize(scope: Scope, receive: Receive, send: Send) -> None:
     answered = answer_call(service, state.answers, body, dt.datetime.now(dt.UTC))
     await _send(send, 200, answered.content)
     _after(service, answered)
+
+
+personalize = asgi(PATH, copy_scope=False)(serve_personalize)
 
 
 def _after(service: Service, answered: Answered) -> None:
