@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import msgspec
@@ -46,6 +46,33 @@ _results_decoder = msgspec.msgpack.Decoder(list[Recorded])
 Waiting = dict[str, tuple[Identity, int]]
 
 
+class Turns:
+    """Turns at recording a batch, shared by every vault a process serves (SPEC §12): one at a time, spaced.
+
+    A hundred tenants, each recording a batch every few seconds, would write and commit thirty
+    times a second between calls, and every batch costs the event loop time whatever its size.
+    Taking turns, with `gap` seconds between the end of one batch and the start of the next,
+    bounds that work for the whole process; a tenant's callers wait their turn, none is dropped.
+    """
+
+    def __init__(self, gap: float) -> None:
+        self.gap = gap
+        self._lock = asyncio.Lock()
+        self._next = 0.0
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Wait for this recorder's turn, and hold it while its batch is written and committed."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            if (wait := self._next - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            try:
+                yield
+            finally:
+                self._next = loop.time() + self.gap
+
+
 class CallRecorder:
     """Counts answered calls in the callers' files, in the background."""
 
@@ -67,6 +94,7 @@ class CallRecorder:
         self._task: asyncio.Task[None] | None = None
         # The worker process that rewrites files for recorded calls (the server's); None: in process.
         self._worker: Worker | None = None
+        self._turns = Turns(0.0)  # a vault of its own waits for no other
 
     def note_call(self, who: Identity, call_sid: str | None = None) -> None:
         """Queue a call to be recorded (call_count, first_call, last_call).
@@ -226,7 +254,8 @@ class CallRecorder:
             self._calls_waiting.clear()
             started, noted = loop.time(), self._noted
             try:
-                await self.record_calls(limit=RECORD_BATCH)
+                async with self._turns.turn():
+                    await self.record_calls(limit=RECORD_BATCH)
             except OperationInProgress:
                 pass  # stopping during a person's git operation: the calls are held, and counted in `stop`
             except Exception:  # a failed batch is logged; the recorder must keep running
@@ -239,9 +268,13 @@ class CallRecorder:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), RECORD_INTERVAL - (loop.time() - started))
 
-    async def start(self, worker: Worker | None = None) -> None:
-        """Start recording in the background; with a `worker`, files are rewritten in that process."""
+    async def start(self, worker: Worker | None = None, turns: Turns | None = None) -> None:
+        """Start recording in the background; with a `worker`, files are rewritten in that process.
+
+        `turns`: shared with the other vaults of the process, whose batches alternate with this one's.
+        """
         self._worker = worker
+        self._turns = turns or self._turns
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="call-recorder")
 

@@ -27,6 +27,7 @@ from server.inbox import Inbox
 from server.index import Index
 from server.memory import Memory, phone_keyer
 from server.postcalls import Postcalls
+from server.recorder import Turns
 from server.retainer import Retainer
 from server.sync import Sync, join_remote
 from server.vault import Vault
@@ -58,12 +59,20 @@ class Service:
     # Drops call lines older than RETAIN_CALLS_DAYS (the server only).
     retainer: Retainer | None = None
 
-    async def start(self, watch: bool = True, worker: Worker | None = None, own_watch: bool = True) -> None:
+    async def start(
+        self, watch: bool = True, worker: Worker | None = None, own_watch: bool = True, turns: Turns | None = None
+    ) -> None:
         """Start the git writer and, for the server, the worker process and the watcher.
 
-        Tenants (SPEC §12) share one `worker` process and one watcher of their folders (`own_watch`
-        False): a process serving a hundred vaults starts neither a hundred times.
+        Tenants (SPEC §12) share one `worker` process, one watcher of their folders (`own_watch`
+        False) and the recorders' `turns`: a process serving a hundred vaults starts neither a
+        hundred times, and records calls for one vault at a time.
         """
+        if watch:
+            # The server's calls come first: its git commands and call recording run in a worker,
+            # and a write's file work in a thread that must hand the interpreter back to the event
+            # loop within half a millisecond (the default is 5 ms).
+            sys.setswitchinterval(0.0005)
         if watch and worker is not None:
             self.mark = ServerMark(self.memory.vault.root)
             self.mark.claim()
@@ -72,14 +81,10 @@ class Service:
             # A CLI run beside the server leaves the server's uncommitted files to it.
             self.mark = ServerMark(self.memory.vault.root)
             self.mark.claim()
-            # The server's calls come first: its git commands and call recording run in a worker,
-            # and a write's file work in a thread that must hand the interpreter back to the event
-            # loop within half a millisecond (the default is 5 ms).
-            sys.setswitchinterval(0.0005)
             self.worker = Worker()
             await self.worker.start()
         await self.memory.git.start(self.worker)
-        await self.memory.recorder.start(self.worker)
+        await self.memory.recorder.start(self.worker, turns)
         if watch:
             await self.watcher.start(own_watch)
             self.watcher.adopt(self.deferred)

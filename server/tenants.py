@@ -22,6 +22,7 @@ from server.config import Settings
 from server.gitrun import GitError
 from server.hkdf import tenant_key
 from server.hub import Hub, TenantSecrets
+from server.recorder import Turns
 from server.remote import without_credentials
 from server.routing import TENANT_FILE, Directory, TenantClaims, TenantFileError, parse_tenant, valid_name
 from server.service import Service, open_service
@@ -36,6 +37,9 @@ log = logging.getLogger("memory_bridge.tenants")
 _CACHE_SHARES = 16
 # Tenants opened at once at start-up: enough to keep git busy on one core while another is indexed.
 _OPENING = 4
+# Seconds between one tenant's batch of recorded calls and the next tenant's: a few batches a second
+# for the whole process, however many tenants call.
+_RECORDING_GAP = 0.25
 SECRET_FILES = {"webhook": "memory-bridge/webhook-secret", "elevenlabs": "memory-bridge/elevenlabs-webhook-secret"}
 
 
@@ -102,6 +106,7 @@ class Tenants:
         self._seen: dict[str, int | None] = {}  # tenant.md's stat signature when last read
         self._errors: dict[str, str] = {}
         self.worker: Worker | None = None
+        self.turns = Turns(_RECORDING_GAP)
         self._lock = asyncio.Lock()
 
     def folders(self) -> list[str]:
@@ -182,11 +187,11 @@ class Tenants:
         return service
 
     async def start(self) -> None:
-        """Start the shared worker and every tenant's writer, recorder and reconcile scan."""
+        """Start the shared worker and every tenant's writer, recorder (taking turns) and reconcile scan."""
         self.worker = Worker()
         await self.worker.start()
         for service in list(self.hub.services.values()):
-            await service.start(worker=self.worker, own_watch=False)
+            await service.start(worker=self.worker, own_watch=False, turns=self.turns)
 
     async def refresh(self, name: str) -> None:
         """Bring one tenant folder up to date: a tenant.md added, edited or removed (or unchanged)."""
@@ -211,7 +216,7 @@ class Tenants:
             if claims is not None and not had:
                 opened = await asyncio.to_thread(self._open_or_report, name, claims)
                 if opened is not None:
-                    await opened.start(worker=self.worker, own_watch=False)
+                    await opened.start(worker=self.worker, own_watch=False, turns=self.turns)
                     log.info("tenant %s added", name)
             elif claims is not None:
                 self.claims[name] = claims

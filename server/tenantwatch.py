@@ -113,7 +113,10 @@ class TenantsWatcher:
             if service is not None:
                 await service.watcher.handle(changed)
                 service.watcher.heartbeat = self.heartbeat
-        self._watch_again_if_changed()
+        if reload:
+            # Only a change at the top (a folder or a tenant.md) can change what is watched; looking
+            # at every folder after every batch of a tenant's own writes would cost a stat per tenant.
+            self._watch_again_if_changed()
 
     def _folders(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return tuple(self.tenants.folders()), tuple(sorted(self.tenants.hub.services))
