@@ -8,6 +8,7 @@ ignored and rebuilt. It lives in the vault's `.git` folder, so it is never commi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -25,8 +26,9 @@ CACHE_FILE = "memory-bridge/index-cache.msgpack"
 # The format's version, part of every cache's `version`: bump it when the meaning of the cached
 # data changes without its types changing (2: file kinds are `Kind` members, not strings; 3: a file
 # with conflict markers is an error, where it once parsed; 4: comments and private sections are
-# left out of the records; 5: each caller record encoded on its own, decoded as it is used).
-FORMAT = 5
+# left out of the records; 5: each caller record encoded on its own, decoded as it is used; 6: file
+# digests are 128-bit BLAKE2b).
+FORMAT = 6
 
 
 class _CallerEntry(msgspec.Struct, array_like=True):
@@ -62,7 +64,9 @@ class _Snapshot(msgspec.Struct):
     notes: list[_NoteEntry]
 
 
+@functools.cache
 def _schema_version() -> str:
+    # Once per process (a schema costs 2 ms; a server of a hundred tenants loads a hundred caches).
     # Any change to the cached types, names or field types, or to FORMAT, invalidates old caches.
     schema = hashlib.sha256(msgspec.json.encode(msgspec.json.schema(_Snapshot))).hexdigest()[:16]
     return f"{FORMAT}:{schema}"

@@ -41,9 +41,10 @@ class Index:
         # differ from another's by case alone, which a person's Mac or Windows clone could not hold.
         self._folded: dict[str, int] = {}
         self._owner: dict[str, str] = {}  # phone_hash -> relpath of the file that holds it
-        # phone_hash -> every file whose record is that caller, in the order they came (the owner and
-        # its duplicates): when the owner goes, one of these takes over, without a look at every file.
-        self._claimants: dict[str, dict[str, None]] = {}
+        # phone_hash -> the other files whose record is that caller (duplicates), in the order they
+        # came: when the owner goes, one of these takes over, without a look at every file. Only
+        # callers with a duplicate are here (a dict per caller would cost 20 MB per 100,000).
+        self._duplicates: dict[str, dict[str, None]] = {}
         self._gone: dict[str, int] = {}  # relpath -> seq of its deletion, so an older read cannot resurrect it
         self.notes: dict[str, DailyNote] = {}
         # Per-agent souls (`souls/<name>.md`, SPEC §12) and which agent each speaks for.
@@ -95,6 +96,12 @@ class Index:
         """Whether an indexed file has this path, compared without case."""
         return relpath.casefold() in self._folded
 
+    def _fold(self, relpath: str) -> None:
+        folded = relpath.casefold()
+        # Most paths are their own folded form: the files' key is kept, not a second equal string.
+        folded = relpath if folded == relpath else folded
+        self._folded[folded] = self._folded.get(folded, 0) + 1
+
     def _unfold(self, relpath: str) -> None:
         folded = relpath.casefold()
         left = self._folded.get(folded, 0) - 1
@@ -134,7 +141,7 @@ class Index:
         if previous is not None and previous.record is not record and not _same_caller(previous.record, record):
             self._drop(previous)
         if previous is None:
-            self._folded[relpath.casefold()] = self._folded.get(relpath.casefold(), 0) + 1
+            self._fold(relpath)
         self.files[relpath] = state
         self._claim(state)
         return True
@@ -147,12 +154,22 @@ class Index:
             self.souls[state.relpath] = record
             self._agents_changed()
         elif isinstance(record, Caller):
-            self._claimants.setdefault(record.phone_hash, {})[state.relpath] = None
-            owner = self._owner.get(record.phone_hash)
+            key = record.phone_hash
+            owner = self._owner.get(key)
             if owner is None or owner == state.relpath or owner not in self.files:
-                self._owner[record.phone_hash] = state.relpath
-            elif state.error is None:
-                state.error = _duplicate(owner)
+                self._owner[key] = state.relpath
+                self._not_duplicate(key, state.relpath)
+            else:
+                self._duplicates.setdefault(key, {})[state.relpath] = None
+                if state.error is None:
+                    state.error = _duplicate(owner)
+
+    def _not_duplicate(self, key: str, relpath: str) -> None:
+        duplicates = self._duplicates.get(key)
+        if duplicates is not None:
+            duplicates.pop(relpath, None)
+            if not duplicates:
+                del self._duplicates[key]
 
     def _drop(self, state: FileState) -> None:
         record = state.record
@@ -162,20 +179,20 @@ class Index:
             del self.souls[state.relpath]
             self._agents_changed()
         elif isinstance(record, Caller):
-            claimants = self._claimants.get(record.phone_hash, {})
-            claimants.pop(state.relpath, None)
-            if not claimants:
-                self._claimants.pop(record.phone_hash, None)
-            if self._owner.get(record.phone_hash) != state.relpath:
+            key = record.phone_hash
+            self._not_duplicate(key, state.relpath)
+            if self._owner.get(key) != state.relpath:
                 return
-            del self._owner[record.phone_hash]
+            del self._owner[key]
             # Another file claiming the same caller takes over (it was reported as a duplicate);
             # any further duplicates are now reported against the new owner.
-            for relpath in list(claimants):
+            for relpath in list(self._duplicates.get(key, ())):
                 other = self.files.get(relpath)
                 if other is None or other is state or not _same_caller(other.record, record):
                     continue
-                owner = self._owner.setdefault(record.phone_hash, other.relpath)
+                owner = self._owner.setdefault(key, other.relpath)
+                if owner == other.relpath:
+                    self._not_duplicate(key, owner)
                 if other.error and other.error.startswith("has the same phone_hash"):
                     other.error = None if owner == other.relpath else _duplicate(owner)
 

@@ -161,7 +161,7 @@ def open_view(settings: Settings) -> VaultView:
     return VaultView(settings, index, Identities(settings, index, read_key(settings)))
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Hand the memory that indexing used and freed (parsing, the cache's bytes) back to the system.
 
     glibc keeps freed memory for the process's next allocations; after indexing 100,000 callers that
@@ -190,8 +190,11 @@ def _keyed(settings: Settings, vault: Vault, key: bytes, dirty: list[str]) -> li
     return [relpath for relpath in dirty if done[relpath] is not Keyed.REFUSED]
 
 
-def open_service(settings: Settings) -> Service:
-    """Open (creating on first use) the vault of `settings` and index it. Does not start tasks."""
+def open_service(settings: Settings, return_memory: bool = True) -> Service:
+    """Open (creating on first use) the vault of `settings` and index it. Does not start tasks.
+
+    `return_memory` False: the caller opens many vaults and calls `return_freed_memory` once after them.
+    """
     started = time.monotonic()
     vault = Vault(settings.vault_dir)
     vault.root.mkdir(parents=True, exist_ok=True)
@@ -251,7 +254,8 @@ def open_service(settings: Settings) -> Service:
     gc.freeze()
     if parsed:
         cache.save(vault.root, watcher.snapshot())
-    _return_freed_memory()
+    if return_memory:
+        return_freed_memory()
     log.info(
         "indexed %d file(s) (%d parsed, the rest from the cache): %d caller(s), %d with errors",
         len(index.files),

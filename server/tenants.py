@@ -25,7 +25,7 @@ from server.hub import Hub, TenantSecrets
 from server.recorder import Turns
 from server.remote import without_credentials
 from server.routing import TENANT_FILE, Directory, TenantClaims, TenantFileError, parse_tenant, valid_name
-from server.service import Service, open_service
+from server.service import Service, open_service, return_freed_memory
 from server.sync import SyncError
 from server.vault import signature
 from server.worker import Worker
@@ -166,6 +166,7 @@ class Tenants:
             if collecting:
                 gc.enable()
             gc.freeze()
+            return_freed_memory()  # once for all: each trim walks the whole heap
         self._publish()
         log.info("serving %d tenant(s) from %s", len(self.hub.services), self.root)
 
@@ -179,7 +180,7 @@ class Tenants:
             return None
 
     def _open(self, name: str, claims: TenantClaims) -> Service:
-        service = open_service(tenant_settings(self.settings, name, claims))
+        service = open_service(tenant_settings(self.settings, name, claims), return_memory=False)
         service.memory.identities.share_caches(_CACHE_SHARES)
         self.claims[name] = claims
         self.hub.services[name] = service

@@ -65,8 +65,12 @@ class Loaded(msgspec.Struct, frozen=True):
 
 
 def digest(data: bytes) -> str:
-    """Content hash used to recognise the service's own writes."""
-    return hashlib.sha256(data).hexdigest()
+    """Content hash used to recognise the service's own writes and changed files.
+
+    128 bits are plenty to tell versions of one file apart, and the index keeps one per file: a
+    32-character string each costs 3 MB less per 100,000 files than SHA-256's 64.
+    """
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def signature(st: os.stat_result) -> int:
