@@ -117,11 +117,16 @@ class Vault:
         """Delete temporary files an interrupted write left behind; they are never taken for data."""
         removed = 0
         for folder in (self.root, self.root / CALLERS, self.root / NOTES):
-            if folder.is_dir():
-                for path in folder.glob(".*.mb.tmp"):
-                    if atomic.is_leftover(path):
-                        path.unlink(missing_ok=True)
-                        removed += 1
+            try:
+                # A plain listing: a glob matches a pattern against each of a thousand callers' names.
+                with os.scandir(folder) as entries:
+                    leftovers = [Path(e.path) for e in entries if e.name[0] == "." and e.name.endswith(".mb.tmp")]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for path in leftovers:
+                if atomic.is_leftover(path):
+                    path.unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     # -- reading -------------------------------------------------------------------------------
