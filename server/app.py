@@ -29,6 +29,7 @@ from server.routes.postcall import post_call
 from server.routes.replies import API_BODY_LIMIT, error_body, error_response
 from server.routes.tools import tool_recall, tool_remember
 from server.service import open_service
+from server.serving import children_watched_without_threads
 from server.sync import SyncError
 from server.tenantwatch import serve_tenants
 
@@ -61,6 +62,12 @@ def _too_deep(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes
     return error_response(400, "the request body is nested too deeply")
 
 
+@asynccontextmanager
+async def _children_watched(app: Litestar) -> AsyncIterator[None]:
+    with children_watched_without_threads():  # from before the service starts its first process
+        yield
+
+
 def create_app(settings: Settings) -> Litestar:
     """The Litestar app for one vault. The vault is opened and indexed before the first request."""
 
@@ -88,7 +95,7 @@ def create_app(settings: Settings) -> Litestar:
 
     return Litestar(
         route_handlers=[personalize, post_call, tool_remember, tool_recall, git_event, health, api, tenant_api],
-        lifespan=[lifespan],
+        lifespan=[_children_watched, lifespan],  # the first is entered first and left last
         exception_handlers={500: _internal_error, HTTPException: _refused, RecursionError: _too_deep},
         openapi_config=OpenAPIConfig(title="memory-bridge", version="0.1.0"),
         request_max_body_size=API_BODY_LIMIT,
