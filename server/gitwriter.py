@@ -33,7 +33,9 @@ from server.worker import Worker
 log = logging.getLogger("memory_bridge.git")
 
 SOURCES = ("api", "webhook", "tool", "cli", "hand-edit", "sync", "retention")
-_BATCH_WINDOW_SECONDS = 0.005
+# A commit waits for more writes while they keep coming (a step apart at most), up to the longest.
+_GATHER_QUIET_SECONDS = 0.005
+_GATHER_MAX_SECONDS = 0.03
 
 
 # Housekeeping (`git gc --auto`: pack loose objects once there are many) runs after this long
@@ -312,11 +314,7 @@ class GitWriter:
                     await self._housekeeping()
                 continue
             commits_since_housekeeping += 1
-            # A moment for writers acknowledged by the last commit to send their next write, so that
-            # concurrent writers share commits instead of splitting into alternating halves.
-            await asyncio.sleep(_BATCH_WINDOW_SECONDS)
-            while not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
+            await self._gather(jobs)
             while jobs:
                 # Commits up to the next piece of work run first, grouped by source; then that work alone.
                 cut = next((n for n, job in enumerate(jobs) if job.work is not None), len(jobs))
@@ -337,6 +335,26 @@ class GitWriter:
                         await self._run_work(job)
                 for _ in commits + work:
                     self._queue.task_done()
+
+    async def _gather(self, jobs: list[_Job]) -> None:
+        """Add the jobs that arrive while writes keep coming, for a moment at most, to `jobs`.
+
+        Writers acknowledged by the last commit need a moment to send their next write; waiting
+        for them makes concurrent writers share commits instead of splitting into alternating
+        halves, and each commit costs git about the same whatever it holds. A lone write waits
+        one quiet step.
+        """
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        until = loop.time() + _GATHER_MAX_SECONDS
+        while True:
+            await asyncio.sleep(_GATHER_QUIET_SECONDS)
+            came = 0
+            while not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+                came += 1
+            if not came or loop.time() >= until:
+                return
 
     async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
         paths = [p for job in jobs for p in job.paths] + list(self._failed.paths)
