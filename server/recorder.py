@@ -61,11 +61,15 @@ class Turns:
         self._next = 0.0
 
     @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Wait for this recorder's turn, and hold it while its batch is written and committed."""
+    async def turn(self, spaced: bool = True) -> AsyncIterator[None]:
+        """Wait for this recorder's turn, and hold it while its batch is written and committed.
+
+        `spaced` False (no call came since its last batch: the calls stopped) skips the gap, so the
+        calls left after a busy spell are all recorded soon after it.
+        """
         async with self._lock:
             loop = asyncio.get_running_loop()
-            if (wait := self._next - loop.time()) > 0:
+            if spaced and (wait := self._next - loop.time()) > 0:
                 await asyncio.sleep(wait)
             try:
                 yield
@@ -249,12 +253,13 @@ class CallRecorder:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        noted = self._noted
         while not self._stopping.is_set():
             await self._calls_waiting.wait()
             self._calls_waiting.clear()
-            started, noted = loop.time(), self._noted
+            started, coming, noted = loop.time(), self._noted != noted, self._noted
             try:
-                async with self._turns.turn():
+                async with self._turns.turn(spaced=coming):
                     await self.record_calls(limit=RECORD_BATCH)
             except OperationInProgress:
                 pass  # stopping during a person's git operation: the calls are held, and counted in `stop`

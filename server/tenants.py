@@ -36,7 +36,7 @@ log = logging.getLogger("memory_bridge.tenants")
 # The per-vault caches of recent callers, in shares: a tenant's is this much smaller than a single vault's.
 _CACHE_SHARES = 16
 # Tenants opened at once at start-up: enough to keep git busy on one core while another is indexed.
-_OPENING = 4
+_OPENING = 2
 # Seconds between one tenant's batch of recorded calls and the next tenant's: a few batches a second
 # for the whole process, however many tenants call.
 _RECORDING_GAP = 0.25

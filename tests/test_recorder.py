@@ -27,3 +27,13 @@ async def test_batches_never_overlap_and_are_spaced_by_the_gap() -> None:
     assert len(spans) == 4
     for (_, ended), (started, _) in itertools.pairwise(spans):
         assert started - ended >= 0.05 - 1e-3  # the loop's clock may round a timer a hair early
+
+
+@pytest.mark.anyio
+async def test_batches_after_the_calls_stopped_skip_the_gap() -> None:
+    turns = Turns(10.0)  # a gap no test waits out
+    async with turns.turn():
+        pass
+    async with asyncio.timeout(5):
+        async with turns.turn(spaced=False):
+            pass
