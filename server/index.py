@@ -7,7 +7,7 @@ that keeps its last good version in service, a deletion).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from server.markdown import SOUL, Kind
 from server.parse import parse_soul
@@ -19,9 +19,11 @@ from server.vault import Loaded
 FALLBACK_SOUL = parse_soul("You are a helpful phone assistant. Be brief and friendly.")
 
 
-@dataclass(slots=True)
-class FileState:
-    """What the index knows about one file: the version in service and what is on disk now."""
+class FileState(msgspec.Struct, gc=False):
+    """What the index knows about one file: the version in service and what is on disk now.
+
+    Out of the garbage collector's sight (it holds no cycles): 16 bytes less for each of 100,000 files.
+    """
 
     relpath: str
     kind: Kind

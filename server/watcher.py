@@ -30,9 +30,10 @@ from server.writes import WritePath
 
 log = logging.getLogger("memory_bridge.watcher")
 
-# Work in slices so a big batch (a `git pull`, a bulk copy, the worker's rewrites of recorded
-# calls) never holds the event loop for long: a file costs up to ~0.1 ms to read and hash.
-_SLICE = 2
+# Work in slices so a big batch (a `git pull`, a sync's merge, a bulk copy, the worker's rewrites
+# of recorded calls) never holds the event loop for long: a changed caller file costs about 0.3 ms
+# to read and parse, more under load, so one file a turn.
+_SLICE = 1
 # Resolving an event's path to a vault file (and a folder to its files) costs ~30 µs.
 _PATHS_SLICE = 16
 # The reconcile scan only stats files it has no reason to read (~3 µs each): a larger slice.
