@@ -16,13 +16,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from server import gitmerge, gitstage
 from server.acknowledged import Acknowledged, Held
-from server.gitcommit import MAX_LISTED, Committer, message
+from server.gitcommit import Committer, message
+from server.gitjobs import GitStatus, Job, Retry, gather
 from server.gitlock import WriterLock
 from server.gitmerge import Merged, MergeOutcome
 from server.gitrun import GitError, GitRunner
@@ -33,56 +33,11 @@ from server.worker import Worker
 log = logging.getLogger("memory_bridge.git")
 
 SOURCES = ("api", "webhook", "tool", "cli", "hand-edit", "sync", "retention")
-# A commit waits for more writes while they keep coming (a step apart at most), up to the longest.
-_GATHER_QUIET_SECONDS = 0.005
-_GATHER_MAX_SECONDS = 0.03
-
-
 # Housekeeping (`git gc --auto`: pack loose objects once there are many) runs after this long
 # without a commit, in the background, at the worker's low priority.
 _HOUSEKEEPING_IDLE_SECONDS = 30.0
 _GC_AUTO = 6700  # git's own default threshold of loose objects
 _KNOWN_BLOBS = 4_096
-
-
-@dataclass
-class _Job:
-    paths: list[str]
-    lines: list[str]
-    source: str
-    done: asyncio.Future[Any]
-    exact: dict[str, Exact] | None = None
-    # Set for work that must run alone, between commits (a merge): it runs instead of a commit.
-    work: Callable[[], Awaitable[Any]] | None = None
-
-
-@dataclass
-class _Retry:
-    """Changes whose commit failed: their paths, and a bounded description of them."""
-
-    paths: dict[str, None]
-    lines: list[str]
-    more: int = 0
-
-    def add(self, paths: list[str], lines: list[str]) -> None:
-        """Carry `paths` to the next commit; keep at most MAX_LISTED lines, count the rest."""
-        self.paths.update(dict.fromkeys(paths))
-        room = max(0, MAX_LISTED - len(self.lines))
-        self.lines.extend(f"{line} (commit retried)" for line in lines[:room])
-        self.more += max(0, len(lines) - room)
-
-
-@dataclass
-class GitStatus:
-    """What `/health` reports about git."""
-
-    last_commit: str | None = None
-    last_commit_at: float | None = None
-    last_error: str | None = None
-    pending: int = 0
-    # Acknowledged commits that dropped out of the branch's history and were merged back.
-    restored: int = 0
-    last_restored_at: float | None = None
 
 
 class GitWriter:
@@ -95,10 +50,10 @@ class GitWriter:
         # Whether a file holds git's conflict markers: such a file is never committed (SPEC §11).
         self._conflicted = conflicted or (lambda relpath: False)
         self.status = GitStatus()
-        self._queue: asyncio.Queue[_Job] | None = None
+        self._queue: asyncio.Queue[Job] | None = None
         self._task: asyncio.Task[None] | None = None
         # Changes whose commit failed: they stay on disk and ride along with the next commit.
-        self._failed = _Retry({}, [])
+        self._failed = Retry({}, [])
         # Files a person changed whose hand-edit commit is still waiting for its quiet period.
         self.hand_edits: set[str] = set()
         # Another memory-bridge process (the CLI beside a running server) commits to the same vault.
@@ -221,7 +176,7 @@ class GitWriter:
             raise RuntimeError("the git writer is not running")
         done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.status.pending += 1
-        await self._queue.put(_Job(paths, [lines] if isinstance(lines, str) else lines, source, done, exact))
+        await self._queue.put(Job(paths, [lines] if isinstance(lines, str) else lines, source, done, exact))
         return await done
 
     async def commit_hand_edits(self, edits: dict[str, str]) -> None:
@@ -239,7 +194,7 @@ class GitWriter:
         if self._queue is None:
             raise RuntimeError("the git writer is not running")
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job([], [], "sync", done, work=work))
+        await self._queue.put(Job([], [], "sync", done, work=work))
         return await done
 
     async def merge(self, ref: str, subject: str) -> Merged:
@@ -251,7 +206,7 @@ class GitWriter:
         """Check, in turn with commits, that every acknowledged change is still in the branch (see below)."""
         await self.exclusive(self._keep_acknowledged)
 
-    async def _run_work(self, job: _Job) -> None:
+    async def _run_work(self, job: Job) -> None:
         assert job.work is not None
         try:
             result = await job.work()
@@ -314,12 +269,12 @@ class GitWriter:
                     await self._housekeeping()
                 continue
             commits_since_housekeeping += 1
-            await self._gather(jobs)
+            await gather(self._queue, jobs)
             while jobs:
                 # Commits up to the next piece of work run first, grouped by source; then that work alone.
                 cut = next((n for n, job in enumerate(jobs) if job.work is not None), len(jobs))
                 commits, work, jobs = jobs[:cut], jobs[cut : cut + 1], jobs[cut + 1 :]
-                by_source: dict[str, list[_Job]] = {}
+                by_source: dict[str, list[Job]] = {}
                 for job in commits:
                     by_source.setdefault(job.source, []).append(job)
                 for source, group in by_source.items():
@@ -336,27 +291,7 @@ class GitWriter:
                 for _ in commits + work:
                     self._queue.task_done()
 
-    async def _gather(self, jobs: list[_Job]) -> None:
-        """Add the jobs that arrive while writes keep coming, for a moment at most, to `jobs`.
-
-        Writers acknowledged by the last commit need a moment to send their next write; waiting
-        for them makes concurrent writers share commits instead of splitting into alternating
-        halves, and each commit costs git about the same whatever it holds. A lone write waits
-        one quiet step.
-        """
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        until = loop.time() + _GATHER_MAX_SECONDS
-        while True:
-            await asyncio.sleep(_GATHER_QUIET_SECONDS)
-            came = 0
-            while not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
-                came += 1
-            if not came or loop.time() >= until:
-                return
-
-    async def _commit_group(self, source: str, jobs: list[_Job]) -> None:
+    async def _commit_group(self, source: str, jobs: list[Job]) -> None:
         paths = [p for job in jobs for p in job.paths] + list(self._failed.paths)
         lines = [*(line for job in jobs for line in job.lines), *self._failed.lines]
         exact = {path: change for job in jobs for path, change in (job.exact or {}).items()}
@@ -371,7 +306,7 @@ class GitWriter:
             sha = await self.committer.commit(message(lines, source, more=self._failed.more))
             self._note_commit(sha, lines)
             self.status.last_error = None
-            self._failed = _Retry({}, [])
+            self._failed = Retry({}, [])
             self._know_blobs({path: blob_id(change.data) for path, change in exact.items()})
         except Exception as exc:  # any failure must reach the waiting writers, never stall them
             for path in exact:
@@ -394,13 +329,13 @@ class GitWriter:
         """An erasure rewrote every ref (in this writer's turn): forget what was known of the old history."""
         self._blobs.clear()
         self.committer.forget_tree()
-        self._failed = _Retry({}, [])  # their files were committed, or erased
+        self._failed = Retry({}, [])  # their files were committed, or erased
         if head is not None:
             self._note_commit(head, ["erase a caller"])
 
     # -- people's git operations (SPEC §11) ------------------------------------------------------
 
-    async def _after_operations(self, jobs: list[_Job]) -> bool:
+    async def _after_operations(self, jobs: list[Job]) -> bool:
         """Wait while a person's merge, rebase or cherry-pick is in progress; False if `jobs` had to fail.
 
         Waits outside the writer lock, so that the CLI and `doctor` can look at the vault meanwhile. Only

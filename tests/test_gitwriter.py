@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from server import gitstage, gitwriter
+from server.gitcommit import MAX_LISTED, message
 from server.gitrun import GitError
-from server.gitwriter import MAX_LISTED, GitWriter, message
+from server.gitwriter import GitWriter
 from server.service import open_service
 from server.worker import Worker
 from tests.conftest import argument_bytes, git, make_settings

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from server import parse, phone
-from server.gitwriter import MAX_LISTED
+from server.gitcommit import MAX_LISTED
 from server.identity import Identity
 from server.phone import CallerId
 from server.service import Service, open_service

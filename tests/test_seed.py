@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.gitwriter import MAX_LISTED
+from server.gitcommit import MAX_LISTED
 from server.importer import CHUNK
 from tests.conftest import (
     ADMIN_KEY,
