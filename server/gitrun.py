@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from server.remote import without_credentials
-from server.worker_child import TIMED_OUT
 
 if TYPE_CHECKING:
     from server.worker import Worker
@@ -60,8 +59,8 @@ _NICE = shutil.which("nice")
 # Below the server's priority, but above the worker's (19): a fetch or push starved on a busy machine
 # would hold up another replica's view (SPEC §10 has a figure for it), and neither is on the call path.
 NETWORK_NICENESS = 10
-# The exit code a command stopped for taking too long gets (no git exits with it), here or in a worker.
-_TIMED_OUT = TIMED_OUT
+# The exit code `_spawn_here` gives a command it stopped for taking too long (no git exits with it).
+_TIMED_OUT = -1000
 
 
 class GitError(RuntimeError):
@@ -78,9 +77,6 @@ class GitRunner:
         self.root = root
         # The worker process that starts the commands (the server's); None: they start here.
         self.worker: Worker | None = None
-        # The one that starts fetch and push (a syncing server's), at their own priority, so a slow
-        # remote never holds up the other's commits; None: they start here.
-        self.network_worker: Worker | None = None
         self.lock_recoveries = 0
         # Identity and config from us alone: no global or system git config can change behaviour.
         self._env = {
@@ -157,12 +153,16 @@ class GitRunner:
     ) -> tuple[int, str]:
         """Run a git command that talks to the remote (fetch, push, ls-remote): its exit code and output.
 
-        Started by the network worker when there is one (a process of its own, so that a remote that
-        takes its time never holds up the other worker's commits, and the server starts no process
-        while it answers calls), else here, with vfork. Stopped after `timeout` seconds. Raises
-        GitError (whose message never holds the remote's credentials).
+        Started here, not in the worker process, so that a remote that takes its time never holds up
+        the worker's commits; Python starts it with vfork, which does not stall the event loop the way
+        a fork of the whole server would. Stopped after `timeout` seconds. Raises GitError (whose
+        message never holds the remote's credentials).
         """
-        code, out, err = await self._spawn_network(self.args(*args), timeout)
+        # At a low priority, like every other git command of the service: on a busy machine a fetch
+        # (unpacking objects) or a push (packing them) yields the CPU to answering calls. Through
+        # `nice(1)`, so that Python still starts it with vfork.
+        nice = [_NICE, "-n", str(NETWORK_NICENESS)] if _NICE else []
+        code, out, err = await self._spawn_here([*nice, *self.args(*args)], b"", timeout)
         if code == _TIMED_OUT:
             raise GitError(f"git {_subcommand(args)} gave no answer within {timeout:.0f} s")
         if code not in ok:
@@ -205,23 +205,6 @@ class GitRunner:
             except WorkerError as exc:  # the worker could not start git at all
                 raise GitError(str(exc)) from None
         return await self._spawn_here(argv, stdin, None)
-
-    async def _spawn_network(self, argv: list[str], timeout: float) -> tuple[int, bytes, bytes]:
-        from server.worker import WorkerError, WorkerGone
-
-        if self.network_worker is not None:
-            try:
-                ran = await self.network_worker.run(argv, self._env, b"", timeout)
-                return ran.returncode, ran.stdout, ran.stderr
-            except WorkerGone as exc:
-                log.warning("running git's network command in process: %s", exc)
-            except WorkerError as exc:
-                raise GitError(str(exc)) from None
-        # At a low priority, like every other git command of the service: on a busy machine a fetch
-        # (unpacking objects) or a push (packing them) yields the CPU to answering calls. Through
-        # `nice(1)`, so that Python still starts it with vfork.
-        nice = [_NICE, "-n", str(NETWORK_NICENESS)] if _NICE else []
-        return await self._spawn_here([*nice, *argv], b"", timeout)
 
     async def _spawn_here(self, argv: list[str], stdin: bytes, timeout: float | None) -> tuple[int, bytes, bytes]:
         """Start git from this process; after `timeout` seconds it is killed and the code is _TIMED_OUT."""

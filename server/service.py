@@ -20,7 +20,7 @@ from server.config import Settings
 from server.conversations import ConversationsApi
 from server.eraser import Eraser
 from server.gitlock import ServerMark, server_running
-from server.gitrun import NETWORK_NICENESS, GitError
+from server.gitrun import GitError
 from server.gitwriter import GitWriter
 from server.identity import Identities
 from server.inbox import Inbox
@@ -52,7 +52,6 @@ class Service:
     worker: Worker | None = None
     mark: ServerMark | None = None
     owns_worker: bool = True  # False for a tenant: the process's one worker outlives it
-    network_worker: Worker | None = None  # a syncing server's fetches and pushes (not a tenant's)
     backfill: BackfillSchedule | None = None
     # Files changed while no server ran, left uncommitted at start-up (a person's git operation was
     # in progress): the watcher commits them once it has ended.
@@ -84,11 +83,6 @@ class Service:
             self.mark.claim()
             self.worker = Worker()
             await self.worker.start()
-            if self.sync.enabled:
-                # Fetch and push in a process of their own, at their priority (see `gitrun.run_network`).
-                self.network_worker = Worker(NETWORK_NICENESS)
-                await self.network_worker.start()
-                self.memory.git.runner.network_worker = self.network_worker
         await self.memory.git.start(self.worker)
         await self.memory.recorder.start(self.worker, turns)
         if watch:
@@ -122,9 +116,6 @@ class Service:
         await self.sync.stop()  # after the last commits, which it pushes
         if self.worker is not None and self.owns_worker:
             await self.worker.stop()
-        if self.network_worker is not None:
-            self.memory.git.runner.network_worker = None
-            await self.network_worker.stop()
         cache.save(self.memory.vault.root, self.watcher.snapshot())
         if self.mark is not None:
             self.mark.release()

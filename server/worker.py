@@ -43,8 +43,7 @@ class WorkerError(RuntimeError):
 class Worker:
     """The server's side of the worker process."""
 
-    def __init__(self, niceness: int | None = None) -> None:
-        self.niceness = niceness  # None: the child's own default (the lowest priority)
+    def __init__(self) -> None:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._failed_at = 0.0
@@ -67,7 +66,6 @@ class Worker:
             sys.executable,
             "-m",
             "server.worker_child",
-            *(() if self.niceness is None else (str(self.niceness),)),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             # Its own process group: a Ctrl+C meant for the server must not stop a commit half-way;
@@ -127,9 +125,6 @@ class Worker:
             log.warning("the worker process had stopped (exit code %s); starting a new one", self._proc.returncode)
         await self.start()
 
-    async def run(self, argv: list[str], env: dict[str, str], stdin: bytes = b"", timeout: float | None = None) -> Ran:
-        """Run a command in the child with `stdin` as its input, and wait for it (the git writer's commands).
-
-        After `timeout` seconds the command is killed and its exit code is `worker_child.TIMED_OUT`.
-        """
-        return msgspec.msgpack.decode(await self.call("run", argv, env, stdin, timeout), type=Ran)
+    async def run(self, argv: list[str], env: dict[str, str], stdin: bytes = b"") -> Ran:
+        """Run a command in the child with `stdin` as its input, and wait for it (the git writer's commands)."""
+        return msgspec.msgpack.decode(await self.call("run", argv, env, stdin), type=Ran)

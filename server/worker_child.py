@@ -25,10 +25,6 @@ NICENESS = 19
 _PR_SET_PDEATHSIG = 1
 
 
-# The exit code `Ran` reports for a command stopped at its timeout.
-TIMED_OUT = -1000
-
-
 class Ran(msgspec.Struct, array_like=True):
     """What a command run by the worker did."""
 
@@ -37,12 +33,9 @@ class Ran(msgspec.Struct, array_like=True):
     stderr: bytes
 
 
-def _run(argv: list[str], env: dict[str, str], stdin: bytes = b"", timeout: float | None = None) -> bytes:
+def _run(argv: list[str], env: dict[str, str], stdin: bytes = b"") -> bytes:
     # Always a pipe of its own: the child's stdin is the server's request stream, never git's.
-    try:
-        proc = subprocess.run(argv, env=env, input=stdin, capture_output=True, check=False, timeout=timeout)
-    except subprocess.TimeoutExpired:  # killed: a remote that gives no answer must not hold up the next try
-        return msgspec.msgpack.encode(Ran(TIMED_OUT, b"", b""))
+    proc = subprocess.run(argv, env=env, input=stdin, capture_output=True, check=False)
     return msgspec.msgpack.encode(Ran(proc.returncode, proc.stdout, proc.stderr))
 
 
@@ -107,7 +100,7 @@ def main() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() == 1:
         return  # the server died before we could ask to follow it
-    os.nice(int(sys.argv[1]) if len(sys.argv) > 1 else NICENESS)
+    os.nice(NICENESS)
     serve(sys.stdin.buffer, sys.stdout.buffer)
 
 
