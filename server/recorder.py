@@ -259,6 +259,8 @@ class CallRecorder:
             self._calls_waiting.clear()
             started, coming, noted = loop.time(), self._noted != noted, self._noted
             try:
+                # Before the turn: a person's rebase in one tenant's vault holds up no other's recording.
+                await self.writes.git.operations.wait_clear(None)
                 async with self._turns.turn(spaced=coming):
                     await self.record_calls(limit=RECORD_BATCH)
             except OperationInProgress:
