@@ -7,16 +7,19 @@ without end is refused; connections past the cap are closed as soon as they are 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
 import selectors
 import socket
+import sys
+import threading
 import time
 
 import pytest
 
-from server.serving import HEAD_MAX_BYTES, MAX_CONNECTIONS
+from server.serving import HEAD_MAX_BYTES, MAX_CONNECTIONS, children_watched_without_threads
 from tests.conftest import MARIA, LiveServer
 from tests.live_helpers import request
 
@@ -158,3 +161,17 @@ def test_connections_past_the_cap_are_closed_at_once(server: LiveServer) -> None
         for sock in socks:
             sock.close()
     server.wait_for(lambda: server.personalize(request(MARIA)).status_code == 200, timeout=5)
+
+
+@pytest.mark.anyio
+async def test_while_serving_a_child_process_is_waited_for_without_a_thread_of_its_own() -> None:
+    # Python 3.11's default watcher starts (and waits for) a thread per child: a stall of the
+    # event loop at every git fetch and push. Where pidfds exist, serving waits on them instead.
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        pytest.skip("Python itself waits by pidfd here")
+    with children_watched_without_threads():
+        before = threading.active_count()
+        proc = await asyncio.create_subprocess_exec("sleep", "0.3")
+        during = threading.active_count()
+        assert await proc.wait() == 0
+    assert during == before
