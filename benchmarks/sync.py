@@ -4,7 +4,7 @@ The remote is a bare repository served by `git daemon --enable=receive-pack` on 
 started and stopped here. Replica A runs on a copy of the small benchmark vault and seeds the
 empty remote; replica B starts on an empty folder and is cloned from it. Both are the real service
 (`servers.start_service`), each with its own folder and port. B and the git daemon stand in for
-other machines: they run at niceness 19.
+other machines: they run in the kernel's idle class at niceness 19 (`servers.other_machine`).
 
 - `sync-visibility`: a fact with a unique token written through A's API, then B's preview API
   (exactly the personalize answer, recording nothing) polled every 2 ms until it carries the
@@ -48,9 +48,6 @@ SECRET = "bench-sync-webhook-secret"
 # Replicas that should fetch only on push events still fetch this often.
 NO_POLLING_SECONDS = "600"
 POLL_SECONDS = 1.0
-# Replica B and the git host are other machines in service; on this one machine they run at this
-# niceness, so that what they do costs replica A (the one measured) only the CPU A leaves idle.
-OTHER_MACHINE_NICENESS = 19
 HOOK = Path(__file__).resolve().parent / "githook.py"
 _SEEN_TIMEOUT_SECONDS = 15.0
 # A write's way to the other replica, timed from its send (wall clock for the remote's and B's steps).
@@ -102,7 +99,7 @@ class Remote:
         """Serve the repository (`git daemon`), and wait until it accepts connections."""
         self.port = servers.free_port()
         # The git host is another machine in service: here it takes only the CPU the replicas leave.
-        args = [*servers.niced(OTHER_MACHINE_NICENESS), "git", "daemon", "--reuseaddr", "--export-all"]
+        args = [*servers.other_machine(), "git", "daemon", "--reuseaddr", "--export-all"]
         args += ["--enable=receive-pack"]
         args += [f"--base-path={self.home}", f"--listen={servers.HOST}", f"--port={self.port}", str(self.home)]
         self.proc = subprocess.Popen(args, env=_git_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -182,9 +179,10 @@ class Replicas:
         env = {"SYNC_WEBHOOK_SECRET": SECRET, **settings} | ({"GIT_REMOTE": self.remote.url} if sync else {})
         label = "-".join(f"{k.lower()}{v}" for k, v in settings.items()) + ("" if sync else "-nosync")
         log_path = self.bench.logs / f"sync-{self.name}-{name}-{label}.log"
-        # B, like the git host, stands in for another machine: A is the replica under measurement.
-        nice = OTHER_MACHINE_NICENESS if name == "b" else 0
-        server = servers.start_service(self.home / name, log_path, run.ROOT, 300, nice, **env)
+        # B, like the git host, stands in for another machine: A is the replica under measurement,
+        # and what B does costs A only the CPU A leaves idle.
+        prefix = tuple(servers.other_machine()) if name == "b" else ()
+        server = servers.start_service(self.home / name, log_path, run.ROOT, 300, prefix, **env)
         server.name = f"replica {name.upper()}"
         run.log(f"  replica {name.upper()} ({label}) ready after {server.ready_after:.2f} s on port {server.port}")
         self.running[name] = server

@@ -141,7 +141,8 @@ def notes(meta: dict[str, Any], r: dict[str, Any]) -> list[str]:
             + "), A restarted without `GIT_REMOTE` and every other setting the same, B still writing and pushing. "
             f"p99 server-side per run: syncing {each} ms; without {alone} ms; the row shows the medians and their "
             "ratio. B, the git daemon and the load generator share this machine's cores with A in both runs; in "
-            "service B and the git host run elsewhere, so here they run at niceness 19 (taking the CPU A leaves "
-            "idle), as do A's own git commands (fetch and push included)."
+            "service B and the git host run elsewhere, so here they run in the kernel's idle class at niceness 19 "
+            "(taking only the CPU A leaves idle); A's own git commands (fetch and push included) run in that class "
+            "while A answers calls, as in service."
         )
     return out
