@@ -138,6 +138,9 @@ class Sync:
         self.interval = settings.sync_seconds
         self.status = SyncStatus(without_credentials(self.remote_url or ""), self.branch)
         self._wake = asyncio.Event()
+        # Held while a fetch runs: an erasure waits for it, or the fetch could land the erased caller's
+        # objects in the vault after the rewrite removed them.
+        self.fetching = asyncio.Lock()
         self._fetch_now = False
         # Runs before a merge commits people's uncommitted edits: keys a caller file's `phone:` (SPEC §14).
         self.before_merge: Callable[[], Awaitable[None]] | None = None
@@ -240,7 +243,8 @@ class Sync:
     async def _fetch(self) -> None:
         refspec = f"+refs/heads/{self.branch}:{self.tracking}"
         try:
-            await self.git.runner.run_network("fetch", "-q", "--no-tags", "--no-write-fetch-head", REMOTE, refspec)
+            async with self.fetching:
+                await self.git.runner.run_network("fetch", "-q", "--no-tags", "--no-write-fetch-head", REMOTE, refspec)
         except GitError as exc:
             if _NO_BRANCH not in str(exc):
                 raise
