@@ -7,7 +7,6 @@ identity comes from settings, never from the machine's git configuration.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
@@ -20,8 +19,6 @@ from typing import TYPE_CHECKING
 from server.remote import without_credentials
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from server.worker import Worker
 
 log = logging.getLogger("memory_bridge.git")
@@ -57,16 +54,11 @@ _CONFIG = (
 _PASSED_THROUGH = frozenset({"GIT_SSH_COMMAND", "GIT_SSH", "GIT_SSH_VARIANT"})
 # A fetch or push that has not finished by then is stopped: a slow remote must not hold up the next try.
 NETWORK_TIMEOUT_SECONDS = 60.0
-# While calls are being answered, git runs in the kernel's idle class: a commit, a merge (with its
-# merge driver), a fetch unpacking objects or a push packing them gives way at once when a call
-# needs the CPU. A low niceness alone does not do that: the scheduler lets a running task finish
-# its time slice (more than a millisecond) before a woken one runs. Between calls git runs at a
-# low niceness only: in the idle class, other busy programs on the machine could starve it for as
-# long as they run. The worker process runs its commands so (`server.worker_child`); fetch and
-# push, started here, through `chrt(1)` (util-linux) or `nice(1)` (coreutils).
-NETWORK_NICENESS = 10  # the worker's own (19) is inherited; fetch and push start from the server
-# How long after the last answered call git still gives way to calls.
-CALLS_RECENT_SECONDS = 1.0
+# `nice(1)`, part of coreutils; without it, network commands run at the server's own priority.
+_NICE = shutil.which("nice")
+# Below the server's priority, but above the worker's (19): a fetch or push starved on a busy machine
+# would hold up another replica's view (SPEC §10 has a figure for it), and neither is on the call path.
+NETWORK_NICENESS = 10
 # The exit code `_spawn_here` gives a command it stopped for taking too long (no git exits with it).
 _TIMED_OUT = -1000
 
@@ -78,22 +70,6 @@ class GitError(RuntimeError):
         super().__init__(without_credentials(message))
 
 
-@functools.cache
-def idle_class() -> list[str]:
-    """The prefix that starts a program in the kernel's idle class; empty where that is not to be had."""
-    chrt = shutil.which("chrt")
-    # A sandbox (a systemd unit's system-call filter, a container's) may refuse it: try once.
-    if chrt and subprocess.run([chrt, "--idle", "0", "true"], capture_output=True, check=False).returncode == 0:
-        return [chrt, "--idle", "0"]
-    return []
-
-
-@functools.cache
-def _niced(niceness: int) -> list[str]:
-    nice = shutil.which("nice")
-    return [nice, "-n", str(niceness)] if nice else []
-
-
 class GitRunner:
     """Starts git commands in one vault."""
 
@@ -101,8 +77,6 @@ class GitRunner:
         self.root = root
         # The worker process that starts the commands (the server's); None: they start here.
         self.worker: Worker | None = None
-        # Whether calls are being answered now (the service's call recorder knows): git then gives way to them.
-        self.answering: Callable[[], bool] = lambda: False
         self.lock_recoveries = 0
         # Identity and config from us alone: no global or system git config can change behaviour.
         self._env = {
@@ -184,9 +158,11 @@ class GitRunner:
         a fork of the whole server would. Stopped after `timeout` seconds. Raises GitError (whose
         message never holds the remote's credentials).
         """
-        # Through a command, not a function run in the child, so that Python still starts it with vfork.
-        priority = (self.answering() and idle_class()) or _niced(NETWORK_NICENESS)
-        code, out, err = await self._spawn_here([*priority, *self.args(*args)], b"", timeout)
+        # At a low priority, like every other git command of the service: on a busy machine a fetch
+        # (unpacking objects) or a push (packing them) yields the CPU to answering calls. Through
+        # `nice(1)`, so that Python still starts it with vfork.
+        nice = [_NICE, "-n", str(NETWORK_NICENESS)] if _NICE else []
+        code, out, err = await self._spawn_here([*nice, *self.args(*args)], b"", timeout)
         if code == _TIMED_OUT:
             raise GitError(f"git {_subcommand(args)} gave no answer within {timeout:.0f} s")
         if code not in ok:
@@ -219,17 +195,16 @@ class GitRunner:
 
         from server.worker import WorkerError, WorkerGone
 
-        give_way = self.answering()
         if self.worker is not None:
             # Started by the worker process: forking the server itself would stall its calls.
             try:
-                ran = await self.worker.run(argv, self._env, stdin, give_way)
+                ran = await self.worker.run(argv, self._env, stdin)
                 return ran.returncode, ran.stdout, ran.stderr
             except WorkerGone as exc:
                 log.warning("running git in process: %s", exc)
             except WorkerError as exc:  # the worker could not start git at all
                 raise GitError(str(exc)) from None
-        return await self._spawn_here([*(idle_class() if give_way else ()), *argv], stdin, None)
+        return await self._spawn_here(argv, stdin, None)
 
     async def _spawn_here(self, argv: list[str], stdin: bytes, timeout: float | None) -> tuple[int, bytes, bytes]:
         """Start git from this process; after `timeout` seconds it is killed and the code is _TIMED_OUT."""

@@ -100,7 +100,6 @@ class Memory:
         self.writes = WritePath(vault_, index, git, settings.git_wait_seconds)
         self.writes.persons.phones = phone_keyer(vault_, self.identities, settings.store_phone_numbers)
         self.recorder = CallRecorder(settings, vault_, self.writes, self.identities, self.today)
-        git.runner.answering = self.recorder.answering  # git gives way while calls are answered
         self.forgets = Forgets(vault_.root)
 
     def today(self, now: dt.datetime | None = None) -> str:

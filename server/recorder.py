@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
@@ -22,7 +21,6 @@ import msgspec
 from server.callcount import CallsToRecord, Counted, Recorded, count_calls
 from server.config import Settings
 from server.gitcommit import caller_label
-from server.gitrun import CALLS_RECENT_SECONDS
 from server.gitstage import Exact
 from server.gitstate import OperationInProgress
 from server.identity import Identities, Identity
@@ -46,11 +44,6 @@ _results_decoder = msgspec.msgpack.Decoder(list[Recorded])
 
 # Calls waiting, by caller key: who called, and how many times.
 Waiting = dict[str, tuple[Identity, int]]
-
-
-class _Answering(msgspec.Struct):
-    noted: int  # calls noted since start, as last seen
-    seen_at: float  # when that count was first seen (monotonic)
 
 
 class Turns:
@@ -101,7 +94,6 @@ class CallRecorder:
         self._held: Waiting = {}
         self._recording = 0  # calls in the batch being written and committed now
         self._noted = 0  # calls noted since start, to tell whether calls keep coming
-        self._answering = _Answering(0, 0.0)  # the count of noted calls when `answering` last saw it change
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # The worker process that rewrites files for recorded calls (the server's); None: in process.
@@ -120,17 +112,6 @@ class CallRecorder:
         pending = self._pending.get(who.key)
         self._pending[who.key] = (who, (pending[1] if pending else 0) + 1)
         self._calls_waiting.set()
-
-    def answering(self) -> bool:
-        """Whether calls are being answered now: one was noted within about `CALLS_RECENT_SECONDS`.
-
-        Asked before each git command (`GitRunner.answering`), not told by every call: the call path
-        only counts. A call is seen up to that long late, so git may give way a little longer than needed.
-        """
-        now = time.monotonic()
-        if self._noted != self._answering.noted:
-            self._answering = _Answering(self._noted, now)
-        return self._answering.noted > 0 and now - self._answering.seen_at < CALLS_RECENT_SECONDS
 
     def drop(self, keys: Iterable[str]) -> None:
         """Forget the calls waiting for these callers (they were forgotten: nothing may re-create them)."""
@@ -247,9 +228,7 @@ class CallRecorder:
         self.vault.own.claim(paths)
         try:
             try:
-                raw = await self._worker.call(
-                    "record_calls", str(self.vault.root), _jobs_encoder.encode(jobs), give_way=self.answering()
-                )
+                raw = await self._worker.call("record_calls", str(self.vault.root), _jobs_encoder.encode(jobs))
                 results = _results_decoder.decode(raw)
             except (WorkerGone, WorkerError) as exc:
                 log.warning("recording calls in process: %s", exc)

@@ -87,11 +87,8 @@ class Worker:
                 proc.kill()
                 await proc.wait()
 
-    async def call(self, op: str, *args: Any, give_way: bool = False) -> bytes:
-        """Run `op` in the child; returns its msgpack-encoded result. Raises WorkerGone or WorkerError.
-
-        `give_way`: calls are being answered, and the child runs `op` in the kernel's idle class.
-        """
+    async def call(self, op: str, *args: Any) -> bytes:
+        """Run `op` in the child; returns its msgpack-encoded result. Raises WorkerGone or WorkerError."""
         async with self._lock:
             if not self.alive:
                 if time.monotonic() - self._failed_at < _RESTART_PAUSE_SECONDS:
@@ -99,7 +96,7 @@ class Worker:
                 await self._restart()
             proc = self._proc
             assert proc is not None and proc.stdin is not None and proc.stdout is not None
-            body = self._encoder.encode((op, args, give_way))
+            body = self._encoder.encode((op, args))
             try:
                 proc.stdin.write(LENGTH.pack(len(body)) + body)
                 await proc.stdin.drain()
@@ -128,6 +125,6 @@ class Worker:
             log.warning("the worker process had stopped (exit code %s); starting a new one", self._proc.returncode)
         await self.start()
 
-    async def run(self, argv: list[str], env: dict[str, str], stdin: bytes = b"", give_way: bool = False) -> Ran:
+    async def run(self, argv: list[str], env: dict[str, str], stdin: bytes = b"") -> Ran:
         """Run a command in the child with `stdin` as its input, and wait for it (the git writer's commands)."""
-        return msgspec.msgpack.decode(await self.call("run", argv, env, stdin, give_way=give_way), type=Ran)
+        return msgspec.msgpack.decode(await self.call("run", argv, env, stdin), type=Ran)

@@ -14,8 +14,6 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, BinaryIO
 
 import msgspec
@@ -50,31 +48,17 @@ def _record_calls(root: str, jobs: bytes) -> bytes:
 OPS: dict[str, Callable[..., bytes]] = {"run": _run, "record_calls": _record_calls}
 
 
-def _enter_idle_class() -> None:
-    # Linux schedules threads: this one alone, and what it starts, leaves the rest of the process as it is.
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or a sandbox refuses: niceness alone
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """Answer requests until stdin closes: ("ok", result) or ("error", "Type: message").
-
-    A request made while calls are being answered (`give_way`) runs in a thread of the kernel's idle
-    class, with the git it starts: a call's wake-up takes the CPU from it at once, where a low niceness
-    alone lets it finish its time slice first. The others run at the niceness alone, so that other busy
-    programs on the machine cannot starve them for as long as they run.
-    """
-    with ThreadPoolExecutor(1, "give-way", initializer=_enter_idle_class) as giving_way:
-        while header := _read_exactly(stdin, LENGTH.size):
-            (size,) = LENGTH.unpack(header)
-            op, args, give_way = msgspec.msgpack.decode(_read_exactly(stdin, size))
-            work = partial(OPS[op], *args)
-            try:
-                reply: tuple[str, Any] = ("ok", giving_way.submit(work).result() if give_way else work())
-            except Exception as exc:  # reported to the server, which decides what it means
-                reply = ("error", f"{type(exc).__name__}: {exc}")
-            body = msgspec.msgpack.encode(reply)
-            _write_all(stdout, LENGTH.pack(len(body)) + body)
+    """Answer requests until stdin closes: ("ok", result) or ("error", "Type: message")."""
+    while header := _read_exactly(stdin, LENGTH.size):
+        (size,) = LENGTH.unpack(header)
+        op, args = msgspec.msgpack.decode(_read_exactly(stdin, size))
+        try:
+            reply: tuple[str, Any] = ("ok", OPS[op](*args))
+        except Exception as exc:  # reported to the server, which decides what it means
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        body = msgspec.msgpack.encode(reply)
+        _write_all(stdout, LENGTH.pack(len(body)) + body)
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:

@@ -81,9 +81,9 @@ async def test_a_worker_dying_mid_batch_counts_each_call_once(tmp_path: Path) ->
     assert worker is not None
     real_call = worker.call
 
-    async def dies_after_the_work(op: str, *args: object, give_way: bool = False) -> bytes:
+    async def dies_after_the_work(op: str, *args: object) -> bytes:
         # The files are rewritten, then the process dies before its answer arrives.
-        answer = await real_call(op, *args, give_way=give_way)
+        answer = await real_call(op, *args)
         if op != "record_calls":
             return answer
         os.kill(worker.pid or 0, signal.SIGKILL)

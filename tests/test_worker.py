@@ -82,7 +82,7 @@ def test_the_child_dies_with_a_killed_server() -> None:
             "import subprocess, sys, time, msgspec\n"
             "from server.worker_child import LENGTH\n"
             "child = subprocess.Popen([sys.executable, '-m', 'server.worker_child'], stdin=subprocess.PIPE)\n"
-            "body = msgspec.msgpack.encode(('run', (['sleep', '30'], {'PATH': '/usr/bin:/bin'}), False))\n"
+            "body = msgspec.msgpack.encode(('run', (['sleep', '30'], {'PATH': '/usr/bin:/bin'})))\n"
             "child.stdin.write(LENGTH.pack(len(body)) + body)\n"
             "child.stdin.flush()\n"
             "print(child.pid, flush=True)\n"
@@ -124,7 +124,7 @@ def test_a_reply_interrupted_by_signals_arrives_whole_when_stdout_is_unbuffered(
     assert child.stdin is not None and child.stdout is not None
     try:
         payload = bytes(range(256)) * 8192  # 2 MiB: many pipefuls
-        body = msgspec.msgpack.encode(("run", (["cat"], ENV, payload), False))  # (op, args, give_way)
+        body = msgspec.msgpack.encode(("run", (["cat"], ENV, payload)))
         child.stdin.write(LENGTH.pack(len(body)) + body)
         child.stdin.flush()
         for _ in range(5):
