@@ -585,8 +585,8 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "Scenarios that write use a scratch copy.",
         "- The service runs as in production: `python -m server.cli --env-file /dev/null serve` (uvicorn, one "
         "worker, no access log, asyncio's loop + httptools), `LOG_LEVEL=WARNING`, with its worker process (git and "
-        "the files of recorded calls) at niceness 19, in the kernel's idle class while calls come in. The baseline "
-        "(`benchmarks/baseline_app.py`) is started through the same `serve` code, so its flags are the same.",
+        "the files of recorded calls) at niceness 19. The baseline (`benchmarks/baseline_app.py`) is started "
+        "through the same `serve` code, so its flags are the same.",
         "- Every personalize call of a known caller also records the call (call_count, last_call, a commit) "
         "after the answer, as SPEC §6 requires; the throughput and latency runs include that work. *CPU/request* "
         "counts the server and its worker process (with the git commands it ran).",

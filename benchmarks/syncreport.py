@@ -142,7 +142,7 @@ def notes(meta: dict[str, Any], r: dict[str, Any]) -> list[str]:
             f"p99 server-side per run: syncing {each} ms; without {alone} ms; the row shows the medians and their "
             "ratio. B, the git daemon and the load generator share this machine's cores with A in both runs; in "
             "service B and the git host run elsewhere, so here they run in the kernel's idle class at niceness 19 "
-            "(taking only the CPU A leaves idle); A's own git commands (fetch and push included) run in that class "
-            "while A answers calls, as in service."
+            "(taking only the CPU A leaves idle); A's own git commands run as in service, at niceness 19 (fetch and "
+            "push at 10)."
         )
     return out
