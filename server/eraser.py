@@ -76,9 +76,9 @@ class Eraser:
         lines = [erasure.trailer(tok, block) for tok in tokens]
         # The `Source:` trailer stays the message's last line (SPEC §3); the erasure's trailers come just before it.
         audit = "erase a caller\n\n" + "".join(f"{line}\n" for line in lines) + f"Source: {source}\n"
-        # No fetch in flight (one may take up to its timeout with a dead remote): what it brought would
-        # land after the rewrite. A fetch from now on is handled by `follow` and pruned by `pushed`.
-        async with self.sync.fetching, memory.writes.gate.closed():
+        # No fetch or push in flight (one may take up to its timeout with a dead remote): what it did
+        # would land after the rewrite. A fetch from now on is handled by `follow` and pruned by `pushed`.
+        async with self.sync.network, memory.writes.gate.closed():
             erased: Erased = await memory.git.exclusive(lambda: self._rewrite(audit))
         log.info("erased a caller from the vault and its history (%d commit(s) rewritten)", erased.commits_rewritten)
         return erased

@@ -138,9 +138,10 @@ class Sync:
         self.interval = settings.sync_seconds
         self.status = SyncStatus(without_credentials(self.remote_url or ""), self.branch)
         self._wake = asyncio.Event()
-        # Held while a fetch runs: an erasure waits for it, or the fetch could land the erased caller's
-        # objects in the vault after the rewrite removed them.
-        self.fetching = asyncio.Lock()
+        # Held while a fetch or push runs: an erasure waits for it. Landing after the rewrite, a fetch
+        # would bring the erased caller's objects back into the vault, and a push of the old history
+        # would point the remote-tracking ref (and the remote) at them again.
+        self.network = asyncio.Lock()
         self._fetch_now = False
         # Runs before a merge commits people's uncommitted edits: keys a caller file's `phone:` (SPEC §14).
         self.before_merge: Callable[[], Awaitable[None]] | None = None
@@ -243,7 +244,7 @@ class Sync:
     async def _fetch(self) -> None:
         refspec = f"+refs/heads/{self.branch}:{self.tracking}"
         try:
-            async with self.fetching:
+            async with self.network:
                 await self.git.runner.run_network("fetch", "-q", "--no-tags", "--no-write-fetch-head", REMOTE, refspec)
         except GitError as exc:
             if _NO_BRANCH not in str(exc):
@@ -285,12 +286,13 @@ class Sync:
 
     async def _push(self) -> bool:
         """Push the branch; False if the remote turned it away for now (someone pushed first, or at the same moment)."""
-        lease = self.lease
-        # After an erasure the rewritten history replaces the remote's, only if nobody pushed meanwhile.
-        forced = (f"--force-with-lease=refs/heads/{self.branch}:{lease}",) if lease else ()
-        code, out = await self.git.runner.run_network(
-            "push", "--porcelain", *forced, REMOTE, f"HEAD:refs/heads/{self.branch}", ok=(0, 1)
-        )
+        async with self.network:  # an erasure that ran while this waited has set the lease by now
+            lease = self.lease
+            # After an erasure the rewritten history replaces the remote's, only if nobody pushed meanwhile.
+            forced = (f"--force-with-lease=refs/heads/{self.branch}:{lease}",) if lease else ()
+            code, out = await self.git.runner.run_network(
+                "push", "--porcelain", *forced, REMOTE, f"HEAD:refs/heads/{self.branch}", ok=(0, 1)
+            )
         if code == 0:
             self.status.last_push_at = time.time()
             if lease is not None and self.lease == lease:

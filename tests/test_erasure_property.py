@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from server.service import open_service
 from tests.conftest import MARIA, OTHER, make_settings
+from tests.remotes import run_git
 from tests.test_erasure import every_object, git_files
 
 letters = st.characters(categories=("L", "N", "P", "Zs"), exclude_characters="\u2028\u2029")
@@ -55,3 +57,48 @@ def test_no_fact_of_an_erased_caller_survives_anywhere(facts: list[str], kept: s
             assert fact.encode() not in objects
             assert fact.encode() not in files
         assert kept.encode() in objects
+
+
+@pytest.mark.anyio
+async def test_a_fetch_or_push_in_flight_when_a_caller_is_erased_brings_nothing_of_them_back(tmp_path: Path) -> None:
+    # The remote still has her history until the rewrite is pushed over it. A fetch that started
+    # before the erasure (a slow remote: the one thing stood in for) must not land it after the
+    # rewrite, nor may the round's push of the old history, which follows it, point a ref at it again.
+    remote = tmp_path / "remote.git"
+    run_git(tmp_path, "init", "-q", "--bare", str(remote))
+    service = open_service(make_settings(tmp_path / "vault", GIT_REMOTE=remote.as_uri()))
+    await service.start(watch=False)  # no sync loop: this test runs its rounds
+    memory, sync = service.memory, service.sync
+    try:
+        maria = memory.identities.write_target(MARIA)
+        assert maria is not None
+        await memory.add_fact(maria.key, "Keeps a parrot called Zebedee", "api", e164=maria.e164)
+        await sync.round(fetch=False)  # her history is on the remote
+        assert b"Zebedee" in every_object(remote)
+
+        real = memory.git.runner.run_network
+        started, landed, carry_on = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def slow_remote(*args: str, **kwargs: Any) -> tuple[int, str]:
+            if "fetch" not in args or started.is_set():
+                return await real(*args, **kwargs)
+            started.set()
+            await asyncio.sleep(0.5)  # the remote takes its time answering
+            result = await real(*args, **kwargs)
+            landed.set()  # its objects are in the vault; the round goes on once the test has looked
+            await carry_on.wait()
+            return result
+
+        memory.git.runner.run_network = slow_remote  # type: ignore[method-assign]
+        syncing = asyncio.create_task(sync.round(fetch=True))
+        await started.wait()
+        erasing = asyncio.create_task(service.eraser.erase(maria.key, "api", block=False))
+        await landed.wait()
+        if erasing.done():  # erased while the fetch was on its way: what it brought must not be her
+            assert b"Zebedee" not in every_object(tmp_path / "vault")
+        carry_on.set()
+        await erasing
+        assert b"Zebedee" not in every_object(tmp_path / "vault")
+        await syncing
+    finally:
+        await service.stop()
