@@ -86,6 +86,11 @@ async def merge_in(runner: GitRunner, ref: str, subject: str, source: str) -> Me
         mark.unlink(missing_ok=True)
 
 
+def merging(root: Path) -> bool:
+    """Whether the service's own merge is running in the vault at `root`: git is rewriting its files."""
+    return (root / _MARK).exists()
+
+
 def recover_interrupted(runner: GitRunner) -> bool:
     """At start-up: undo a merge the service was killed in the middle of (never a person's). True if there was one."""
     mark = runner.root / _MARK

@@ -21,6 +21,7 @@ from typing import Any
 
 import watchfiles
 
+from server import gitmerge
 from server.cache import Cached
 from server.gitrun import GitError
 from server.index import Index
@@ -40,6 +41,8 @@ _PATHS_SLICE = 16
 _SCAN_SLICE = 10
 # How long the watcher waits for the worker to release files it is rewriting before it looks anyway.
 _BUSY_PATIENCE_SECONDS = 5.0
+# How often a file found missing while the service merges is looked at again, until the merge is done.
+_MERGE_POLL_SECONDS = 0.02
 _GROUP_SECONDS = 1.0
 
 
@@ -49,7 +52,7 @@ class Seen(enum.Enum):
     OWN = "own"  # bytes this process wrote: its write path indexes them once committed
     SAME = "same"  # what the index already has (or still nothing)
     CHANGED = "changed"  # a person's change (or removal), now in the index
-    BUSY = "busy"  # the worker process is rewriting the file for the write path: look again later
+    BUSY = "busy"  # the worker process, or the service's merge, is rewriting the file: look again later
     IGNORED = "ignored"  # not a vault file the index keeps
 
 
@@ -128,6 +131,10 @@ class Watcher:
                 # Renamed by this process's write path, which takes it out of the index when its new
                 # path goes in: until then the caller stays known, and no call takes them for new.
                 return Seen.OWN
+            if own_pending and gitmerge.merging(self.vault.root):
+                # git removes a file before it writes the merged version: until the merge is done the
+                # caller stays known, and no call in between takes them for new.
+                return Seen.BUSY
             self.index.apply(relpath, None, seq)
             return Seen.CHANGED
         if not loaded.parsed:
@@ -260,7 +267,10 @@ class Watcher:
         # while on a busy machine, and looking at fifty files every few ms would take calls' time.
         relpaths = [relpath for path in paths if (relpath := self.vault.relpath(Path(path))) is not None]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.vault.own.released(relpaths), _BUSY_PATIENCE_SECONDS)
+            async with asyncio.timeout(_BUSY_PATIENCE_SECONDS):
+                await self.vault.own.released(relpaths)
+                while gitmerge.merging(self.vault.root):  # a merge leaves no event to wait on: look
+                    await asyncio.sleep(_MERGE_POLL_SECONDS)
         if not self._stop.is_set():  # at stop, the next start's check of uncommitted files has it
             await self.handle(paths)
 

@@ -18,12 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MARIA, OTHER, LiveServer, git, settled
+from server import gitmerge
+from server.service import open_service
+from server.watcher import Seen
+from tests.conftest import MARIA, OTHER, LiveServer, git, make_settings, settled
 from tests.live_helpers import (
     assert_valid_answer,
     caller_md,
     commits,
     frontmatter,
+    key_for,
     known_file,
     preview,
     prompt_of,
@@ -364,3 +368,25 @@ def test_hand_edits_are_committed_on_shutdown_and_while_stopped_on_start(server_
     assert len(hand_edit_commits(vault, "callers/offline.md")) == 1, "committed at start-up, before serving"
     assert personalize(server, OTHER)["dynamic_variables"]["caller_name"] == "Olga"
     wait_until(lambda: settled(server))
+
+
+@pytest.mark.anyio
+async def test_a_caller_file_git_removes_and_rewrites_during_the_services_merge_stays_known(tmp_path: Path) -> None:
+    # git checks a merged file out by removing it and writing the new version: the watcher may look
+    # in between. Until the merge is done the caller stays known; once it is, what is there counts.
+    root = tmp_path / "vault"
+    open_service(make_settings(root))
+    (root / "callers" / "maria.md").write_text(caller_md(MARIA), encoding="utf-8")
+    service = open_service(make_settings(root))
+    watcher, index = service.watcher, service.memory.index
+    assert index.caller(key_for(MARIA)) is not None
+    mark = root / ".git" / "memory-bridge" / "merging"
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    assert gitmerge.merging(root)
+    (root / "callers" / "maria.md").unlink()
+    assert watcher.refresh("callers/maria.md") is Seen.BUSY
+    assert index.caller(key_for(MARIA)) is not None
+    mark.unlink()  # the merge is done and the file stayed away: the merge removed it
+    assert watcher.refresh("callers/maria.md") is Seen.CHANGED
+    assert index.caller(key_for(MARIA)) is None
