@@ -1,8 +1,8 @@
 """Ask the kernel to run the event loop's thread as soon as a call arrives.
 
 Linux's scheduler (EEVDF, 6.6 and later) lets a running task finish its time slice, 1.4 ms here on
-two cores, before a task that has just woken runs; a background `git fetch` or merge on the other
-core side of a call can hold it up that long even at a lower priority. Since 6.12 a thread may ask
+two cores, before a task that has just woken runs: a background `git fetch` or merge holding the
+core delays a call that long, even at a lower priority. Since 6.12 a thread may ask
 for a shorter slice, and a woken thread with a shorter slice than the running one takes the core at
 once. The event loop asks for the shortest (0.1 ms): the CPU it gets over time is unchanged, only
 when it gets it. Threads and processes started from it keep the normal slice (reset on fork), so git
