@@ -6,8 +6,8 @@ core delays a call that long, even at a lower priority. Since 6.12 a thread may 
 for a shorter slice, and a woken thread with a shorter slice than the running one takes the core at
 once. The event loop asks for the shortest (0.1 ms): the CPU it gets over time is unchanged, only
 when it gets it. Threads and processes started from it keep the normal slice (reset on fork), so git
-and the worker do not get ahead of calls this way. On other kernels, or where the call is refused,
-nothing changes.
+and the worker do not get ahead of calls this way. A server started in the idle or a real-time class
+(`chrt`) stays as it was started; on other kernels, or where the call is refused, nothing changes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ log = logging.getLogger("memory_bridge.timeslice")
 
 SLICE_NANOSECONDS = 100_000  # the shortest the kernel accepts
 _SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
-_SCHED_OTHER = 0
 _SCHED_FLAG_RESET_ON_FORK = 0x01
 # struct sched_attr (version 1): size, policy, flags, nice, priority, runtime, deadline, period,
 # util_min, util_max.
@@ -32,11 +31,14 @@ _SCHED_ATTR = struct.Struct("=IIQiIQQQII")
 def ask_for_short_slice() -> bool:
     """Ask for a short time slice for the calling thread; whether the kernel took it."""
     number = _SYS_SCHED_SETATTR.get(platform.machine())
-    if number is None or not hasattr(os, "getpriority"):
+    if number is None or not hasattr(os, "sched_getscheduler"):
         return False
+    policy = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK  # the calling thread's class
+    if policy not in (os.SCHED_OTHER, os.SCHED_BATCH):
+        return False  # the idle or a real-time class: whoever started the server chose it
     attr = _SCHED_ATTR.pack(
         _SCHED_ATTR.size,
-        _SCHED_OTHER,
+        policy,
         _SCHED_FLAG_RESET_ON_FORK,
         os.getpriority(os.PRIO_PROCESS, 0),
         0,
