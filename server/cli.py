@@ -70,7 +70,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from server.app import create_asgi
     from server.serving import uvicorn_options
+    from server.timeslice import ask_for_short_slice
 
+    # This thread runs the event loop: it is run as soon as a call wakes it (`server.timeslice`).
+    ask_for_short_slice()
     uvicorn.run(create_asgi(settings), **uvicorn_options(settings))
     return 0
 

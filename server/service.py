@@ -30,7 +30,6 @@ from server.postcalls import Postcalls
 from server.recorder import Turns
 from server.retainer import Retainer
 from server.sync import Sync, join_remote
-from server.timeslice import ask_for_short_slice
 from server.vault import Vault
 from server.watcher import Watcher
 from server.worker import Worker
@@ -74,8 +73,6 @@ class Service:
             # and a write's file work in a thread that must hand the interpreter back to the event
             # loop within half a millisecond (the default is 5 ms).
             sys.setswitchinterval(0.0005)
-            # And the event loop's thread is run as soon as a call wakes it (`server.timeslice`).
-            ask_for_short_slice()
         if watch and worker is not None:
             self.mark = ServerMark(self.memory.vault.root)
             self.mark.claim()

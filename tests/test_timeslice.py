@@ -45,14 +45,13 @@ def test_the_thread_that_asks_gets_the_short_slice_and_nothing_it_starts_does() 
         child = subprocess.run(["cat", "/proc/self/sched"], capture_output=True, text=True, check=True).stdout
         seen["child"] = int(next(line for line in child.splitlines() if line.startswith("se.slice")).split(":")[1])
 
-    # Not the test's own thread, which keeps what it has: an in-process service test before this one
-    # may have given it the short slice already.
-    outer = threading.Thread(target=asking)
+    outer = threading.Thread(target=asking)  # not the test's own thread: the slice stays with the asker
     outer.start()
     outer.join()
     assert seen["taken"] is True
     assert seen["own"] == SLICE_NANOSECONDS
     assert seen["thread"] != SLICE_NANOSECONDS and seen["child"] != SLICE_NANOSECONDS
+    assert slice_of("/proc/thread-self") != SLICE_NANOSECONDS
 
 
 def test_a_thread_started_in_another_class_stays_in_it() -> None:
