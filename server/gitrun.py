@@ -247,6 +247,18 @@ class GitRunner:
             raise GitError(f"git merge-file failed: {proc.stderr.decode(errors='replace').strip()}")
         return proc.stdout.decode("utf-8", "surrogateescape")
 
+    def settle_lock(self) -> None:
+        """At start-up: wait for an `index.lock` to go, and remove it once it is stale (a crash left it).
+
+        Without this, a lock left by a killed git stays until the next write trips over it: nothing at
+        start-up may need the index, and `git status` just works around a lock.
+        """
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        lock = self.root / ".git" / "index.lock"
+        while lock.exists() and time.monotonic() < deadline:
+            self.recover_lock()
+            time.sleep(0.05)
+
     def recover_lock(self) -> None:
         """Remove an `index.lock` that has not moved for a while: a crash left it."""
         # Only this writer runs git in the vault, so a lock that has not moved for a while was left

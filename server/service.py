@@ -209,6 +209,8 @@ def open_service(settings: Settings, return_memory: bool = True) -> Service:
             tightened.folders,
         )
     gitmerge.recover_interrupted(git.runner)
+    if not server_running(vault.root):
+        git.runner.settle_lock()  # a git killed with the last server may have left its lock
     if settings.git_remote is not None:
         join_remote(settings, git, created_repo)
     vault.ensure_layout()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -251,6 +252,28 @@ def test_stale_index_lock_is_recovered_by_commit_sync(repo: tuple[Path, GitWrite
     assert writer.commit_sync(["callers/a.md"], ["fact for aaaaaaaaaaaa"], "cli")
     assert not lock.exists()
     assert_clean(root)
+
+
+def test_a_lock_left_by_a_crash_is_gone_after_start_up_even_with_nothing_to_commit(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    open_service(make_settings(root))
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+    lock = root / ".git" / "index.lock"
+    lock.write_text("")  # fresh, as a git killed a moment ago leaves it
+    started = time.monotonic()
+    open_service(make_settings(root))
+    assert not lock.exists()
+    assert time.monotonic() - started >= 1.5, "a fresh lock is waited on until it is stale, not taken at once"
+
+
+def test_a_lock_a_live_git_lets_go_of_at_start_up_is_not_counted_as_recovered(repo: tuple[Path, GitWriter]) -> None:
+    root, writer = repo
+    lock = root / ".git" / "index.lock"
+    lock.write_text("")
+    threading.Timer(0.3, lock.unlink).start()
+    writer.runner.settle_lock()
+    assert not lock.exists()
+    assert writer.runner.lock_recoveries == 0
 
 
 @pytest.mark.anyio
