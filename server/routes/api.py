@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
 from litestar.exceptions import NotFoundException, ServiceUnavailableException, ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from server.answers import caller_json, preview_bytes
 from server.auth import admin_guard
@@ -81,7 +82,9 @@ def _known(service: Service, caller: str) -> str:
 
 
 @post("/memory/{caller:str}", status_code=200, request_max_body_size=API_BODY_LIMIT)
-async def api_add_fact(caller: str, data: FactBody, request: Request[Any, Any, Any]) -> dict[str, Any]:
+async def api_add_fact(
+    caller: FromPath[str], data: JSONBody[FactBody], request: Request[Any, Any, Any]
+) -> dict[str, Any]:
     """Add a fact to a caller (by phone hash, or by number, which may create the caller)."""
     service = _service(request)
     target = service.memory.identities.write_target(caller)
@@ -94,7 +97,7 @@ async def api_add_fact(caller: str, data: FactBody, request: Request[Any, Any, A
 
 
 @post("/notes", status_code=200, request_max_body_size=API_BODY_LIMIT)
-async def api_add_note(data: NoteBody, request: Request[Any, Any, Any]) -> dict[str, Any]:
+async def api_add_note(data: JSONBody[NoteBody], request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Append to a daily note, or to a caller's notes when `phone_hash` is given."""
     service = _service(request)
     key = _known(service, data.phone_hash) if data.phone_hash else None
@@ -104,7 +107,7 @@ async def api_add_note(data: NoteBody, request: Request[Any, Any, Any]) -> dict[
 
 
 @get("/callers/{caller:str}", sync_to_thread=False)
-def api_get_caller(caller: str, request: Request[Any, Any, Any]) -> dict[str, Any]:
+def api_get_caller(caller: FromPath[str], request: Request[Any, Any, Any]) -> dict[str, Any]:
     """A caller's memory: frontmatter, facts, calls and notes."""
     service = _service(request)
     key = _known(service, caller)
@@ -114,7 +117,7 @@ def api_get_caller(caller: str, request: Request[Any, Any, Any]) -> dict[str, An
 
 
 @get("/callers/{caller:str}/preview", sync_to_thread=False)
-def api_preview(caller: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+def api_preview(caller: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
     """Exactly what the personalize webhook would answer for this caller now."""
     service = _service(request)
     key = _known(service, caller)
@@ -127,7 +130,10 @@ def api_preview(caller: str, request: Request[Any, Any, Any]) -> Response[bytes]
 
 @delete("/callers/{caller:str}", status_code=200)
 async def api_forget(
-    caller: str, request: Request[Any, Any, Any], purge: bool = False, block: bool = False
+    caller: FromPath[str],
+    request: Request[Any, Any, Any],
+    purge: FromQuery[bool] = False,
+    block: FromQuery[bool] = False,
 ) -> dict[str, Any]:
     """Forget a caller: the file is removed in a commit; `purge`: erased from all of history (SPEC §14)."""
     service = _service(request)

@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Request, post
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException
+from litestar.params import JSONBody
 
 from server import phone, text
 from server.auth import has_webhook_secret, webhook_guard
@@ -48,7 +49,7 @@ def _tool_service(
 
 
 @post("/tools/recall", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
-async def tool_recall(data: ToolRecall, state: State, request: Request[Any, Any, Any]) -> RecallAnswer:
+async def tool_recall(data: JSONBody[ToolRecall], state: State, request: Request[Any, Any, Any]) -> RecallAnswer:
     """The agent's `recall` tool: the caller's own memory lines that best match a short query, from the index."""
     started = time.perf_counter()
     service = _tool_service(state, request, data.agent_id, data.called_number, "recall tool")
@@ -65,7 +66,7 @@ async def tool_recall(data: ToolRecall, state: State, request: Request[Any, Any,
 
 
 @post("/tools/remember", status_code=200, request_max_body_size=WEBHOOK_BODY_LIMIT, guards=[webhook_guard])
-async def tool_remember(data: ToolRemember, state: State, request: Request[Any, Any, Any]) -> ToolAnswer:
+async def tool_remember(data: JSONBody[ToolRemember], state: State, request: Request[Any, Any, Any]) -> ToolAnswer:
     """The agent's `remember` tool: save one fact about the caller, mid-call."""
     service = _tool_service(state, request, data.agent_id, data.called_number, "remember tool")
     if service is None:
