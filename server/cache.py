@@ -27,8 +27,8 @@ CACHE_FILE = "memory-bridge/index-cache.msgpack"
 # data changes without its types changing (2: file kinds are `Kind` members, not strings; 3: a file
 # with conflict markers is an error, where it once parsed; 4: comments and private sections are
 # left out of the records; 5: each caller record encoded on its own, decoded as it is used; 6: file
-# digests are 128-bit BLAKE2b).
-FORMAT = 6
+# digests are 128-bit BLAKE2b; 7: the caller record's type is part of the version).
+FORMAT = 7
 
 
 class _CallerEntry(msgspec.Struct, array_like=True):
@@ -68,7 +68,9 @@ class _Snapshot(msgspec.Struct):
 def _schema_version() -> str:
     # Once per process (a schema costs 2 ms; a server of a hundred tenants loads a hundred caches).
     # Any change to the cached types, names or field types, or to FORMAT, invalidates old caches.
-    schema = hashlib.sha256(msgspec.json.encode(msgspec.json.schema(_Snapshot))).hexdigest()[:16]
+    # A caller's record is cached as raw bytes (`_CallerEntry.record`): its type is hashed beside the snapshot's.
+    _, components = msgspec.json.schema_components((_Snapshot, Caller))
+    schema = hashlib.sha256(msgspec.json.encode(components)).hexdigest()[:16]
     return f"{FORMAT}:{schema}"
 
 
@@ -94,9 +96,14 @@ class Cached(msgspec.Struct, frozen=True):
     record: msgspec.Raw | Caller | Soul | DailyNote | None
     error: str | None
 
-    def loaded(self) -> Loaded:
-        """The entry as the vault module gives a freshly parsed file."""
-        record = _caller_decoder.decode(self.record) if isinstance(self.record, msgspec.Raw) else self.record
+    def loaded(self) -> Loaded | None:
+        """The entry as the vault module gives a freshly parsed file; None if its record cannot be decoded."""
+        record = self.record
+        if isinstance(record, msgspec.Raw):
+            try:
+                record = _caller_decoder.decode(record)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return None  # damaged, or of another shape than this version's: the file is read instead
         return Loaded(self.relpath, self.kind, self.digest, self.stat, record=record, error=self.error)
 
 

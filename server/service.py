@@ -155,7 +155,9 @@ def open_view(settings: Settings) -> VaultView:
     cached = cache.load(vault.root) or {}
     for relpath, stat in vault.scan().items():
         hit = cached.get(relpath)
-        loaded = hit.loaded() if hit is not None and hit.stat == stat else vault.load(relpath)
+        loaded = hit.loaded() if hit is not None and hit.stat == stat else None
+        if loaded is None:  # not cached, changed since, or not decodable: the file itself
+            loaded = vault.load(relpath)
         if loaded is not None:
             index.apply(relpath, loaded, vault.next_seq())
     return VaultView(settings, index, Identities(settings, index, read_key(settings)))

@@ -159,8 +159,9 @@ class Watcher:
         parsed = 0
         for relpath, stat in self.vault.scan().items():
             hit = cached.get(relpath)
-            if hit is not None and hit.stat == stat:
-                self.index.apply(relpath, hit.loaded(), self.vault.next_seq())
+            loaded = hit.loaded() if hit is not None and hit.stat == stat else None
+            if loaded is not None:
+                self.index.apply(relpath, loaded, self.vault.next_seq())
             else:
                 self.refresh(relpath, own_pending=False)
                 parsed += 1

@@ -15,7 +15,7 @@ import pytest
 
 from server import cache
 from server.markdown import Kind
-from server.service import open_service
+from server.service import open_service, open_view
 from tests.conftest import MARIA, OTHER, make_settings
 from tests.live_helpers import caller_md, key_for
 
@@ -129,3 +129,41 @@ def test_cached_entries_keep_their_kind(vault: Path) -> None:
     open_index(vault)
     kinds = {relpath: loaded.kind for relpath, loaded in cache.load(vault.resolve()).items()}
     assert kinds == {"callers/maria.md": Kind.CALLER, "callers/other.md": Kind.CALLER, "soul.md": Kind.SOUL}
+
+
+def test_the_cache_version_follows_the_caller_record_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Caller records are cached as raw bytes: a change to their type must still make old caches stale.
+    now = cache._schema_version.__wrapped__()
+
+    class Caller(msgspec.Struct, frozen=True):
+        phone_hash: str
+        renamed: str = ""
+
+    monkeypatch.setattr(cache, "Caller", Caller)
+    assert cache._schema_version.__wrapped__() != now
+
+
+def reshaped_record(vault: Path, relpath: str) -> None:
+    """Make one cached caller record one this version cannot decode, the cache's version left as it is."""
+    path = cache.path_for(vault.resolve())
+    snapshot = cache._decoder.decode(path.read_bytes())
+    old_shape = {"phone_hash": key_for(MARIA), "name": "Stale Name", "call_count": "fourteen"}
+    for entry in snapshot.callers:
+        if entry.relpath == relpath:
+            entry.record = msgspec.Raw(msgspec.msgpack.encode(old_shape))
+    path.write_bytes(cache._encoder.encode(snapshot))
+
+
+def test_a_cached_record_that_cannot_be_decoded_is_read_from_its_file(
+    vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_index(vault)
+    reshaped_record(vault, "callers/maria.md")
+    index, parsed = parsed_at_start(vault, monkeypatch)
+    assert parsed == ["callers/maria.md"]
+    assert index.caller(key_for(MARIA)).name == "Maria Lopez"  # type: ignore[attr-defined]
+    assert index.caller(key_for(OTHER)).name == "Olive Other"  # type: ignore[attr-defined]
+
+    reshaped_record(vault, "callers/maria.md")
+    view = open_view(make_settings(vault))  # the CLI's read-only view takes the same way round
+    assert view.index.caller(key_for(MARIA)).name == "Maria Lopez"  # type: ignore[union-attr]
