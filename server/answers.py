@@ -154,6 +154,9 @@ def caller_json(record: Caller, path: str | None) -> dict[str, Any]:
         "file": path,
         "frontmatter": frontmatter,
         "facts": list(record.facts),
-        "calls": [msgspec.to_builtins(call) for call in record.calls],
+        "calls": [
+            {"date": call.date, "summary": call.summary, "conversation_id": call.conversation_id, "time": call.time}
+            for call in record.calls
+        ],
         "notes": list(record.notes),
     }

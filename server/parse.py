@@ -136,13 +136,8 @@ def parse_call(item: str) -> CallLine:
     """Parse one `## Calls` item; lines a person wrote in another shape keep their text as summary."""
     match = _CALL.match(item)
     if not match:
-        return CallLine(date="", summary=item)
-    return CallLine(
-        date=match.group("date"),
-        summary=match.group("summary"),
-        conversation_id=match.group("conv"),
-        time=match.group("time"),
-    )
+        return CallLine(date="", text=item)
+    return CallLine.of(match.group("date"), match.group("summary"), match.group("conv"), match.group("time"))
 
 
 def parse_caller(text: str) -> Caller:

@@ -6,21 +6,53 @@ never with raw file text or YAML dicts.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import msgspec
 
 # Values a frontmatter key may carry into a dynamic variable (ElevenLabs accepts scalars only).
 Scalar = str | int | float | bool
+_CONVERSATION_ID = re.compile(r"conv_[A-Za-z0-9_\-]+")
 
 
 class CallLine(msgspec.Struct, frozen=True, gc=False):
-    """One `## Calls` entry: `- 2026-11-20 14:02 · Summary. (conv_...)`."""
+    """One `## Calls` entry: `- 2026-11-20 14:02 · Summary. (conv_...)`.
 
-    date: str
-    summary: str
-    conversation_id: str | None = None
+    The summary and the conversation id are kept as the one string they are in the file and told
+    apart when asked for: a string of their own for each call's id would cost about 5 MB per
+    100,000 calls more (the index holds every call of every caller).
+    """
+
+    date: str  # "" for a line a person wrote in another shape: all of it is then the summary
+    text: str  # the summary, then ` (conv_...)` when the line ends with a conversation id
     time: str | None = None
+
+    @classmethod
+    def of(cls, date: str, summary: str, conversation_id: str | None = None, time: str | None = None) -> CallLine:
+        """The entry of a call on `date` (and `time`), with its summary and conversation id."""
+        return cls(date, f"{summary} ({conversation_id})" if conversation_id else summary, time)
+
+    @property
+    def summary(self) -> str:
+        """What was said of the call, without its conversation id."""
+        cut = self._id_at()
+        return self.text if cut < 0 else self.text[:cut].rstrip()
+
+    @property
+    def conversation_id(self) -> str | None:
+        """ElevenLabs' id of the conversation at the end of the line (`conv_...`), if it has one."""
+        cut = self._id_at()
+        return None if cut < 0 else self.text[cut + 1 : -1]
+
+    def _id_at(self) -> int:
+        # Where `(conv_...)` starts at the very end of the text, or -1; only on a line with a date,
+        # as the parser reads it.
+        text = self.text
+        if not self.date or not text.endswith(")"):
+            return -1
+        cut = text.rfind("(conv_")
+        return cut if cut >= 0 and _CONVERSATION_ID.fullmatch(text, cut + 1, len(text) - 1) else -1
 
 
 class Caller(msgspec.Struct, frozen=True, gc=False, kw_only=True):

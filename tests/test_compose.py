@@ -45,8 +45,8 @@ MARIA = Caller(
     last_call="2026-11-20",
     facts=("Prefers morning appointments", "Has a dog named Rex"),
     calls=(
-        CallLine("2026-11-10", "Booked a cleaning.", "conv_1", "09:15"),
-        CallLine("2026-11-20", "Asked to move her dentist appointment to Friday.", "conv_2", "14:02"),
+        CallLine.of("2026-11-10", "Booked a cleaning.", "conv_1", "09:15"),
+        CallLine.of("2026-11-20", "Asked to move her dentist appointment to Friday.", "conv_2", "14:02"),
     ),
     notes=("Free text a person wrote.", "- 2026-11-21: prefers email"),
 )
@@ -196,7 +196,7 @@ def test_known_caller_memory_in_the_prompt_inside_the_fences() -> None:
 
 
 def test_last_call_date_falls_back_to_the_last_call_line() -> None:
-    caller = Caller(phone_hash=H, calls=(CallLine("2026-11-19", "hello"),))
+    caller = Caller(phone_hash=H, calls=(CallLine.of("2026-11-19", "hello"),))
     variables = compose(caller, SOUL, {}, NOW, settings()).dynamic_variables
     assert variables["last_call_date"] == "2026-11-19"
     assert variables["last_call_summary"] == "hello"
@@ -254,7 +254,7 @@ def test_placeholders_in_caller_text_never_survive(evil: str) -> None:
         first_call=evil,
         last_call=evil,
         facts=(evil, f"Likes {evil}"),
-        calls=(CallLine(evil, evil, "conv_1", evil),),
+        calls=(CallLine.of(evil, evil, "conv_1", evil),),
         notes=(evil,),
         extra={"business_name": evil},
     )
@@ -298,7 +298,7 @@ def test_caller_text_cannot_make_headings_or_close_the_fence(evil: str) -> None:
         name=evil,
         call_count=1,
         facts=(evil,),
-        calls=(CallLine("2026-11-20", evil),),
+        calls=(CallLine.of("2026-11-20", evil),),
         notes=(evil,),
     )
     notes = {TODAY: DailyNote(TODAY, evil)}
@@ -359,7 +359,7 @@ BIG = Caller(
     first_call="2026-01-01",
     last_call="2026-11-20",
     facts=many("fact", 60, 52),
-    calls=tuple(CallLine(f"2026-10-{1 + i % 28:02d}", s) for i, s in enumerate(many("call", 60, 41))),
+    calls=tuple(CallLine.of(f"2026-10-{1 + i % 28:02d}", s) for i, s in enumerate(many("call", 60, 41))),
     notes=many("note", 60, 52),
 )
 BIG_NOTE = {TODAY: DailyNote(TODAY, "\n".join(many("daily", 60, 58)))}
@@ -607,7 +607,7 @@ def test_one_huge_summary_fact_or_note_cannot_push_the_others_out_of_the_prompt(
     caller = msgspec.structs.replace(
         MARIA,
         facts=(*MARIA.facts, HUGE),
-        calls=(*MARIA.calls, CallLine("2026-11-24", HUGE, "conv_3", "10:00")),
+        calls=(*MARIA.calls, CallLine.of("2026-11-24", HUGE, "conv_3", "10:00")),
         notes=(*MARIA.notes, HUGE),
     )
     answer = compose(caller, SOUL, {TODAY: DailyNote(TODAY, f"- {HUGE}\n- Parking is free")}, NOW, settings())
@@ -637,7 +637,7 @@ def test_caller_derived_variables_are_bounded() -> None:
         MARIA,
         name="N" * 5_000,
         last_call="",
-        calls=(CallLine("2026-11-24" + "9" * 5_000, HUGE, "conv_3"),),
+        calls=(CallLine.of("2026-11-24" + "9" * 5_000, HUGE, "conv_3"),),
         extra={"business_name": "B" * 5_000, "seats": 7},
     )
     variables = compose(caller, SOUL, {}, NOW, settings()).dynamic_variables

@@ -43,7 +43,7 @@ def test_caller_text_cannot_change_the_prompt_structure(tmp_path_factory, name, 
         call_count=2,
         extra={"system__caller_id": "spoof", "business_name": "{{evil}}"},
         facts=tuple(facts),
-        calls=tuple(CallLine(date="2026-11-20", summary=s) for s in summaries),
+        calls=tuple(CallLine.of(date="2026-11-20", summary=s) for s in summaries),
         notes=tuple(notes),
     )
     answer = compose(caller, SOUL, {"2026-11-25": DailyNote("2026-11-25", daily)}, NOW, settings_)

@@ -133,7 +133,7 @@ def test_append_to_existing_sections() -> None:
     assert out.startswith(HAND[: HAND.index("- Has a dog named Rex\n")])
     caller = parse_caller(out)
     assert caller.facts[-1] == "Allergic to penicillin"
-    assert caller.calls[-1] == CallLine("2026-11-25", "Booked a cleaning.", "conv_new", "09:00")
+    assert caller.calls[-1] == CallLine.of("2026-11-25", "Booked a cleaning.", "conv_new", "09:00")
     assert caller.notes == ("Free text a person wrote.", "- 2026-11-25: prefers email")
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from server.parse import VaultFileError, parse, parse_call, parse_caller, parse_note, parse_soul, sections
+from server.parse import _CALL, VaultFileError, parse, parse_call, parse_caller, parse_note, parse_soul, sections
 from server.records import CallLine, DailyNote, Soul
 from server.vault import STARTER_SOUL
 from tests.vault_samples import ALIAS_BOMB, HAND, H
@@ -27,7 +29,7 @@ def test_parse_hand_written_caller() -> None:
     assert caller.extra == {"favourite_colour": "deep blue", "business_name": "Lopez & Sons"}
     assert caller.facts == ("Prefers morning appointments", "Has a dog named Rex")
     assert caller.calls == (
-        CallLine(
+        CallLine.of(
             date="2026-11-20",
             summary="Asked to move her dentist appointment.",
             conversation_id="conv_8901k5zv",
@@ -141,16 +143,50 @@ def test_parse_refuses_files_that_are_not_vault_files() -> None:
     [
         (
             "2026-11-20 14:02 · Asked about Friday. (conv_8901k5zv)",
-            CallLine("2026-11-20", "Asked about Friday.", "conv_8901k5zv", "14:02"),
+            CallLine.of("2026-11-20", "Asked about Friday.", "conv_8901k5zv", "14:02"),
         ),
-        ("2026-11-20: Short call", CallLine("2026-11-20", "Short call", None, None)),
-        ("2026-11-20T09:30 - Rang back (conv_a-b_C)", CallLine("2026-11-20", "Rang back", "conv_a-b_C", "09:30")),
-        ("2026-11-20 — dashes", CallLine("2026-11-20", "dashes", None, None)),
-        ("Called about the invoice", CallLine("", "Called about the invoice", None, None)),
+        ("2026-11-20: Short call", CallLine.of("2026-11-20", "Short call", None, None)),
+        ("2026-11-20T09:30 - Rang back (conv_a-b_C)", CallLine.of("2026-11-20", "Rang back", "conv_a-b_C", "09:30")),
+        ("2026-11-20 — dashes", CallLine.of("2026-11-20", "dashes", None, None)),
+        ("Called about the invoice", CallLine.of("", "Called about the invoice", None, None)),
     ],
 )
 def test_parse_call(item: str, call: CallLine) -> None:
     assert parse_call(item) == call
+
+
+@pytest.mark.parametrize(
+    ("item", "summary", "conversation_id"),
+    [
+        ("2026-11-20 14:02 · Asked about Friday. (conv_8901k5zv)", "Asked about Friday.", "conv_8901k5zv"),
+        ("2026-11-20 · Rang (conv_first) (conv_second)", "Rang (conv_first)", "conv_second"),
+        ("2026-11-20 · (conv_only)", "", "conv_only"),
+        ("2026-11-20 · Paid (in cash)", "Paid (in cash)", None),
+        ("2026-11-20 · Paid (conv_x) and more)", "Paid (conv_x) and more)", None),
+        ("2026-11-20 · Spoke (conv_bad!)", "Spoke (conv_bad!)", None),
+        ("2026-11-20 · Spaced out   (conv_s)  ", "Spaced out", "conv_s"),
+        ("Undated line (conv_1)", "Undated line (conv_1)", None),  # only a dated line carries an id
+    ],
+)
+def test_a_call_tells_its_summary_from_its_conversation_id(
+    item: str, summary: str, conversation_id: str | None
+) -> None:
+    call = parse_call(item)
+    assert (call.summary, call.conversation_id) == (summary, conversation_id)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    summary=st.text(st.characters(blacklist_categories=("Cs",)), max_size=40).map(str.strip),
+    conversation=st.none() | st.from_regex(r"conv_[A-Za-z0-9_\-]{1,12}", fullmatch=True),
+)
+def test_a_call_line_reads_back_as_the_parser_read_it(summary: str, conversation: str | None) -> None:
+    item = f"2026-11-20 10:00 · {summary}" + (f" ({conversation})" if conversation else "")
+    expected = _CALL.match(item)
+    assume(expected is not None and "\n" not in item and "\r" not in item)
+    call = parse_call(item)
+    assert call.summary == expected.group("summary")
+    assert call.conversation_id == expected.group("conv")
 
 
 def test_sections() -> None:

@@ -21,9 +21,9 @@ MARIA = Caller(
     name="Maria Lopez",
     facts=("Has a dog named Rex", "Allergic to penicillin (conv_f1)"),
     calls=(
-        CallLine("2026-10-01", "Booked a cleaning with Dr. Weiss.", "conv_1", "09:15"),
-        CallLine("2026-11-10", "Asked about her dentist bill.", "conv_2", "10:00"),
-        CallLine("2026-11-20", "Moved her dentist appointment to Friday.", "conv_3", "14:02"),
+        CallLine.of("2026-10-01", "Booked a cleaning with Dr. Weiss.", "conv_1", "09:15"),
+        CallLine.of("2026-11-10", "Asked about her dentist bill.", "conv_2", "10:00"),
+        CallLine.of("2026-11-20", "Moved her dentist appointment to Friday.", "conv_3", "14:02"),
     ),
     notes=("- 2026-11-21: prefers email",),
 )
@@ -50,7 +50,7 @@ def test_nothing_for_no_caller_no_words_or_no_match() -> None:
 def test_the_answer_is_bounded_and_one_line_each() -> None:
     many = Caller(
         phone_hash="cd" * 32,
-        calls=tuple(CallLine("2026-01-01", f"Parcel {n} {{{{x}}}} " + "word " * 80) for n in range(50)),
+        calls=tuple(CallLine.of("2026-01-01", f"Parcel {n} {{{{x}}}} " + "word " * 80) for n in range(50)),
     )
     answer = recall(many, "parcel")
     assert answer and len("\n".join(answer)) <= MAX_ANSWER_CHARS
@@ -68,7 +68,9 @@ def callers(draw: st.DrawFn) -> Caller:
     return Caller(
         phone_hash=f"{n:064x}",
         facts=tuple(draw(st.lists(LINES, max_size=5))),
-        calls=tuple(CallLine("2026-11-20", line, f"conv_{i}", "10:00") for i, line in enumerate(draw(st.lists(LINES)))),
+        calls=tuple(
+            CallLine.of("2026-11-20", line, f"conv_{i}", "10:00") for i, line in enumerate(draw(st.lists(LINES)))
+        ),
         notes=tuple(draw(st.lists(LINES, max_size=3))),
     )
 
@@ -82,7 +84,7 @@ def test_recall_never_answers_with_another_callers_line(vault: list[Caller], que
             phone_hash=c.phone_hash,
             facts=tuple(f"{f} owner{c.phone_hash[-6:]}" for f in c.facts),
             calls=tuple(
-                CallLine(k.date, f"{k.summary} owner{c.phone_hash[-6:]}", k.conversation_id, k.time) for k in c.calls
+                CallLine.of(k.date, f"{k.summary} owner{c.phone_hash[-6:]}", k.conversation_id, k.time) for k in c.calls
             ),
             notes=tuple(f"{n} owner{c.phone_hash[-6:]}" for n in c.notes),
         )
@@ -104,10 +106,10 @@ def test_recall_never_answers_with_another_callers_line(vault: list[Caller], que
 def test_a_caller_with_500_calls_keeps_every_fact_and_counts_the_older_calls() -> None:
     facts = tuple(f"Fact {n}: likes item {n}" for n in range(12))
     calls = tuple(
-        CallLine(f"2025-{1 + n // 28 % 12:02d}-{1 + n % 28:02d}", f"Call {n} about order {n}.", f"conv_{n}", "10:00")
+        CallLine.of(f"2025-{1 + n // 28 % 12:02d}-{1 + n % 28:02d}", f"Call {n} about order {n}.", f"conv_{n}", "10:00")
         for n in range(500)
     )
-    calls = (CallLine("2024-01-02", "Ordered the blue teapot with the chipped lid.", "conv_first", "09:00"), *calls)
+    calls = (CallLine.of("2024-01-02", "Ordered the blue teapot with the chipped lid.", "conv_first", "09:00"), *calls)
     caller = Caller(phone_hash="ef" * 32, name="Ana", call_count=501, facts=facts, calls=calls)
     bound = 3_000
     prompt = compose(caller, SOUL, {}, NOW, Settings(prompt_max_chars=bound)).dynamic_variables["caller_memory"]
