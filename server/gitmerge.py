@@ -92,14 +92,16 @@ def merging(root: Path) -> bool:
 
 
 def recover_interrupted(runner: GitRunner) -> bool:
-    """At start-up: undo a merge the service was killed in the middle of (never a person's). True if there was one."""
+    """At start-up, no server running: undo a merge the service was killed in the middle of (never a person's).
+
+    True if there was one. Git's index lock, if the kill left one, is already settled (`GitRunner.settle_lock`).
+    """
     mark = runner.root / _MARK
     if not mark.exists():
         return False
     merging = runner.run_sync("rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).returncode == 0
     if merging:
         runner.run_sync("merge", "--abort", check=False)
-    runner.recover_lock()  # git itself was stopped too, and may have left its index lock
     log.warning(
         "a merge was interrupted when the service stopped%s; the next sync round merges again",
         " (its half-done state aborted)" if merging else "",

@@ -210,9 +210,11 @@ def open_service(settings: Settings, return_memory: bool = True) -> Service:
             tightened.files,
             tightened.folders,
         )
-    gitmerge.recover_interrupted(git.runner)
     if not server_running(vault.root):
-        git.runner.settle_lock()  # a git killed with the last server may have left its lock
+        # What a killed server may leave: git's index lock, its own merge half done. With a server
+        # running (this is the CLI), both may be that server's work in progress: left alone.
+        git.runner.settle_lock()
+        gitmerge.recover_interrupted(git.runner)
     if settings.git_remote is not None:
         join_remote(settings, git, created_repo)
     vault.ensure_layout()

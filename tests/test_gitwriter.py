@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from server import gitstage, gitwriter
 from server.gitcommit import MAX_LISTED, message
+from server.gitlock import ServerMark
 from server.gitrun import GitError
 from server.gitwriter import GitWriter
 from server.service import open_service
@@ -264,6 +266,41 @@ def test_a_lock_left_by_a_crash_is_gone_after_start_up_even_with_nothing_to_comm
     open_service(make_settings(root))
     assert not lock.exists()
     assert time.monotonic() - started >= 1.5, "a fresh lock is waited on until it is stale, not taken at once"
+
+
+def test_a_merge_of_the_running_server_is_left_alone_by_the_cli_and_undone_after_a_crash(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    open_service(make_settings(root))
+    me = ("-c", "user.name=Server", "-c", "user.email=server@example.test")
+    branch = git(root, "branch", "--show-current").strip()
+
+    def commit_plain(text: str) -> None:
+        (root / "plain.txt").write_text(text)
+        git(root, "add", "plain.txt")
+        git(root, *me, "commit", "-q", "--no-verify", "-m", "plain.txt")
+
+    git(root, "checkout", "-q", "-b", "other")
+    commit_plain("theirs\n")
+    git(root, "checkout", "-q", branch)
+    commit_plain("ours\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        git(root, *me, "merge", "other")  # conflicts: half done, as the server's own merge is mid-way
+    mark = root / ".git" / "memory-bridge" / "merging"
+    mark.touch()
+
+    server = ServerMark(root)
+    server.claim()  # a server is running: the CLI opens the vault beside it
+    try:
+        open_service(make_settings(root))
+    finally:
+        server.release()
+    assert (root / ".git" / "MERGE_HEAD").exists(), "the running server's merge was aborted under it"
+    assert mark.exists()
+
+    open_service(make_settings(root))  # no server: it was killed mid-merge, and this start undoes it
+    assert not (root / ".git" / "MERGE_HEAD").exists()
+    assert not mark.exists()
+    assert (root / "plain.txt").read_text() == "ours\n"
 
 
 def test_a_lock_a_live_git_lets_go_of_at_start_up_is_not_counted_as_recovered(repo: tuple[Path, GitWriter]) -> None:
