@@ -107,6 +107,12 @@ class Cached(msgspec.Struct, frozen=True):
         return Loaded(self.relpath, self.kind, self.digest, self.stat, record=record, error=self.error)
 
 
+def current(cached: dict[str, Cached], relpath: str, stat: int) -> Loaded | None:
+    """The cached parse result of `relpath` if the file is unchanged since (`stat`) and it decodes; else None."""
+    hit = cached.get(relpath)
+    return hit.loaded() if hit is not None and hit.stat == stat else None
+
+
 def path_for(vault_root: Path) -> Path:
     """Where the cache of a vault is kept."""
     return vault_root / ".git" / CACHE_FILE

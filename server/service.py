@@ -154,10 +154,7 @@ def open_view(settings: Settings) -> VaultView:
     index = Index()
     cached = cache.load(vault.root) or {}
     for relpath, stat in vault.scan().items():
-        hit = cached.get(relpath)
-        loaded = hit.loaded() if hit is not None and hit.stat == stat else None
-        if loaded is None:  # not cached, changed since, or not decodable: the file itself
-            loaded = vault.load(relpath)
+        loaded = cache.current(cached, relpath, stat) or vault.load(relpath)
         if loaded is not None:
             index.apply(relpath, loaded, vault.next_seq())
     return VaultView(settings, index, Identities(settings, index, read_key(settings)))

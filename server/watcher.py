@@ -21,7 +21,7 @@ from typing import Any
 
 import watchfiles
 
-from server import gitmerge
+from server import cache, gitmerge
 from server.cache import Cached
 from server.gitrun import GitError
 from server.index import Index
@@ -158,8 +158,7 @@ class Watcher:
         cached = cached or {}
         parsed = 0
         for relpath, stat in self.vault.scan().items():
-            hit = cached.get(relpath)
-            loaded = hit.loaded() if hit is not None and hit.stat == stat else None
+            loaded = cache.current(cached, relpath, stat)
             if loaded is not None:
                 self.index.apply(relpath, loaded, self.vault.next_seq())
             else:
